@@ -1,0 +1,254 @@
+"""Batched ACT inference: run a model over (inputs, labels, puzzle identifiers).
+
+Two protocols:
+- `fixed` — the reference evaluator's: every example runs exactly `steps` ACT steps
+  (halt_max_steps by default) and the prediction is the argmax of the last step's logits.
+  Because every example runs every step, the exact flag after each step comes for free:
+  accuracy-vs-steps curves from one pass.
+- `adaptive` — ACT as trained: an example halts once q_halt > q_continue (q_halt > 0 for TRM
+  trained without the continue head) within [min_steps, max_steps]. Halted slots are refilled
+  with the next example at once (continuous batching) so the batch stays full.
+
+The result is one row per example (numpy), the per-example quantities the metrics and the
+prediction files need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+
+from hrm.losses import LossType, token_losses
+from hrm.models import RecursiveReasoningModel
+
+Protocol = Literal["fixed", "adaptive"]
+
+
+@dataclass
+class EngineResult:
+    """Per-example outputs, aligned with the input rows."""
+
+    pred: np.ndarray  # [N, seq_len] int32 argmax tokens at the halting step
+    q_halt_logit: np.ndarray  # [N] float32, at the halting step
+    q_continue_logit: np.ndarray  # [N] float32
+    steps: np.ndarray  # [N] int32 halting step (1-based)
+    valid_tokens: np.ndarray  # [N] int32 labels that count
+    correct_tokens: np.ndarray  # [N] int32
+    exact: np.ndarray  # [N] bool: every valid token correct
+    lm_loss: np.ndarray  # [N] float64 mean token loss under the checkpoint's loss type
+    exact_per_step: np.ndarray | None  # [N, steps] bool, fixed protocol only
+    forward_steps: int = 0  # example-steps the model computed (padding slots excluded)
+    batch_forwards: int = 0  # model calls
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @staticmethod
+    def concat(parts: list["EngineResult"]) -> "EngineResult":
+        arrays = {}
+        for f in fields(EngineResult):
+            values = [getattr(p, f.name) for p in parts]
+            if f.type == "int":
+                arrays[f.name] = sum(values)
+            elif values[0] is None:
+                arrays[f.name] = None
+            else:
+                arrays[f.name] = np.concatenate(values)
+        return EngineResult(**arrays)
+
+
+class Engine:
+    """Holds one model on one device; `run` evaluates any number of examples in batches."""
+
+    def __init__(
+        self,
+        model: RecursiveReasoningModel,
+        loss_type: LossType,
+        *,
+        ignore_label_id: int | None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        cast_weights_(self.model, self.model.config.dtype)
+        self.config = model.config
+        self.loss_type = loss_type
+        self.ignore_label_id = ignore_label_id
+        self.batch_size = batch_size
+
+    # -- public ---------------------------------------------------------------------------
+    def run(
+        self,
+        inputs: np.ndarray,
+        labels: np.ndarray,
+        puzzle_identifiers: np.ndarray,
+        *,
+        protocol: Protocol = "fixed",
+        steps: int | None = None,
+        min_steps: int = 1,
+    ) -> EngineResult:
+        """`steps`: the fixed step count, or the adaptive maximum (default halt_max_steps)."""
+        steps = steps or self.config.halt_max_steps
+        with torch.inference_mode():
+            if protocol == "fixed":
+                parts = [self._fixed_batch(*batch, steps) for batch in self._batches(inputs, labels, puzzle_identifiers)]
+                return EngineResult.concat(parts)
+            if protocol == "adaptive":
+                return self._adaptive(inputs, labels, puzzle_identifiers, min_steps, steps)
+        raise ValueError(f"unknown protocol {protocol!r}")
+
+    # -- fixed protocol -------------------------------------------------------------------
+    def _batches(self, inputs, labels, identifiers) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(inputs), self.batch_size):
+            stop = start + self.batch_size
+            yield self._to_device(inputs[start:stop], labels[start:stop], identifiers[start:stop])
+
+    def _to_device(self, inputs, labels, identifiers):
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
+        return as_tensor(inputs), as_tensor(labels), as_tensor(identifiers)
+
+    def _valid(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.ignore_label_id is None:
+            return torch.ones_like(labels, dtype=torch.bool)
+        return labels != self.ignore_label_id
+
+    def _fixed_batch(self, inputs, labels, identifiers, steps: int) -> EngineResult:
+        model = self.model
+        x = model.embed(inputs, identifiers)
+        z_H, z_L = model.initial_state(len(inputs), self.device)
+        valid = self._valid(labels)
+        exact_per_step = []
+        for _ in range(steps):
+            z_H, z_L, logits, q = model(z_H, z_L, x)
+            exact_per_step.append(_exact(logits.argmax(-1), labels, valid))
+        result = self._score(logits, q, labels, valid, torch.full((len(inputs),), steps))
+        result.exact_per_step = torch.stack(exact_per_step, dim=1).cpu().numpy()
+        result.forward_steps = steps * len(inputs)
+        result.batch_forwards = steps
+        return result
+
+    def _score(self, logits, q, labels, valid, steps) -> EngineResult:
+        pred = logits.argmax(-1)
+        valid_count = valid.sum(-1)
+        correct = (valid & (pred == labels)).sum(-1)
+        loss = token_losses(logits, labels, valid, self.loss_type).sum(-1) / valid_count.clamp_min(1)
+        cpu = lambda t, dtype: t.cpu().numpy().astype(dtype)
+        return EngineResult(
+            pred=cpu(pred, np.int32),
+            q_halt_logit=cpu(q[:, 0], np.float32),
+            q_continue_logit=cpu(q[:, 1], np.float32),
+            steps=cpu(steps, np.int32),
+            valid_tokens=cpu(valid_count, np.int32),
+            correct_tokens=cpu(correct, np.int32),
+            exact=cpu(correct == valid_count, bool),
+            lm_loss=cpu(loss, np.float64),
+            exact_per_step=None,
+        )
+
+    # -- adaptive protocol ----------------------------------------------------------------
+    def _adaptive(self, inputs, labels, identifiers, min_steps: int, max_steps: int) -> EngineResult:
+        """Continuous batching: each slot holds one example; a slot whose example halts is
+        refilled from the queue before the next step, so every model call is a full batch
+        until the queue runs dry."""
+        model, n = self.model, len(inputs)
+        slots = Slots(self, min(self.batch_size, n))
+        results: list[EngineResult] = []
+        order: list[np.ndarray] = []
+        next_example = 0
+        forward_steps = batch_forwards = 0
+        while True:
+            free = slots.free_rows()
+            if len(free) and next_example < n:
+                take = np.arange(next_example, min(n, next_example + len(free)))
+                slots.fill(free[: len(take)], take, *self._to_device(inputs[take], labels[take], identifiers[take]))
+                next_example += len(take)
+            active = slots.active_rows()
+            if not len(active):
+                break
+            slots.compact_if_sparse(len(active))
+            z_H, z_L, logits, q = model(slots.z_H, slots.z_L, slots.x)
+            slots.z_H, slots.z_L = z_H, z_L
+            slots.steps += slots.occupied
+            forward_steps += int(slots.occupied.sum())
+            batch_forwards += 1
+            halted = slots.occupied & (slots.steps >= max_steps)
+            can_halt = slots.occupied & (slots.steps >= min_steps)
+            wants_halt = q[:, 0] > 0 if self.config.no_ACT_continue and self.config.family == "trm" else q[:, 0] > q[:, 1]
+            halted |= can_halt & wants_halt
+            if bool(halted.any()):
+                rows = halted.nonzero().squeeze(-1)
+                labels_h = slots.labels[rows]
+                results.append(self._score(logits[rows], q[rows], labels_h, self._valid(labels_h), slots.steps[rows]))
+                order.append(slots.example[rows].cpu().numpy())
+                slots.release(rows)
+        merged = EngineResult.concat(results)
+        inverse = np.argsort(np.concatenate(order), kind="stable")
+        for f in fields(EngineResult):
+            value = getattr(merged, f.name)
+            if isinstance(value, np.ndarray):
+                setattr(merged, f.name, value[inverse])
+        merged.forward_steps, merged.batch_forwards = forward_steps, batch_forwards
+        return merged
+
+
+class Slots:
+    """The adaptive protocol's batch: per-slot latent state, inputs and bookkeeping."""
+
+    def __init__(self, engine: Engine, size: int):
+        model, device = engine.model, engine.device
+        cfg = model.config
+        self.z_H, self.z_L = model.initial_state(size, device)
+        self.x = torch.zeros(size, cfg.seq_len + cfg.prefix_len, cfg.hidden_size, dtype=cfg.dtype, device=device)
+        self.labels = torch.zeros(size, cfg.seq_len, dtype=torch.int64, device=device)
+        self.example = torch.full((size,), -1, dtype=torch.int64, device=device)
+        self.steps = torch.zeros(size, dtype=torch.int64, device=device)
+        self.occupied = torch.zeros(size, dtype=torch.bool, device=device)
+        self.model = model
+
+    def free_rows(self) -> np.ndarray:
+        return (~self.occupied).nonzero().squeeze(-1).cpu().numpy()
+
+    def active_rows(self) -> np.ndarray:
+        return self.occupied.nonzero().squeeze(-1).cpu().numpy()
+
+    def fill(self, rows: np.ndarray, examples: np.ndarray, inputs, labels, identifiers) -> None:
+        rows_t = torch.from_numpy(rows).to(self.occupied.device)
+        h0, l0 = self.model.initial_state(len(rows), self.occupied.device)
+        self.z_H[rows_t], self.z_L[rows_t] = h0, l0
+        self.x[rows_t] = self.model.embed(inputs, identifiers)
+        self.labels[rows_t] = labels
+        self.example[rows_t] = torch.from_numpy(examples).to(self.example.device)
+        self.steps[rows_t] = 0
+        self.occupied[rows_t] = True
+
+    def release(self, rows: torch.Tensor) -> None:
+        self.occupied[rows] = False
+        self.example[rows] = -1
+
+    def compact_if_sparse(self, active: int) -> None:
+        """Once the queue is empty, shrink the batch to the live slots so drained slots
+        stop costing compute."""
+        if active == len(self.occupied) or active > len(self.occupied) // 2:
+            return
+        keep = self.occupied.nonzero().squeeze(-1)
+        for name in ("z_H", "z_L", "x", "labels", "example", "steps", "occupied"):
+            setattr(self, name, getattr(self, name)[keep])
+
+
+def _exact(pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return ((pred == labels) | ~valid).all(-1)
+
+
+def cast_weights_(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store weights in the activation dtype once instead of casting them at every use.
+    The result is identical (the reference casts at use too); RoPE tables stay float32 as
+    in the reference."""
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    for module in model.modules():
+        if hasattr(module, "weights") and isinstance(module.weights, torch.Tensor):
+            module.weights = module.weights.to(dtype)
