@@ -1,0 +1,232 @@
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hrm.metrics import MetricStats, StatsTable, auroc, sigmoid, wilson_interval
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def batch(**overrides):
+    """Four examples: 3/4, 2/2 (exact), 0/0 (no valid label), 1/3 tokens correct."""
+    data = {
+        "valid_tokens": np.array([4, 2, 0, 3]),
+        "correct_tokens": np.array([3, 2, 0, 1]),
+        "exact": np.array([False, True, True, False]),
+        "q_halt_logit": np.array([-1.0, 2.0, 5.0, 0.0], dtype=np.float32),
+        "q_continue_logit": np.zeros(4, dtype=np.float32),
+        "steps": np.array([2, 3, 1, 3]),
+        "lm_loss": np.array([0.5, 0.25, 9.0, 1.0]),
+        "exact_per_step": np.array([[False, False, False], [False, True, True], [True, True, True], [False, False, False]]),
+    }
+    data.update(overrides)
+    return data
+
+
+def random_batch(rng, n, steps=4):
+    valid = rng.integers(0, 30, n)
+    correct = np.minimum(valid, rng.integers(0, 31, n))
+    correct = np.where(rng.random(n) < 0.3, valid, correct)
+    exact = correct == valid
+    return {
+        "valid_tokens": valid,
+        "correct_tokens": correct,
+        "exact": exact,
+        "q_halt_logit": rng.normal(0, 3, n).astype(np.float32).round(1),
+        "steps": rng.integers(1, steps + 1, n),
+        "lm_loss": rng.exponential(1.0, n),
+        "exact_per_step": rng.random((n, steps)) < 0.5,
+        "set": rng.choice(["easy", "hard"], n),
+        "tier": rng.choice(["1", "2", "3"], n),
+    }
+
+
+def slice_batch(data, rows):
+    return {k: np.asarray(v)[rows] for k, v in data.items()}
+
+
+def test_hand_computed_small_batch():
+    figures = MetricStats().update(**batch()).finalize()
+    assert figures["count"] == 3  # the example with no valid label counts nowhere
+    assert figures["token_accuracy"] == pytest.approx((3 / 4 + 1 + 1 / 3) / 3, abs=1e-9)
+    assert figures["exact_accuracy"] == pytest.approx(1 / 3)
+    # (q>=0)==exact: (-1,F) right, (2,T) right, (0,F) wrong
+    assert figures["q_halt_accuracy"] == pytest.approx(2 / 3)
+    assert figures["mean_steps"] == pytest.approx(8 / 3)
+    assert figures["steps_histogram"] == {2: 1, 3: 2}
+    assert figures["lm_loss"] == pytest.approx(1.75 / 3, abs=1e-9)
+    assert figures["exact_accuracy_by_step"] == pytest.approx([0, 1 / 3, 1 / 3])
+
+
+def test_token_accuracy_is_a_mean_of_ratios_not_a_ratio_of_sums():
+    figures = MetricStats().update(**batch()).finalize()
+    assert figures["token_accuracy"] != pytest.approx(6 / 9)
+
+
+def test_no_counted_examples_give_none_figures_not_nan():
+    figures = MetricStats().update(**batch(valid_tokens=np.zeros(4, dtype=int))).finalize()
+    assert figures["count"] == 0
+    assert figures["exact_accuracy"] is None and figures["token_accuracy"] is None
+    assert figures["exact_ci_low"] is None and figures["q_halt_auroc"] is None
+    json.dumps(figures, allow_nan=False)
+
+
+def test_merge_of_two_halves_equals_the_whole_bit_for_bit_in_either_order():
+    data = random_batch(np.random.default_rng(0), 500)
+    del data["set"], data["tier"]
+    whole = MetricStats().update(**data)
+    first = MetricStats().update(**slice_batch(data, slice(0, 217)))
+    second = MetricStats().update(**slice_batch(data, slice(217, None)))
+    ab = MetricStats().merge(first).merge(second)
+    ba = MetricStats().merge(second).merge(first)
+    assert ab.to_dict() == whole.to_dict() == ba.to_dict()
+    assert ab.finalize() == whole.finalize() == ba.finalize()
+
+
+def test_table_of_many_shards_merged_in_any_order_is_identical_to_one_pass():
+    data = random_batch(np.random.default_rng(1), 400)
+    one_pass = StatsTable().update(**data)
+    shards = [StatsTable().update(**slice_batch(data, slice(i, i + 50))) for i in range(0, 400, 50)]
+    expected = json.dumps(one_pass.finalize(), sort_keys=True)
+    for order in itertools.islice(itertools.permutations(shards), 0, None, 5000):
+        merged = StatsTable()
+        for shard in order:
+            merged.merge(shard)
+        assert json.dumps(merged.finalize(), sort_keys=True) == expected
+    assert merged.to_dict() == one_pass.to_dict()
+
+
+def test_statistics_survive_a_json_round_trip_exactly():
+    data = random_batch(np.random.default_rng(2), 300)
+    table = StatsTable().update(**data)
+    restored = StatsTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert restored.to_dict() == table.to_dict()
+    assert restored.finalize() == table.finalize()
+
+
+def test_table_reports_total_per_set_and_per_tier():
+    data = random_batch(np.random.default_rng(3), 200)
+    result = StatsTable().update(**data).finalize()
+    assert result["all"]["count"] == int((data["valid_tokens"] > 0).sum())
+    assert sorted(result["sets"]) == ["easy", "hard"]
+    assert sum(f["count"] for f in result["sets"].values()) == result["all"]["count"]
+    easy_rows = (data["set"] == "easy") & (data["valid_tokens"] > 0)
+    assert result["sets"]["easy"]["exact_accuracy"] == pytest.approx(data["exact"][easy_rows].mean())
+    assert sorted(result["tiers"]["hard"]) == ["1", "2", "3"]
+    assert sum(f["count"] for f in result["tiers"]["hard"].values()) == result["sets"]["hard"]["count"]
+
+
+def test_table_without_tiers_reports_no_tiers_and_accepts_one_set_name_per_batch():
+    result = StatsTable().update(set="all", **batch()).finalize()
+    assert result["tiers"] == {}
+    assert result["sets"]["all"] == result["all"]
+
+
+def test_wilson_interval_matches_the_textbook_value():
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4)
+    assert high == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 5)[0] == 0.0
+
+
+def test_finalize_reports_the_wilson_interval_of_exact_accuracy():
+    figures = MetricStats().update(**batch()).finalize()
+    assert (figures["exact_ci_low"], figures["exact_ci_high"]) == wilson_interval(1, 3)
+
+
+def brute_force_auroc(scores, labels):
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_equals_a_brute_force_pairwise_count_with_ties():
+    rng = np.random.default_rng(4)
+    scores = rng.integers(-3, 4, 200).astype(np.float32)  # many ties
+    labels = rng.random(200) < sigmoid(scores)
+    stats = MetricStats().update(
+        valid_tokens=np.ones(200, dtype=int),
+        correct_tokens=labels.astype(int),
+        exact=labels,
+        q_halt_logit=scores,
+        steps=np.ones(200, dtype=int),
+        lm_loss=np.zeros(200),
+    )
+    assert stats.finalize()["q_halt_auroc"] == pytest.approx(brute_force_auroc(scores, labels), abs=1e-15)
+
+
+def test_auroc_is_undefined_with_one_class():
+    assert auroc({1.0: (3, 0), -2.0: (1, 0)}) is None
+    assert auroc({1.0: (1, 0), -2.0: (0, 1)}) == 1.0
+
+
+def test_auroc_ranks_saturated_logits_that_sigmoid_would_tie():
+    assert auroc({40.0: (1, 0), 39.0: (0, 1)}) == 1.0
+
+
+def test_ece_and_reliability_bins_by_hand():
+    # sigmoid(0)=0.5 -> bin 5, twice, one exact; sigmoid(log 9)=0.9 -> bin 9, once, exact.
+    logits = np.array([0.0, 0.0, np.log(9.0)], dtype=np.float32)
+    exact = np.array([True, False, True])
+    stats = MetricStats().update(
+        valid_tokens=np.ones(3, dtype=int),
+        correct_tokens=exact.astype(int),
+        exact=exact,
+        q_halt_logit=logits,
+        steps=np.ones(3, dtype=int),
+        lm_loss=np.zeros(3),
+    )
+    figures = stats.finalize()
+    bins = figures["q_halt_reliability"]
+    assert [b["count"] for b in bins] == [0, 0, 0, 0, 0, 2, 0, 0, 0, 1]
+    assert bins[5]["mean_confidence"] == 0.5 and bins[5]["accuracy"] == 0.5
+    assert bins[9]["mean_confidence"] == pytest.approx(0.9) and bins[9]["accuracy"] == 1.0
+    assert bins[0]["mean_confidence"] is None
+    # ECE = 2/3 * |0.5-0.5| + 1/3 * |1-0.9|
+    assert figures["q_halt_ece"] == pytest.approx(0.1 / 3, abs=1e-7)
+
+
+def test_per_step_flags_must_be_supplied_for_every_batch_or_none():
+    stats = MetricStats().update(**batch())
+    without = {k: v for k, v in batch().items() if k != "exact_per_step"}
+    with pytest.raises(ValueError, match="exact_per_step missing"):
+        stats.update(**without)
+    assert MetricStats().update(**without).finalize()["exact_accuracy_by_step"] is None
+    with pytest.raises(ValueError, match="with and without"):
+        MetricStats().update(**batch()).merge(MetricStats().update(**without))
+
+
+def test_mismatched_array_lengths_are_refused():
+    with pytest.raises(ValueError, match="exact has shape"):
+        MetricStats().update(**batch(exact=np.array([True])))
+
+
+def test_non_finite_loss_is_refused():
+    with pytest.raises(ValueError, match="finite"):
+        MetricStats().update(**batch(lm_loss=np.array([np.nan, 0, 0, 0])))
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared (conformance vectors) is absent")
+def test_reference_accuracy_figures_come_out_of_the_conformance_predictions():
+    vector = SHARED / "conformance" / "hrm-sudoku-tiny" / "expected"
+    npz = np.load(vector / "small-fp32.npz")
+    reference = json.loads((vector / "small-fp32.metrics.json").read_text())["metrics"]["all"]
+    labels, pred, q_halt = npz["labels"], npz["pred"], npz["q_halt_logits"]
+    valid = labels != 0  # ignore_label_id of the reference Sudoku builder
+    correct = (valid & (pred == labels)).sum(1)
+    figures = MetricStats().update(
+        valid_tokens=valid.sum(1),
+        correct_tokens=correct,
+        exact=correct == valid.sum(1),
+        q_halt_logit=q_halt,
+        steps=np.full(len(labels), 8),
+        lm_loss=np.zeros(len(labels)),
+    ).finalize()
+    assert figures["token_accuracy"] == pytest.approx(reference["accuracy"], abs=1e-5)
+    assert figures["exact_accuracy"] == pytest.approx(reference["exact_accuracy"], abs=1e-5)
+    assert figures["q_halt_accuracy"] == pytest.approx(reference["q_halt_accuracy"], abs=1e-5)
+    assert figures["mean_steps"] == reference["steps"]
