@@ -213,3 +213,24 @@ def check_dataset_sizes(ckpt: Checkpoint, vocab_size: int, num_puzzle_identifier
                 f"{ckpt.path}: tensor {key!r} has shape {tuple(state[key].shape)} but {dataset} has "
                 f"{name}={want}: the checkpoint was trained on a different dataset"
             )
+
+
+def save_checkpoint(
+    model: RecursiveReasoningModel, run_dir: str | Path, step: int, spec: ArchSpec, extra: dict[str, Any] | None = None,
+    *, compiled_prefix: bool = False,
+) -> Path:
+    """Write `step_<N>` (and `all_config.yaml` if absent) exactly as the reference trainer
+    does: keys `model.inner.<name>` (`_orig_mod.`-prefixed when `compiled_prefix`), rotary
+    tables left out since the reference does not persist them."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "all_config.yaml"
+    if not config_path.exists():
+        config_path.write_text(yaml.safe_dump({**(extra or {}), "arch": spec.arch}, sort_keys=True))
+    prefix = ("_orig_mod." if compiled_prefix else "") + "model.inner."
+    state = {prefix + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    path = run_dir / f"step_{step}"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
