@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 FIXED_POINT_BITS = 32
 WILSON_Z = 1.959963984540054  # standard normal 97.5% quantile: a two-sided 95% interval
@@ -55,8 +56,9 @@ def _from_fixed_point(total: int, count: int) -> float:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """float64 sigmoid that neither overflows nor warns for large |logit|."""
-    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64)))
+    """float64 sigmoid computed by torch, as the reference's ARC evaluator does, so that
+    confidences (and the vote tie-breaks built on them) match it bit for bit."""
+    return torch.from_numpy(np.asarray(logits, dtype=np.float64)).sigmoid().numpy()
 
 
 def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, float]:

@@ -169,8 +169,8 @@ def test_auroc_ranks_saturated_logits_that_sigmoid_would_tie():
 
 
 def test_ece_and_reliability_bins_by_hand():
-    # sigmoid(0)=0.5 -> bin 5, twice, one exact; sigmoid(log 9)=0.9 -> bin 9, once, exact.
-    logits = np.array([0.0, 0.0, np.log(9.0)], dtype=np.float32)
+    # sigmoid(0) = 0.5 and sigmoid(0.3) = 0.574 -> bin 5 (one exact); sigmoid(log 9) = 0.9 -> bin 9 (exact).
+    logits = np.array([0.0, 0.3, np.log(9.0)], dtype=np.float32)
     exact = np.array([True, False, True])
     stats = MetricStats().update(
         valid_tokens=np.ones(3, dtype=int),
@@ -182,12 +182,13 @@ def test_ece_and_reliability_bins_by_hand():
     )
     figures = stats.finalize()
     bins = figures["q_halt_reliability"]
+    mid = 1 / (1 + np.exp(-np.float64(np.float32(0.3))))
     assert [b["count"] for b in bins] == [0, 0, 0, 0, 0, 2, 0, 0, 0, 1]
-    assert bins[5]["mean_confidence"] == 0.5 and bins[5]["accuracy"] == 0.5
+    assert bins[5]["mean_confidence"] == pytest.approx((0.5 + mid) / 2) and bins[5]["accuracy"] == 0.5
     assert bins[9]["mean_confidence"] == pytest.approx(0.9) and bins[9]["accuracy"] == 1.0
-    assert bins[0]["mean_confidence"] is None
-    # ECE = 2/3 * |0.5-0.5| + 1/3 * |1-0.9|
-    assert figures["q_halt_ece"] == pytest.approx(0.1 / 3, abs=1e-7)
+    assert (bins[5]["low"], bins[5]["high"]) == (0.5, 0.6) and bins[0]["mean_confidence"] is None
+    expected_ece = 2 / 3 * abs(0.5 - (0.5 + mid) / 2) + 1 / 3 * abs(1.0 - 0.9)
+    assert figures["q_halt_ece"] == pytest.approx(expected_ece, abs=1e-7)
 
 
 def test_per_step_flags_must_be_supplied_for_every_batch_or_none():
