@@ -1,0 +1,426 @@
+"""Votes over stored predictions: ARC augmentation voting, test-time augmentation voting,
+checkpoint ensembles, and a paired McNemar test. Nothing here runs a model.
+
+ARC voting follows TRM's `evaluators/arc.py` (HRM's `arc_eval.ipynb` does the same up to
+the final scoring rule):
+
+* each example's input and prediction are cropped (`hrm.augment.crop_tokens`) and mapped
+  back with the inverse of the augmentation named by its puzzle identifier;
+* the example votes for (original puzzle, hash of its un-augmented input): that is how an
+  augmented row is matched to the test input it came from;
+* candidates of a test input are ranked by vote count, then by the mean of sigmoid(q_halt)
+  (float64) over their votes, both descending; exact ties keep the order in which the
+  candidates were first voted for (the reference sorts a dict in insertion order with a
+  stable sort);
+* pass@k, TRM rule: per puzzle, the fraction of its test inputs whose label is among the
+  top k, summed and divided by the number of puzzles in test_puzzles.json.
+  HRM rule: a puzzle scores 1 only if every test input passes.
+* submission.json: per puzzle, per test input that received votes, attempt_1..K from the
+  top K candidates, padded with the first. A test input with no votes gets no entry, as
+  in the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from hrm.augment import ArcIdentifier, GridTransform, crop_tokens, grid_hash, parse_arc_identifier
+from hrm.errors import InputError
+from hrm.metrics import sigmoid
+
+PASS_KS = (1, 2, 5, 10, 100, 1000)
+SUBMISSION_ATTEMPTS = 2
+MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which the chi-square approximation is poor
+
+VoteLevel = Literal["token", "sequence"]
+
+
+def halt_confidence(q_halt_logit: np.ndarray) -> np.ndarray:
+    """sigmoid(q_halt) in float64; a NaN would make the candidate ranking meaningless."""
+    logits = np.asarray(q_halt_logit)
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("q_halt_logit must be finite to rank candidates")
+    return sigmoid(logits)
+
+
+def score_tokens(pred: np.ndarray, labels: np.ndarray, ignore_label_id: int | None) -> dict[str, np.ndarray]:
+    """valid_tokens, correct_tokens and exact per example, for voted predictions."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    valid = np.ones(labels.shape, dtype=bool) if ignore_label_id is None else labels != ignore_label_id
+    correct = valid & (pred == labels)
+    valid_tokens = valid.sum(-1)
+    correct_tokens = correct.sum(-1)
+    return {"valid_tokens": valid_tokens, "correct_tokens": correct_tokens, "exact": correct_tokens == valid_tokens}
+
+
+# =========================================================================== ARC voting
+
+
+def read_identifiers(path: str | Path) -> list[str]:
+    """identifiers.json: the list id -> puzzle name."""
+    names = _read_json(path)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}: expected a JSON list of puzzle names")
+    return names
+
+
+def read_test_puzzles(path: str | Path) -> dict[str, Any]:
+    """test_puzzles.json: {puzzle name: {"train": [...], "test": [{"input", "output"}, ...]}}."""
+    puzzles = _read_json(path)
+    if not isinstance(puzzles, dict):
+        raise InputError(f"{path}: expected a JSON object of puzzles")
+    for name, puzzle in puzzles.items():
+        if not isinstance(puzzle, dict) or not isinstance(puzzle.get("test"), list) or not puzzle["test"]:
+            raise InputError(f"{path}: puzzle {name!r} has no 'test' list")
+    return puzzles
+
+
+def _read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: cannot read JSON: {err}") from err
+
+
+def _arc_grid(value: Any, where: str) -> np.ndarray:
+    """A test_puzzles.json grid as uint8, checked like the reference's arc_grid_to_np."""
+    try:
+        grid = np.array(value)
+    except ValueError as err:  # ragged rows
+        raise InputError(f"test_puzzles.json: {where} is not a rectangular grid") from err
+    if grid.ndim != 2 or grid.shape[0] > 30 or grid.shape[1] > 30 or not np.isin(grid, range(10)).all():
+        raise InputError(f"test_puzzles.json: {where} must be a 2-D grid of colours 0..9, at most 30x30")
+    return grid.astype(np.uint8)
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One distinct answer for a test input, in the original (un-augmented) frame."""
+
+    hash: str  # grid_hash(grid)
+    grid: np.ndarray
+    votes: int
+    mean_confidence: float  # mean sigmoid(q_halt) over its votes
+
+
+@dataclass
+class ArcVoteResult:
+    pass_at_k: dict[str, dict[int, float]]  # rule ("trm" | "hrm") -> k -> score
+    submission: dict[str, list[dict[str, list[list[int]]]]]
+    candidates: dict[str, list[list[Candidate]]]  # puzzle -> test input -> ranked candidates
+    unmatched_examples: int  # votes for no test input of test_puzzles.json
+
+    def metrics(self) -> dict[str, float]:
+        """Flat, named figures: ARC/pass@<k>/<rule>."""
+        return {f"ARC/pass@{k}/{rule}": v for rule, by_k in self.pass_at_k.items() for k, v in by_k.items()}
+
+
+def submission_json(submission: Mapping[str, Any]) -> str:
+    """Serialise a submission as the reference does (`json.dump` defaults)."""
+    return json.dumps(submission)
+
+
+class ArcVoteCollector:
+    """Accumulates votes batch by batch, so a whole aug-1000 split never sits in memory.
+
+    Feed rows in dataset order: it decides which of exactly-tied candidates comes first.
+    """
+
+    def __init__(self, identifiers: Sequence[str], blank_identifier_id: int = 0) -> None:
+        self._identifiers = list(identifiers)
+        self._blank = blank_identifier_id
+        self._parsed: dict[int, ArcIdentifier] = {}
+        self._grids: dict[str, np.ndarray] = {}
+        # puzzle name -> input hash -> [(prediction hash, confidence)], in row order
+        self._votes: dict[str, dict[str, list[tuple[str, float]]]] = {}
+
+    def add(self, inputs: np.ndarray, preds: np.ndarray, puzzle_identifiers: np.ndarray, q_halt_logits: np.ndarray) -> None:
+        """One batch: token inputs and predictions [N, 900], identifiers [N], q_halt [N]."""
+        confidences = halt_confidence(q_halt_logits)
+        for identifier, tokens_in, tokens_out, confidence in zip(
+            np.asarray(puzzle_identifiers).tolist(), inputs, preds, confidences.tolist()
+        ):
+            if identifier == self._blank:
+                continue  # padding row
+            parsed = self._identifier(identifier)
+            undo = parsed.augmentation.invert
+            input_hash = grid_hash(undo(crop_tokens(tokens_in)))
+            answer = undo(crop_tokens(tokens_out))
+            answer_hash = grid_hash(answer)
+            self._grids.setdefault(answer_hash, answer)
+            self._votes.setdefault(parsed.name, {}).setdefault(input_hash, []).append((answer_hash, confidence))
+
+    def merge(self, other: ArcVoteCollector) -> ArcVoteCollector:
+        """Append another collector's votes after ours (its rows follow ours in order)."""
+        self._grids.update({h: g for h, g in other._grids.items() if h not in self._grids})
+        for name, by_input in other._votes.items():
+            mine = self._votes.setdefault(name, {})
+            for input_hash, votes in by_input.items():
+                mine.setdefault(input_hash, []).extend(votes)
+        return self
+
+    def _identifier(self, identifier: int) -> ArcIdentifier:
+        if identifier not in self._parsed:
+            if not 0 <= identifier < len(self._identifiers):
+                raise InputError(
+                    f"identifiers.json: puzzle identifier {identifier} is out of range "
+                    f"(the list has {len(self._identifiers)} names)"
+                )
+            self._parsed[identifier] = parse_arc_identifier(self._identifiers[identifier])
+        return self._parsed[identifier]
+
+    def _ranked(self, votes: list[tuple[str, float]]) -> list[Candidate]:
+        counts: dict[str, int] = {}
+        confidence_sums: dict[str, float] = {}
+        for answer_hash, confidence in votes:  # row order, like the reference's float sum
+            counts[answer_hash] = counts.get(answer_hash, 0) + 1
+            confidence_sums[answer_hash] = confidence_sums.get(answer_hash, 0.0) + confidence
+        means = {h: confidence_sums[h] / counts[h] for h in counts}
+        order = sorted(counts, key=lambda h: (-counts[h], -means[h]))  # stable: first-voted first
+        return [Candidate(h, self._grids[h], counts[h], means[h]) for h in order]
+
+    def result(
+        self,
+        test_puzzles: Mapping[str, Any],
+        pass_ks: Sequence[int] = PASS_KS,
+        attempts: int = SUBMISSION_ATTEMPTS,
+    ) -> ArcVoteResult:
+        trm_total = dict.fromkeys(pass_ks, 0.0)
+        hrm_total = dict.fromkeys(pass_ks, 0)
+        submission: dict[str, list[dict[str, list[list[int]]]]] = {}
+        candidates: dict[str, list[list[Candidate]]] = {}
+        matched = 0
+        for name, puzzle in test_puzzles.items():
+            submission[name], candidates[name] = [], []
+            passed = dict.fromkeys(pass_ks, 0)
+            for index, pair in enumerate(puzzle["test"]):
+                where = f"puzzle {name!r} test[{index}]"
+                input_hash = grid_hash(_arc_grid(pair.get("input"), f"{where}.input"))
+                label_hash = grid_hash(_arc_grid(pair.get("output"), f"{where}.output"))
+                votes = self._votes.get(name, {}).get(input_hash, [])
+                matched += len(votes)
+                ranked = self._ranked(votes)
+                candidates[name].append(ranked)
+                if not ranked:
+                    continue  # the reference writes no attempts for an input without votes
+                for k in pass_ks:
+                    passed[k] += any(c.hash == label_hash for c in ranked[:k])
+                top = [c.grid for c in ranked[:attempts]]
+                top += [top[0]] * (attempts - len(top))
+                submission[name].append({f"attempt_{i + 1}": grid.tolist() for i, grid in enumerate(top)})
+            for k in pass_ks:
+                trm_total[k] += passed[k] / len(puzzle["test"])
+                hrm_total[k] += passed[k] == len(puzzle["test"])
+        puzzles = len(test_puzzles)
+        return ArcVoteResult(
+            pass_at_k={
+                "trm": {k: trm_total[k] / puzzles for k in pass_ks},
+                "hrm": {k: hrm_total[k] / puzzles for k in pass_ks},
+            },
+            submission=submission,
+            candidates=candidates,
+            unmatched_examples=sum(len(v) for by_input in self._votes.values() for v in by_input.values()) - matched,
+        )
+
+
+def arc_vote(
+    inputs: np.ndarray,
+    preds: np.ndarray,
+    puzzle_identifiers: np.ndarray,
+    q_halt_logits: np.ndarray,
+    identifiers: Sequence[str],
+    test_puzzles: Mapping[str, Any],
+    blank_identifier_id: int = 0,
+) -> ArcVoteResult:
+    """ARC augmentation voting over a whole split held in memory."""
+    collector = ArcVoteCollector(identifiers, blank_identifier_id)
+    collector.add(inputs, preds, puzzle_identifiers, q_halt_logits)
+    return collector.result(test_puzzles)
+
+
+# =========================================================================== majorities
+
+
+def token_majority(votes: np.ndarray) -> np.ndarray:
+    """Per-token majority over voters: votes [V, N, L] -> [N, L].
+
+    A tie goes to the tied token that the earliest voter predicted (voter order is
+    member order / copy order, so put the strongest member or the identity copy first).
+    Voters are scanned in order and only a strictly larger count replaces the current
+    best, which is what makes the earliest voter win ties. Memory stays O(N * L).
+    """
+    votes = np.asarray(votes)
+    best = votes[0].copy()
+    best_count = np.zeros(votes.shape[1:], dtype=np.int64)
+    for candidate in votes:
+        count = sum((other == candidate).astype(np.int64) for other in votes)
+        better = count > best_count
+        best = np.where(better, candidate, best)
+        best_count = np.where(better, count, best_count)
+    return best
+
+
+@dataclass
+class SequenceVote:
+    pred: np.ndarray  # [N, L] the winning full sequence per example
+    support: np.ndarray  # [N] how many voters predicted exactly it
+    winner: np.ndarray  # [N] the earliest voter that predicted it
+
+
+def _row_keys(sequences: np.ndarray) -> np.ndarray:
+    """[N, L] -> [N] opaque keys that compare equal exactly when whole rows are equal."""
+    rows = np.ascontiguousarray(sequences)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[-1])))[:, 0]
+
+
+def sequence_majority(votes: np.ndarray, q_halt_logit: np.ndarray | None = None) -> SequenceVote:
+    """Whole-sequence majority over voters: votes [V, N, L], q_halt_logit [V, N].
+
+    Identical sequences pool their votes; ties go to the higher mean sigmoid(q_halt) of
+    the pooled voters (when given), then to the earliest voter.
+    """
+    votes = np.asarray(votes)
+    num_voters, n = votes.shape[:2]
+    confidence = np.zeros((num_voters, n)) if q_halt_logit is None else halt_confidence(q_halt_logit)
+    keys = [_row_keys(v) for v in votes]
+    winner = np.zeros(n, dtype=np.int64)
+    best_support = np.zeros(n, dtype=np.int64)
+    best_confidence = np.full(n, -np.inf)
+    for i in range(num_voters):
+        same = [keys[j] == keys[i] for j in range(num_voters)]
+        support = sum(s.astype(np.int64) for s in same)
+        # Summed over j in voter order, so every voter of a group gets bit-identical means.
+        mean_confidence = sum(np.where(s, c, 0.0) for s, c in zip(same, confidence)) / support
+        # Strictly better only: the earliest voter of the best group wins, and so do ties.
+        better = (support > best_support) | ((support == best_support) & (mean_confidence > best_confidence))
+        winner = np.where(better, i, winner)
+        best_support = np.where(better, support, best_support)
+        best_confidence = np.where(better, mean_confidence, best_confidence)
+    return SequenceVote(votes[winner, np.arange(n)], best_support, winner)
+
+
+def majority_vote(votes: np.ndarray, level: VoteLevel, q_halt_logit: np.ndarray | None = None) -> np.ndarray:
+    if level == "token":
+        return token_majority(votes)
+    if level == "sequence":
+        return sequence_majority(votes, q_halt_logit).pred
+    raise ValueError(f"vote level must be 'token' or 'sequence', got {level!r}")
+
+
+# =========================================================================== test-time augmentation
+
+
+def invert_copies(preds: np.ndarray, transforms: Sequence[GridTransform]) -> np.ndarray:
+    """preds [C, N, L] of C transformed copies -> the same predictions in the original frame."""
+    preds = np.asarray(preds)
+    if len(preds) != len(transforms):
+        raise ValueError(f"{len(preds)} prediction copies but {len(transforms)} transforms")
+    return np.stack([t.invert(copy) for t, copy in zip(transforms, preds)])
+
+
+def tta_vote(
+    preds: np.ndarray,
+    transforms: Sequence[GridTransform],
+    level: VoteLevel = "sequence",
+    q_halt_logit: np.ndarray | None = None,
+) -> np.ndarray:
+    """Invert each copy's predictions and vote: [C, N, L] -> [N, L], scored like plain ones."""
+    return majority_vote(invert_copies(preds, transforms), level, q_halt_logit)
+
+
+# =========================================================================== checkpoint ensembles
+
+
+@dataclass
+class MemberPredictions:
+    """One checkpoint's stored predictions."""
+
+    name: str
+    set: np.ndarray  # [N] set names
+    example_id: np.ndarray  # [N]
+    pred: np.ndarray  # [N, L]
+    q_halt_logit: np.ndarray  # [N]
+
+
+@dataclass
+class AlignedMembers:
+    names: list[str]
+    set: np.ndarray  # [N] common key order: by set, then example_id
+    example_id: np.ndarray
+    pred: np.ndarray  # [V, N, L]
+    q_halt_logit: np.ndarray  # [V, N]
+
+
+def _sorted_keys(member: MemberPredictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sets = np.asarray(member.set).astype(str)
+    ids = np.asarray(member.example_id, dtype=np.int64)
+    order = np.lexsort((ids, sets))
+    return order, sets[order], ids[order]
+
+
+def align_members(members: Sequence[MemberPredictions]) -> AlignedMembers:
+    """Line members' predictions up by (set, example_id); all must cover the same examples."""
+    if not members:
+        raise InputError("ensemble: no members given")
+    order, sets, ids = _sorted_keys(members[0])
+    keys = list(zip(sets.tolist(), ids.tolist()))
+    if len(set(keys)) != len(keys):
+        raise InputError(f"ensemble member {members[0].name!r}: duplicate (set, example_id) rows")
+    preds, qs = [], []
+    for member in members:
+        member_order, member_sets, member_ids = _sorted_keys(member)
+        if not (np.array_equal(member_sets, sets) and np.array_equal(member_ids, ids)):
+            raise InputError(
+                f"ensemble member {member.name!r}: its (set, example_id) rows differ from "
+                f"member {members[0].name!r}'s; members must be evaluated on the same examples"
+            )
+        preds.append(np.asarray(member.pred)[member_order])
+        qs.append(np.asarray(member.q_halt_logit)[member_order])
+    return AlignedMembers([m.name for m in members], sets, ids, np.stack(preds), np.stack(qs))
+
+
+def ensemble_vote(members: Sequence[MemberPredictions], level: VoteLevel) -> tuple[AlignedMembers, np.ndarray]:
+    """Aligned members and the ensemble's prediction [N, L] in the aligned key order."""
+    aligned = align_members(members)
+    return aligned, majority_vote(aligned.pred, level, aligned.q_halt_logit)
+
+
+def top_k_members(exact_accuracy: Mapping[str, float], k: int) -> list[str]:
+    """The k members with the highest exact accuracy; equal accuracies keep the given order."""
+    if k < 1:
+        raise InputError(f"ensemble top_k must be at least 1, got {k}")
+    return sorted(exact_accuracy, key=lambda name: -exact_accuracy[name])[:k]
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    only_a: int  # examples a gets exactly right and b does not
+    only_b: int
+    statistic: float | None  # chi-square with continuity correction; None for the exact test
+    p_value: float
+    method: Literal["exact", "chi2"]
+
+
+def mcnemar(a_exact: np.ndarray, b_exact: np.ndarray) -> McNemarResult:
+    """Paired McNemar test of two prediction sets' exact flags on the same examples.
+
+    With few discordant pairs the exact two-sided binomial test (p = 1/2) is used; otherwise
+    the chi-square statistic with continuity correction, 1 degree of freedom.
+    """
+    a, b = np.asarray(a_exact, dtype=bool), np.asarray(b_exact, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired flags must align, got shapes {a.shape} and {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    if discordant < MCNEMAR_EXACT_BELOW:
+        tail = sum(math.comb(discordant, i) for i in range(min(only_a, only_b) + 1))
+        return McNemarResult(only_a, only_b, None, min(1.0, 2 * tail / 2**discordant), "exact")
+    statistic = (abs(only_a - only_b) - 1) ** 2 / discordant
+    return McNemarResult(only_a, only_b, statistic, math.erfc(math.sqrt(statistic / 2)), "chi2")

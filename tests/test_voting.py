@@ -1,0 +1,308 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hrm.augment import (
+    ArcAugmentation,
+    ArcIdentifier,
+    DihedralTransform,
+    SudokuTransform,
+    grid_to_tokens,
+    parse_arc_identifier,
+)
+from hrm.errors import InputError
+from hrm.voting import (
+    ArcVoteCollector,
+    MemberPredictions,
+    align_members,
+    arc_vote,
+    ensemble_vote,
+    mcnemar,
+    read_identifiers,
+    read_test_puzzles,
+    score_tokens,
+    sequence_majority,
+    submission_json,
+    token_majority,
+    top_k_members,
+    tta_vote,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ARC_TINY = SHARED / "conformance" / "trm-arc-tiny"
+
+# --------------------------------------------------------------------------- a tiny ARC world
+
+INPUT_A = [[1, 2], [3, 4]]
+ANSWER_A = [[4, 3], [2, 1]]
+INPUT_B = [[5, 5, 0]]
+ANSWER_B = [[0, 5, 5]]
+WRONG = [[7]]
+AUG = ArcAugmentation(1, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9))  # rot90, colours 1 <-> 2
+IDENTIFIERS = ["<blank>", "p", ArcIdentifier("p", AUG).format("trm"), "q", ArcIdentifier("q", AUG).format("hrm")]
+TEST_PUZZLES = {
+    "p": {"train": [], "test": [{"input": INPUT_A, "output": ANSWER_A}, {"input": INPUT_B, "output": ANSWER_B}]},
+    "q": {"train": [], "test": [{"input": INPUT_B, "output": ANSWER_A}]},
+}
+
+
+def row(identifier: int, test_input, answer, q: float):
+    """One example as the engine sees it: augmented input and prediction tokens."""
+    aug = parse_arc_identifier(IDENTIFIERS[identifier]).augmentation
+    return (
+        grid_to_tokens(aug.apply(np.array(test_input))),
+        grid_to_tokens(aug.apply(np.array(answer))),
+        identifier,
+        q,
+    )
+
+
+def vote(rows, test_puzzles=TEST_PUZZLES):
+    inputs, preds, ids, qs = zip(*rows)
+    return arc_vote(np.stack(inputs), np.stack(preds), np.array(ids), np.array(qs, np.float32), IDENTIFIERS, test_puzzles)
+
+
+def test_augmented_predictions_vote_for_the_answer_in_the_original_frame():
+    result = vote([row(2, INPUT_A, ANSWER_A, 0.0), row(1, INPUT_A, WRONG, 5.0), row(2, INPUT_A, ANSWER_A, -5.0)])
+    ranked = result.candidates["p"][0]
+    assert ranked[0].grid.tolist() == ANSWER_A and ranked[0].votes == 2
+    assert ranked[1].grid.tolist() == WRONG
+
+
+def test_augmented_row_is_matched_to_its_test_input_by_its_inverted_input():
+    result = vote([row(2, INPUT_B, ANSWER_B, 0.0), row(4, INPUT_B, ANSWER_A, 0.0)])
+    assert [len(c) for c in result.candidates["p"]] == [0, 1]
+    assert result.candidates["p"][1][0].grid.tolist() == ANSWER_B
+    assert result.candidates["q"][0][0].grid.tolist() == ANSWER_A  # the HRM-style name works too
+
+
+def test_equal_vote_counts_rank_by_mean_halting_confidence():
+    result = vote([row(1, INPUT_A, WRONG, 0.0), row(1, INPUT_A, WRONG, 0.0), row(1, INPUT_A, ANSWER_A, 3.0), row(2, INPUT_A, ANSWER_A, -2.0)])
+    ranked = result.candidates["p"][0]
+    assert ranked[0].grid.tolist() == ANSWER_A  # mean(sigmoid 3, sigmoid -2) ~ 0.54 > 0.5
+    assert ranked[0].mean_confidence == pytest.approx((1 / (1 + np.exp(-3)) + 1 / (1 + np.exp(2))) / 2)
+
+
+def test_more_votes_beat_higher_confidence():
+    result = vote([row(1, INPUT_A, WRONG, -9.0), row(1, INPUT_A, WRONG, -9.0), row(1, INPUT_A, ANSWER_A, 9.0)])
+    assert result.candidates["p"][0][0].grid.tolist() == WRONG
+
+
+def test_exact_ties_keep_the_first_voted_candidate_first():
+    result = vote([row(1, INPUT_A, WRONG, 1.0), row(1, INPUT_A, ANSWER_A, 1.0)])
+    assert [c.grid.tolist() for c in result.candidates["p"][0]] == [WRONG, ANSWER_A]
+
+
+def test_pass_at_k_under_the_trm_and_hrm_rules():
+    # p: test 0 right at rank 2, test 1 wrong; q: right at rank 1.
+    result = vote([row(1, INPUT_A, WRONG, 1.0), row(1, INPUT_A, ANSWER_A, 0.0), row(1, INPUT_B, WRONG, 0.0), row(3, INPUT_B, ANSWER_A, 0.0)])
+    trm, hrm = result.pass_at_k["trm"], result.pass_at_k["hrm"]
+    assert trm[1] == pytest.approx((0 + 1) / 2) and trm[2] == pytest.approx((0.5 + 1) / 2)
+    assert hrm[1] == 0.5 and hrm[2] == 0.5  # p never has both tests right
+    assert result.metrics()["ARC/pass@2/trm"] == trm[2]
+
+
+def test_hrm_rule_scores_a_puzzle_once_all_its_tests_pass():
+    result = vote([row(1, INPUT_A, ANSWER_A, 0.0), row(1, INPUT_B, ANSWER_B, 0.0)])
+    assert result.pass_at_k["hrm"][1] == 0.5 and result.pass_at_k["trm"][1] == 0.5
+
+
+def test_submission_pads_with_the_first_attempt_and_skips_inputs_without_votes():
+    result = vote([row(1, INPUT_B, ANSWER_B, 0.0), row(3, INPUT_B, WRONG, 0.0), row(3, INPUT_B, ANSWER_A, 2.0)])
+    assert result.submission == {
+        "p": [{"attempt_1": ANSWER_B, "attempt_2": ANSWER_B}],
+        "q": [{"attempt_1": ANSWER_A, "attempt_2": WRONG}],
+    }
+    assert json.loads(submission_json(result.submission)) == result.submission
+
+
+def test_padding_rows_are_ignored_and_stray_examples_are_counted():
+    result = vote([row(1, INPUT_A, ANSWER_A, 0.0), row(0, INPUT_A, WRONG, 9.0), row(3, INPUT_A, ANSWER_A, 0.0)])
+    assert [c.votes for c in result.candidates["p"][0]] == [1]
+    assert result.unmatched_examples == 1  # q has no test input INPUT_A
+
+
+def test_collectors_merged_in_row_order_equal_one_collector():
+    rows = [row(1, INPUT_A, WRONG, 1.0), row(2, INPUT_A, ANSWER_A, 1.0), row(3, INPUT_B, ANSWER_A, 0.5)]
+    inputs, preds, ids, qs = (np.array(x) for x in zip(*rows))
+    whole = ArcVoteCollector(IDENTIFIERS)
+    whole.add(inputs, preds, ids, qs)
+    first, second = ArcVoteCollector(IDENTIFIERS), ArcVoteCollector(IDENTIFIERS)
+    first.add(inputs[:1], preds[:1], ids[:1], qs[:1])
+    second.add(inputs[1:], preds[1:], ids[1:], qs[1:])
+    merged = first.merge(second).result(TEST_PUZZLES)
+    expected = whole.result(TEST_PUZZLES)
+    assert merged.submission == expected.submission and merged.pass_at_k == expected.pass_at_k
+
+
+def test_an_identifier_outside_identifiers_json_is_an_input_error():
+    with pytest.raises(InputError, match="identifiers.json.*out of range"):
+        vote([row(1, INPUT_A, ANSWER_A, 0.0)[:2] + (99, 0.0)])
+
+
+def test_a_malformed_test_grid_is_an_input_error_naming_the_puzzle():
+    bad = {"p": {"test": [{"input": [[1, 2], [3]], "output": ANSWER_A}]}}
+    with pytest.raises(InputError, match="test_puzzles.json.*'p' test\\[0\\].input"):
+        vote([row(1, INPUT_A, ANSWER_A, 0.0)], bad)
+
+
+def test_reading_a_missing_or_malformed_json_names_the_file(tmp_path):
+    with pytest.raises(InputError, match="nope.json"):
+        read_identifiers(tmp_path / "nope.json")
+    (tmp_path / "test_puzzles.json").write_text('{"p": {"train": []}}')
+    with pytest.raises(InputError, match="test_puzzles.json.*'p' has no 'test'"):
+        read_test_puzzles(tmp_path / "test_puzzles.json")
+
+
+@pytest.mark.skipif(not ARC_TINY.is_dir(), reason="../shared/conformance/trm-arc-tiny is absent")
+@pytest.mark.parametrize(
+    "preds_file, expected_pass, submission_file",
+    [
+        ("voting/preds_modified.npz", [0.375, 0.375, 0.375, 0.625, 0.625, 0.625], "voting/submission_modified.json"),
+        (None, [0.0] * 6, "expected/trm-fp32.submission.json"),
+    ],
+)
+def test_conformance_voting_matches_the_reference_evaluator(preds_file, expected_pass, submission_file):
+    reference = np.load(ARC_TINY / "expected" / "trm-fp32.npz")
+    preds = reference["pred"] if preds_file is None else np.load(ARC_TINY / preds_file)["pred"]
+    result = arc_vote(
+        reference["inputs"],
+        preds,
+        reference["puzzle_identifiers"],
+        reference["q_halt_logits"],
+        read_identifiers(ARC_TINY / "data" / "identifiers.json"),
+        read_test_puzzles(ARC_TINY / "data" / "test_puzzles.json"),
+    )
+    assert [result.pass_at_k["trm"][k] for k in (1, 2, 5, 10, 100, 1000)] == expected_pass
+    assert submission_json(result.submission) == (ARC_TINY / submission_file).read_text()  # byte for byte
+    assert result.unmatched_examples == 0
+
+
+# --------------------------------------------------------------------------- majorities
+
+
+def test_token_majority_takes_the_most_common_token_per_position():
+    votes = np.array([[[1, 2, 3]], [[1, 5, 3]], [[4, 5, 3]]])
+    assert token_majority(votes).tolist() == [[1, 5, 3]]
+
+
+def test_token_majority_ties_go_to_the_earliest_voter():
+    votes = np.array([[[7, 1]], [[2, 3]], [[2, 1]], [[7, 3]]])
+    assert token_majority(votes).tolist() == [[7, 1]]
+    assert token_majority(votes[[1, 0, 2, 3]]).tolist() == [[2, 3]]
+
+
+def test_sequence_majority_pools_identical_sequences():
+    votes = np.array([[[1, 2]], [[1, 3]], [[1, 3]]])
+    result = sequence_majority(votes)
+    assert result.pred.tolist() == [[1, 3]] and result.support.tolist() == [2] and result.winner.tolist() == [1]
+
+
+def test_sequence_majority_ties_break_by_mean_halting_confidence_then_earliest_voter():
+    votes = np.array([[[1]], [[2]], [[2]], [[1]]])
+    q = np.array([[0.0], [1.0], [-0.5], [0.2]], dtype=np.float32)  # mean sigmoid: seq 1 0.525, seq 2 0.554
+    assert sequence_majority(votes, q).pred.tolist() == [[2]]
+    assert sequence_majority(votes).pred.tolist() == [[1]]  # no q: earliest voter
+
+
+def test_sequence_and_token_majorities_can_disagree():
+    votes = np.array([[[1, 2]], [[2, 1]], [[2, 2]]])
+    assert token_majority(votes).tolist() == [[2, 2]] and sequence_majority(votes).pred.tolist() == [[1, 2]]
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+
+
+def test_sudoku_tta_inverts_each_copy_and_outvotes_a_wrong_copy():
+    solutions = np.random.default_rng(0).integers(1, 11, (3, 81))
+    transforms = [SudokuTransform()] + [SudokuTransform.from_seed(s) for s in range(4)]
+    copies = np.stack([t.apply(solutions) for t in transforms])
+    copies[2, 1, :5] = 1  # one copy gets example 1 wrong
+    for level in ("sequence", "token"):
+        assert np.array_equal(tta_vote(copies, transforms, level), solutions)
+
+
+def test_maze_tta_votes_over_dihedral_copies_token_by_token():
+    mazes = np.random.default_rng(1).integers(0, 6, (2, 900))
+    transforms = [DihedralTransform(t) for t in (0, 1, 4)]
+    copies = np.stack([t.apply(mazes) for t in transforms])
+    copies[0, 0, 10] = 5 if mazes[0, 10] != 5 else 4  # each copy wrong at a different token
+    copies[1, 0] = transforms[1].apply(np.where(np.arange(900) == 20, (mazes[0] + 1) % 6, mazes[0]))
+    assert np.array_equal(tta_vote(copies, transforms, "token"), mazes)
+
+
+def test_tta_needs_one_transform_per_copy():
+    with pytest.raises(ValueError, match="2 prediction copies but 1 transforms"):
+        tta_vote(np.zeros((2, 1, 81), dtype=int), [SudokuTransform()])
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+def member(name, order, preds, q):
+    sets = np.array(["a", "a", "b"])
+    ids = np.array([0, 1, 0])
+    return MemberPredictions(name, sets[order], ids[order], np.array(preds)[order], np.array(q, np.float32)[order])
+
+
+def test_members_are_aligned_by_set_and_example_id_whatever_their_row_order():
+    m1 = member("m1", [0, 1, 2], [[1], [2], [3]], [0, 0, 0])
+    m2 = member("m2", [2, 0, 1], [[1], [2], [3]], [0, 0, 0])
+    aligned = align_members([m1, m2])
+    assert aligned.set.tolist() == ["a", "a", "b"] and aligned.example_id.tolist() == [0, 1, 0]
+    assert np.array_equal(aligned.pred[0], aligned.pred[1])
+
+
+def test_members_covering_different_examples_are_refused_by_name():
+    m1 = member("m1", [0, 1, 2], [[1], [2], [3]], [0, 0, 0])
+    m2 = member("m2", [0, 1], [[1], [2], [3]], [0, 0, 0])
+    with pytest.raises(InputError, match="'m2'.*same examples"):
+        align_members([m1, m2])
+
+
+def test_ensemble_sequence_vote_breaks_ties_by_mean_q():
+    m1 = member("m1", [0, 1, 2], [[1], [2], [3]], [0.0, -1.0, 0.0])
+    m2 = member("m2", [0, 1, 2], [[1], [5], [4]], [0.0, 2.0, 0.0])
+    aligned, voted = ensemble_vote([m1, m2], "sequence")
+    assert voted.tolist() == [[1], [5], [3]]  # example 1: m2 more confident; example 2: exact tie -> m1
+    _, voted = ensemble_vote([m1, m2], "token")
+    assert voted.tolist() == [[1], [2], [3]]  # token ties go to the first member
+
+
+def test_top_k_members_by_exact_accuracy_keeps_given_order_on_ties():
+    accuracy = {"step_100": 0.5, "step_200": 0.7, "step_300": 0.5, "step_400": 0.6}
+    assert top_k_members(accuracy, 3) == ["step_200", "step_400", "step_100"]
+    assert top_k_members(accuracy, 10) == ["step_200", "step_400", "step_100", "step_300"]
+
+
+def test_voted_predictions_are_scored_like_plain_ones():
+    scores = score_tokens(np.array([[1, 2, 9], [1, 0, 3]]), np.array([[1, 2, 0], [1, 2, 3]]), ignore_label_id=0)
+    assert scores["valid_tokens"].tolist() == [2, 3]
+    assert scores["correct_tokens"].tolist() == [2, 2]
+    assert scores["exact"].tolist() == [True, False]
+
+
+# --------------------------------------------------------------------------- McNemar
+
+
+def test_mcnemar_exact_binomial_with_few_discordant_pairs():
+    a = np.array([True] * 5 + [True] + [False] * 9)
+    b = np.array([True] * 5 + [False] + [True] * 9)
+    result = mcnemar(a, b)
+    assert (result.only_a, result.only_b, result.method) == (1, 9, "exact")
+    assert result.p_value == pytest.approx(22 / 1024)  # 2 * (C(10,0) + C(10,1)) / 2^10
+    assert mcnemar(b, a).p_value == result.p_value
+
+
+def test_mcnemar_chi_square_with_many_discordant_pairs():
+    a = np.array([True] * 10 + [False] * 30)
+    result = mcnemar(a, ~a)
+    assert result.method == "chi2" and result.statistic == pytest.approx(19**2 / 40)
+    assert result.p_value == pytest.approx(0.0026631, abs=1e-6)
+
+
+def test_mcnemar_of_identical_predictions_is_not_significant():
+    flags = np.array([True, False, True])
+    assert mcnemar(flags, flags).p_value == 1.0
