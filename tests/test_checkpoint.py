@@ -1,0 +1,147 @@
+import pickle
+
+import pytest
+import torch
+import yaml
+
+from hrm.checkpoint import build_checked_model, load_checkpoint, resolve_checkpoint_file
+from hrm.errors import InputError
+from hrm.models import HRM, TRM
+from tests.factories import make_checkpoint
+
+
+def build(path, **kwargs):
+    return build_checked_model(load_checkpoint(path, **kwargs), vocab_size=11, seq_len=16, num_puzzle_identifiers=3)
+
+
+def test_a_run_directory_resolves_to_its_newest_step(tmp_path):
+    make_checkpoint(tmp_path, steps=(5, 40, 300))
+    assert resolve_checkpoint_file(tmp_path).name == "step_300"
+    assert load_checkpoint(tmp_path).step == 300
+
+
+@pytest.mark.parametrize("family,cls", [("hrm", HRM), ("trm", TRM)])
+def test_both_families_load_from_arch_name(tmp_path, family, cls):
+    make_checkpoint(tmp_path, family=family)
+    assert isinstance(build(tmp_path), cls)
+
+
+@pytest.mark.parametrize("family", ["hrm", "trm"])
+def test_compiled_and_plain_key_prefixes_load_the_same_weights(tmp_path, family):
+    make_checkpoint(tmp_path / "plain", family=family, seed=3)
+    make_checkpoint(tmp_path / "compiled", family=family, seed=3, compiled_prefix=True)
+    assert any(k.startswith("_orig_mod.model.inner.") for k in torch.load(tmp_path / "compiled" / "step_10"))
+    plain, compiled = build(tmp_path / "plain").state_dict(), build(tmp_path / "compiled").state_dict()
+    assert plain.keys() == compiled.keys()
+    assert all(torch.equal(plain[k], compiled[k]) for k in plain)
+
+
+def test_an_explicit_config_serves_a_checkpoint_without_all_config(tmp_path):
+    make_checkpoint(tmp_path / "run")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (tmp_path / "run" / "step_10").rename(lone / "step_10")
+    with pytest.raises(InputError, match="all_config.yaml"):
+        load_checkpoint(lone)
+    assert load_checkpoint(lone / "step_10", config=tmp_path / "run" / "all_config.yaml").spec.family == "hrm"
+
+
+@pytest.mark.parametrize("variant", ["mlp_t", "learned", "none", "no_puzzle_emb"])
+def test_trm_variants_build_and_load(tmp_path, variant):
+    overrides = {"mlp_t": {"mlp_t": True, "pos_encodings": "none"}, "learned": {"pos_encodings": "learned"},
+                 "none": {"pos_encodings": "none"}, "no_puzzle_emb": {"puzzle_emb_ndim": 0, "puzzle_emb_len": 0}}
+    make_checkpoint(tmp_path, family="trm", **overrides[variant])
+    assert build(tmp_path).config.family == "trm"
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match=r"nope: no such checkpoint"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_an_unknown_architecture_names_the_config_key(tmp_path):
+    make_checkpoint(tmp_path)
+    config = yaml.safe_load((tmp_path / "all_config.yaml").read_text())
+    config["arch"]["name"] = "recursive_reasoning.trm_hier6@Something"
+    (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(InputError, match=r"all_config.yaml: arch.name 'recursive_reasoning.trm_hier6@Something'"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_missing_key_is_named(tmp_path):
+    (path,) = make_checkpoint(tmp_path)
+    state = torch.load(path)
+    del state["model.inner.q_head.bias"]
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"step_10: missing keys for hrm: q_head.bias"):
+        build(tmp_path)
+
+
+def test_an_unexpected_key_is_named(tmp_path):
+    (path,) = make_checkpoint(tmp_path)
+    state = torch.load(path)
+    state["model.inner.extra_head.weight"] = torch.zeros(2)
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"unexpected keys for hrm: extra_head.weight"):
+        build(tmp_path)
+
+
+def test_a_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
+    make_checkpoint(tmp_path)
+    config = yaml.safe_load((tmp_path / "all_config.yaml").read_text())
+    config["arch"]["expansion"] = 13  # widens the SwiGLU: the config now disagrees with the saved tensors
+    (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(InputError, match=r"'H_level.layers.0.mlp.gate_up_proj.weight' has shape \(512, 32\).*\(1024, 32\)"):
+        build(tmp_path)
+
+
+def test_a_vocab_that_disagrees_with_the_dataset_is_named_before_any_model_runs(tmp_path):
+    make_checkpoint(tmp_path)
+    with pytest.raises(InputError, match=r"'embed_tokens.embedding_weight' has shape \(11, 32\) but data.* vocab_size=12"):
+        build_checked_model(load_checkpoint(tmp_path), 12, 16, 3, dataset="data")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_weights_are_refused(tmp_path, bad):
+    (path,) = make_checkpoint(tmp_path)
+    state = torch.load(path)
+    state["model.inner.lm_head.weight"][0, 0] = bad
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"tensor 'lm_head.weight' has 1 NaN/Inf values"):
+        build(tmp_path)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    make_checkpoint(tmp_path)
+    (tmp_path / "step_10").write_text("not a checkpoint at all")
+    with pytest.raises(InputError, match=r"step_10: .*not"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
+    make_checkpoint(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model.inner.H_init": Exploit()}, tmp_path / "step_10")
+    with pytest.raises(InputError, match=r"step_10: refused to load"):
+        load_checkpoint(tmp_path)
+    assert not marker.exists()
+
+
+def test_a_non_tensor_payload_is_refused(tmp_path):
+    make_checkpoint(tmp_path)
+    torch.save({"step": 3, "note": "hello"}, tmp_path / "step_10")
+    with pytest.raises(InputError, match=r"expected a state dict"):
+        load_checkpoint(tmp_path)
+
+
+def test_the_cli_reports_a_bad_checkpoint_in_one_line_with_a_nonzero_exit(tmp_path, capsys):
+    from jobs.cli import main
+
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing: no such checkpoint" in err

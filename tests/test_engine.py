@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from hrm.checkpoint import build_checked_model, load_checkpoint
+from hrm.engine import Engine
+from tests.factories import make_checkpoint, random_examples
+
+
+def engine_for(run_dir, batch_size=8, dtype=None, **ckpt_kwargs):
+    make_checkpoint(run_dir, **ckpt_kwargs)
+    ckpt = load_checkpoint(run_dir)
+    model = build_checked_model(ckpt, 11, 16, 3, forward_dtype=dtype)
+    return Engine(model, ckpt.spec.loss_type, ignore_label_id=0, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("family", ["hrm", "trm"])
+def test_fixed_protocol_runs_every_example_for_halt_max_steps(tmp_path, family):
+    engine = engine_for(tmp_path, family=family)
+    inputs, labels, ids = random_examples(19)
+    result = engine.run(inputs, labels, ids)
+    assert result.pred.shape == (19, 16)
+    assert (result.steps == 4).all()
+    assert result.exact_per_step.shape == (19, 4)
+    assert (result.valid_tokens == 14).all()
+    assert result.forward_steps == 19 * 4
+    assert np.isfinite(result.lm_loss).all() and (result.lm_loss > 0).all()
+
+
+def test_results_do_not_depend_on_the_batch_size(tmp_path):
+    inputs, labels, ids = random_examples(23)
+    small = engine_for(tmp_path / "a", batch_size=5).run(inputs, labels, ids)
+    large = engine_for(tmp_path / "b", batch_size=23).run(inputs, labels, ids)
+    np.testing.assert_array_equal(small.pred, large.pred)
+    np.testing.assert_allclose(small.q_halt_logit, large.q_halt_logit, atol=1e-5)
+
+
+def test_exact_flags_per_step_end_with_the_final_exact_flag(tmp_path):
+    engine = engine_for(tmp_path)
+    inputs, _, ids = random_examples(12)
+    # labels = the model's own prediction, so every example is exact at the last step
+    labels = engine.run(inputs, np.ones_like(inputs), ids).pred
+    result = engine.run(inputs, labels, ids)
+    assert result.exact.all()
+    np.testing.assert_array_equal(result.exact_per_step[:, -1], result.exact)
+
+
+def test_bfloat16_on_cpu_runs_and_mostly_agrees_with_float32(tmp_path):
+    inputs, labels, ids = random_examples(16)
+    fp32 = engine_for(tmp_path / "a").run(inputs, labels, ids)
+    bf16_engine = engine_for(tmp_path / "b", dtype="bfloat16")
+    assert bf16_engine.model.lm_head.weight.dtype == torch.bfloat16
+    bf16 = bf16_engine.run(inputs, labels, ids)
+    assert bf16.q_halt_logit.dtype == np.float32
+    # random weights leave many near-ties between logits, so agreement is high but not total
+    assert (bf16.pred == fp32.pred).mean() > 0.75
+    np.testing.assert_allclose(bf16.q_halt_logit, fp32.q_halt_logit, atol=0.1)
+
+
+@pytest.mark.parametrize("family,q_halt_bias", [("hrm", 0.0), ("trm", -1.0)])
+def test_adaptive_halting_spends_fewer_steps_and_matches_fixed_where_it_runs_to_the_end(tmp_path, family, q_halt_bias):
+    engine = engine_for(tmp_path, family=family, batch_size=8, q_scale=0.3, q_halt_bias=q_halt_bias,
+                        halt_max_steps=6)
+    inputs, labels, ids = random_examples(40)
+    fixed = engine.run(inputs, labels, ids, protocol="fixed")
+    adaptive = engine.run(inputs, labels, ids, protocol="adaptive")
+    assert adaptive.forward_steps < fixed.forward_steps
+    assert adaptive.forward_steps == int(adaptive.steps.sum())
+    early, full = adaptive.steps < 6, adaptive.steps == 6
+    assert early.any() and full.any()
+    np.testing.assert_array_equal(adaptive.pred[full], fixed.pred[full])
+    np.testing.assert_allclose(adaptive.q_halt_logit[full], fixed.q_halt_logit[full], atol=1e-5)
+
+
+def test_adaptive_halting_respects_the_minimum_step(tmp_path):
+    engine = engine_for(tmp_path, q_scale=0.3, halt_max_steps=6)
+    inputs, labels, ids = random_examples(30)
+    result = engine.run(inputs, labels, ids, protocol="adaptive", min_steps=3)
+    assert result.steps.min() >= 3
+
+
+def test_adaptive_batches_stay_full_while_examples_wait(tmp_path):
+    engine = engine_for(tmp_path, q_scale=0.3, halt_max_steps=6, batch_size=8)
+    inputs, labels, ids = random_examples(64)
+    result = engine.run(inputs, labels, ids, protocol="adaptive")
+    # continuous batching: forwards ≈ example-steps / batch size, plus a short drain at the end
+    assert result.batch_forwards <= result.forward_steps / 8 + 6
