@@ -1,0 +1,178 @@
+"""One small interface over local paths, `file://` URIs and `s3://bucket/prefix` URIs.
+
+Built on `pyarrow.fs`. S3 endpoint and credentials come from the standard AWS chain
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, profiles, …); a URI may also carry pyarrow's
+settings as a query, e.g. `s3://bkt/prefix?endpoint_override=http://127.0.0.1:9000&region=us-east-1`.
+`pyarrow.fs.FileSystem.from_uri` honours both; a directly constructed `S3FileSystem` would
+ignore `AWS_ENDPOINT_URL`, which is why every S3 URI goes through `from_uri`.
+
+Writes are atomic: data goes to a temporary key next to the final one and is then moved
+into place (a rename locally, copy + delete on S3), so a reader never sees half an object.
+Every failure caused by the URI itself (missing key, missing bucket, unreachable endpoint,
+bad settings) is an `InputError` naming the URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from hrm.errors import InputError
+
+READ_CHUNK_BYTES = 8 << 20
+
+
+def is_local(uri: str) -> bool:
+    """True for plain paths and `file://` URIs."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def resolve(uri: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """The filesystem holding `uri` and the path of `uri` inside it."""
+    uri = os.fspath(uri)
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{uri}: cannot open this storage location: {err}") from None
+
+
+def join(uri: str | os.PathLike, *parts: str) -> str:
+    """`uri` with `parts` appended to its path; query settings of the URI are kept."""
+    uri = os.fspath(uri)
+    if "://" not in uri:
+        return posixpath.join(uri, *parts)
+    scheme, netloc, path, query, fragment = urlsplit(uri)
+    path = "/".join([path.rstrip("/"), *(part.strip("/") for part in parts)])
+    return urlunsplit((scheme, netloc, path, query, fragment))
+
+
+def _missing_bucket(uri: str, fs: pafs.FileSystem, path: str) -> InputError | None:
+    if isinstance(fs, pafs.S3FileSystem):
+        bucket = path.split("/", 1)[0]
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            return InputError(f"{uri}: bucket '{bucket}' does not exist or is not accessible")
+    return None
+
+
+@contextmanager
+def _input_errors(uri: str, fs: pafs.FileSystem, path: str) -> Iterator[None]:
+    """Turn storage failures caused by the URI into InputError naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise _missing_bucket(uri, fs, path) or InputError(f"{uri}: not found") from None
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{uri}: {err}") from None
+
+
+def exists(uri: str) -> bool:
+    """True if an object (not a prefix) exists at `uri`."""
+    fs, path = resolve(uri)
+    with _input_errors(uri, fs, path):
+        return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def list_files(uri: str) -> list[str]:
+    """Sorted paths (relative to `uri`, '/'-separated) of every file below `uri`; [] if none,
+    but a missing bucket is an error."""
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    with _input_errors(uri, fs, path):
+        infos = fs.get_file_info(selector)
+        if not infos and (error := _missing_bucket(uri, fs, path)):
+            raise error
+    root = path.rstrip("/") + "/"
+    return sorted(info.path[len(root):] for info in infos if info.type == pafs.FileType.File)
+
+
+def open_input_stream(uri: str) -> pa.NativeFile:
+    """A sequential reader (no decompression guessed from the name)."""
+    fs, path = resolve(uri)
+    with _input_errors(uri, fs, path):
+        return fs.open_input_stream(path, compression=None)
+
+
+def open_input_file(uri: str) -> pa.NativeFile:
+    """A random-access reader: `read_at(nbytes, offset)` fetches only that range (an HTTP range on S3)."""
+    fs, path = resolve(uri)
+    with _input_errors(uri, fs, path):
+        return fs.open_input_file(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_input_stream(uri) as stream:
+        return stream.read()
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_bytes(uri))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{uri}: not valid JSON: line {err.lineno} column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{uri}: not valid JSON: byte {err.start} is not UTF-8") from None
+
+
+def sha256(uri: str) -> str:
+    """Hex SHA-256 of the object's bytes, streamed in chunks."""
+    digest = hashlib.sha256()
+    with open_input_stream(uri) as stream:
+        while chunk := stream.read(READ_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_output(uri: str) -> Iterator[pa.NativeFile]:
+    """A writable stream whose bytes appear at `uri` only if the block finishes without error."""
+    fs, path = resolve(uri)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with _input_errors(uri, fs, path):
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+        stream = fs.open_output_stream(temporary, compression=None)
+    try:
+        with stream:
+            yield stream
+        with _input_errors(uri, fs, path):
+            fs.move(temporary, path)  # local: atomic rename; S3: copy to the final key, then delete
+    except BaseException:
+        _delete_quietly(fs, temporary)
+        raise
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    with atomic_output(uri) as stream:
+        stream.write(data)
+
+
+def write_json_atomic(uri: str, obj: Any, *, indent: int | None = None) -> None:
+    write_bytes_atomic(uri, json.dumps(obj, indent=indent).encode())
+
+
+def delete(uri: str) -> None:
+    """Remove one object; a missing one is fine."""
+    fs, path = resolve(uri)
+    with _input_errors(uri, fs, path):
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+
+
+def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    # Cleanup after a failed write must not hide the original error.
+    try:
+        fs.delete_file(path)
+    except (pa.ArrowException, OSError):
+        pass
