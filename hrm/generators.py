@@ -48,11 +48,11 @@ class SudokuSolver:
         self.row_of = [i // side for i in range(self.cells)]
         self.col_of = [i % side for i in range(self.cells)]
         self.box_of = [(i // side) // box * box + (i % side) // box for i in range(self.cells)]
-        # popcount / lowest-digit lookups over all masks keep the inner loop free of bit tricks
+        # per-mask candidate counts and digit lists keep bit tricks out of the inner loop
         self.popcount = [bin(m).count("1") for m in range(1 << side)]
         self.digits_of = [[d + 1 for d in range(side) if m >> d & 1] for m in range(1 << side)]
 
-    def _masks(self, board: list[int]) -> tuple[list[int], list[int], list[int]] | None:
+    def masks(self, board: list[int]) -> tuple[list[int], list[int], list[int]] | None:
         """Row/column/box masks of the givens, or None if two givens clash."""
         rows, cols, boxes = [0] * self.side, [0] * self.side, [0] * self.side
         for i, digit in enumerate(board):
@@ -126,13 +126,49 @@ class SudokuSolver:
 
         Branch points (cells searched with more than one candidate) rate the difficulty.
         """
-        masks = self._masks(board)
+        masks = self.masks(board)
         if masks is None:
             return 0, None, 0
         empty = [i for i, digit in enumerate(board) if not digit]
         state = _SearchState()
         found = self._search(list(board), *masks, empty, limit, rng, state)
         return found, state.first, state.branches
+
+
+    def blank_if_unique(self, board: list[int], masks: tuple[list[int], list[int], list[int]], cell: int) -> bool:
+        """Blank `cell` of a uniquely solvable `board` if it stays unique; say whether it was blanked.
+
+        `masks` (from `masks(board)`) are kept in step with `board`. The original solution
+        still solves the blanked puzzle, so uniqueness fails exactly when another digit at
+        `cell` also leads to a solution. If the givens already rule out every other digit
+        there (a naked single) that cannot happen, which settles most early blanks for free.
+        """
+        rows, cols, boxes = masks
+        r, c, b = self.row_of[cell], self.col_of[cell], self.box_of[cell]
+        digit = board[cell]
+        bit = 1 << (digit - 1)
+        rows[r] ^= bit
+        cols[c] ^= bit
+        boxes[b] ^= bit
+        board[cell] = 0
+        others = self.full & ~(rows[r] | cols[c] | boxes[b]) & ~bit
+        empty = [i for i, d in enumerate(board) if not d and i != cell]
+        for other in self.digits_of[others]:
+            other_bit = 1 << (other - 1)
+            rows[r] |= other_bit
+            cols[c] |= other_bit
+            boxes[b] |= other_bit
+            solvable = self._search(board, rows, cols, boxes, empty, 1, None, _SearchState())
+            rows[r] ^= other_bit
+            cols[c] ^= other_bit
+            boxes[b] ^= other_bit
+            if solvable:
+                board[cell] = digit
+                rows[r] |= bit
+                cols[c] |= bit
+                boxes[b] |= bit
+                return False
+        return True
 
 
 @dataclass
@@ -169,42 +205,6 @@ def sudoku_solver(box: int) -> SudokuSolver:
     return _SOLVERS[box]
 
 
-def _try_blank(solver: SudokuSolver, board: list[int], masks: tuple[list[int], list[int], list[int]],
-               cell: int) -> bool:
-    """Blank `cell` if the puzzle keeps a unique solution; say whether it was blanked.
-
-    `masks` (row/column/box digit masks of `board`) are updated in place. The original
-    solution still solves the blanked puzzle, so uniqueness fails exactly when another digit
-    at `cell` also leads to a solution. If the givens already rule out every other digit
-    there (a naked single) that cannot happen, which settles most early blanks for free.
-    """
-    rows, cols, boxes = masks
-    r, c, b = solver.row_of[cell], solver.col_of[cell], solver.box_of[cell]
-    bit = 1 << (board[cell] - 1)
-    rows[r] ^= bit
-    cols[c] ^= bit
-    boxes[b] ^= bit
-    others = solver.full & ~(rows[r] | cols[c] | boxes[b]) & ~bit
-    digit, board[cell] = board[cell], 0
-    empty = [i for i, d in enumerate(board) if not d and i != cell]
-    for other in solver.digits_of[others]:
-        other_bit = 1 << (other - 1)
-        rows[r] |= other_bit
-        cols[c] |= other_bit
-        boxes[b] |= other_bit
-        solvable = solver._search(board, rows, cols, boxes, empty, 1, None, _SearchState())
-        rows[r] ^= other_bit
-        cols[c] ^= other_bit
-        boxes[b] ^= other_bit
-        if solvable:
-            board[cell] = digit
-            rows[r] |= bit
-            cols[c] |= bit
-            boxes[b] |= bit
-            return False
-    return True
-
-
 def generate_sudoku(givens: int, box: int = 3, seed: int = 0, max_attempts: int = 100) -> SudokuPuzzle:
     """A puzzle with exactly `givens` givens and a unique solution, deterministic for `seed`.
 
@@ -218,12 +218,12 @@ def generate_sudoku(givens: int, box: int = 3, seed: int = 0, max_attempts: int 
     for _ in range(max_attempts):
         _, solution, _ = solver.solve([0] * solver.cells, rng=rng)
         board = list(solution)
-        masks = solver._masks(board)
+        masks = solver.masks(board)
         remaining = solver.cells
         for cell in rng.permutation(solver.cells):
             if remaining == givens:
                 break
-            remaining -= _try_blank(solver, board, masks, int(cell))
+            remaining -= solver.blank_if_unique(board, masks, int(cell))
         if remaining == givens:
             _, _, rating = solver.solve(board)
             return SudokuPuzzle(tuple(board), tuple(solution), rating)

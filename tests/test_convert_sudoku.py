@@ -175,3 +175,14 @@ def test_augmenting_four_by_four_boards_or_mixing_sizes_is_refused(capsys, tmp_p
     assert "9x9 boards only" in refused(capsys, "--train", small, "--augment", 1, "--output", tmp_path / "o")
     assert "mix board sizes" in refused(capsys, "--train", small, "--test", csv_file, "--output", tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.s3
+def test_conversion_to_s3_reads_back_like_local(capsys, tmp_path, csv_file, s3_bucket):
+    convert(capsys, "--train", csv_file, "--augment", 1, "--output", tmp_path / "local")
+    convert(capsys, "--train", csv_file, "--augment", 1, "--output", f"{s3_bucket}/sudoku")
+    a = open_dataset(tmp_path / "local").read_set("train", "all")
+    b = open_dataset(f"{s3_bucket}/sudoku").read_set("train", "all")
+    np.testing.assert_array_equal(a.inputs, b.inputs)
+    np.testing.assert_array_equal(a.group_indices, b.group_indices)
+    np.testing.assert_array_equal(a.columns["tier"], b.columns["tier"])
