@@ -300,47 +300,48 @@ def _slice(arrays: PuzzleArrays, set_name: str, start: int, stop: int) -> Exampl
         columns={key: np.asarray(column[start:stop]) for key, column in arrays.columns.items()})
 
 
-class _RemoteNpy:
-    """An .npy object read by byte ranges: the header once, then only the rows sliced."""
+class _NpyFile:
+    """An .npy file with its header parsed and checked; rows are read by byte ranges (on S3
+    an HTTP range request per slice)."""
 
     def __init__(self, uri: str):
         self.uri = uri
         self._file = storage.open_input_file(uri)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         try:
-            shape, fortran_order, dtype = readers[np.lib.format.read_magic(self._file)](self._file)
-        except (ValueError, KeyError) as err:
+            version = np.lib.format.read_magic(self._file)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran_order, dtype = readers[version](self._file)
+        except ValueError as err:
             raise InputError(f"{uri}: not a readable .npy file ({err})") from None
         if dtype.hasobject:
             raise InputError(f"{uri}: holds Python objects (a ragged array?); only plain arrays are supported")
         if fortran_order and len(shape) > 1:
-            raise InputError(f"{uri}: Fortran-ordered arrays cannot be read by row ranges; save it in C order")
+            raise InputError(f"{uri}: Fortran-ordered array; save it in C order (as the reference builders do)")
         self.shape, self.dtype = shape, dtype
-        self._offset = self._file.tell()
+        self.offset = self._file.tell()
         self._row_bytes = dtype.itemsize * math.prod(shape[1:])
-        expected = self._offset + self._row_bytes * (shape[0] if shape else 1)
+        expected = self.offset + self._row_bytes * (shape[0] if shape else 1)
         if self._file.size() != expected:
-            raise InputError(f"{uri}: {self._file.size()} bytes but its header promises {expected}")
+            raise InputError(f"{uri}: {self._file.size()} bytes but its header promises {expected} (truncated?)")
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         start, stop, step = rows.indices(self.shape[0])
         assert step == 1, "row ranges only"
         count = max(0, stop - start)
-        data = self._file.read_at(self._row_bytes * count, self._offset + self._row_bytes * start)
+        data = self._file.read_at(self._row_bytes * count, self.offset + self._row_bytes * start)
         return np.frombuffer(data, self.dtype).reshape((count, *self.shape[1:]))
 
 
 def _open_npy(uri: str) -> Any:
-    """A local .npy memory-mapped, a remote one as a `_RemoteNpy`; both slice by rows."""
+    """A local .npy memory-mapped, a remote one as an `_NpyFile`; both slice by rows."""
+    npy = _NpyFile(uri)
     if not storage.is_local(uri):
-        return _RemoteNpy(uri)
-    path = storage.resolve(uri)[1]
-    try:
-        return np.load(path, mmap_mode="r")
-    except FileNotFoundError:
-        raise InputError(f"{uri}: not found") from None
-    except (ValueError, EOFError) as err:  # object arrays, truncated or empty files
-        raise InputError(f"{uri}: not a readable .npy file ({err})") from None
+        return npy
+    if math.prod(npy.shape) == 0:  # mmap cannot map zero bytes
+        return np.zeros(npy.shape, npy.dtype)
+    return np.memmap(storage.resolve(uri)[1], dtype=npy.dtype, mode="r", offset=npy.offset, shape=npy.shape)
 
 
 def _whole(array: Any) -> np.ndarray:
