@@ -1,0 +1,94 @@
+import hashlib
+
+import pytest
+
+from hrm import storage
+from hrm.errors import InputError
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def root(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh location on local disk or in a bucket of the loopback S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    return request.getfixturevalue("s3_bucket") + "/root"
+
+
+def test_join_appends_parts_and_keeps_the_query_settings_of_an_s3_uri():
+    uri = "s3://bkt/pre/?endpoint_override=http://127.0.0.1:9&region=us-east-1"
+    assert storage.join(uri, "a", "b.json") == (
+        "s3://bkt/pre/a/b.json?endpoint_override=http://127.0.0.1:9&region=us-east-1")
+    assert storage.join("/data/x", "a", "b") == "/data/x/a/b"
+
+
+def test_a_plain_path_and_a_file_uri_name_the_same_file(tmp_path):
+    storage.write_bytes_atomic(str(tmp_path / "a" / "x.bin"), b"abc")
+    assert storage.read_bytes(f"file://{tmp_path}/a/x.bin") == b"abc"
+
+
+def test_publishing_leaves_only_the_final_object(root):
+    storage.write_json_atomic(storage.join(root, "d", "x.json"), {"k": [1, 2]})
+    storage.write_bytes_atomic(storage.join(root, "y.bin"), b"old")
+    storage.write_bytes_atomic(storage.join(root, "y.bin"), b"new")
+    assert storage.list_files(root) == ["d/x.json", "y.bin"]
+    assert storage.read_json(storage.join(root, "d", "x.json")) == {"k": [1, 2]}
+    assert storage.read_bytes(storage.join(root, "y.bin")) == b"new"
+
+
+def test_a_write_that_fails_midway_publishes_nothing(root):
+    with pytest.raises(RuntimeError):
+        with storage.atomic_output(storage.join(root, "part.bin")) as stream:
+            stream.write(b"half of it")
+            raise RuntimeError("writer died")
+    assert storage.list_files(root) == []
+    assert not storage.exists(storage.join(root, "part.bin"))
+
+
+def test_range_reads_return_only_the_requested_bytes(root):
+    data = bytes(range(256)) * 64
+    storage.write_bytes_atomic(storage.join(root, "blob"), data)
+    with storage.open_input_file(storage.join(root, "blob")) as file:
+        assert file.read_at(10, 1000) == data[1000:1010]
+    assert storage.sha256(storage.join(root, "blob")) == hashlib.sha256(data).hexdigest()
+
+
+def test_delete_removes_an_object_and_accepts_a_missing_one(root):
+    storage.write_bytes_atomic(storage.join(root, "x"), b"1")
+    storage.delete(storage.join(root, "x"))
+    storage.delete(storage.join(root, "x"))
+    assert storage.list_files(root) == []
+
+
+def test_reading_a_missing_object_names_its_uri(root):
+    missing = storage.join(root, "nope.json")
+    with pytest.raises(InputError, match=f"{missing}: not found"):
+        storage.read_json(missing)
+
+
+def test_invalid_json_names_the_file_and_line(root):
+    uri = storage.join(root, "bad.json")
+    storage.write_bytes_atomic(uri, b'{\n  "a": 1,\n  oops\n}')
+    with pytest.raises(InputError, match=r"bad.json: not valid JSON: line 3"):
+        storage.read_json(uri)
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_is_named_when_reading_and_listing(s3_endpoint):
+    with pytest.raises(InputError, match="s3://no-such-bucket/x/y.json: bucket 'no-such-bucket' does not exist"):
+        storage.read_bytes("s3://no-such-bucket/x/y.json")
+    with pytest.raises(InputError, match="bucket 'no-such-bucket' does not exist"):
+        storage.list_files("s3://no-such-bucket/x")
+
+
+@pytest.mark.s3
+def test_settings_in_the_uri_override_the_environment_endpoint(s3_bucket, s3_endpoint, monkeypatch):
+    storage.write_bytes_atomic(f"{s3_bucket}/k", b"v")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    assert storage.read_bytes(f"{s3_bucket}/k?endpoint_override={s3_endpoint}") == b"v"
+
+
+@pytest.mark.s3
+def test_an_unreachable_endpoint_is_an_input_error_naming_the_uri(s3_endpoint):
+    uri = "s3://bkt/data/dataset.json?endpoint_override=http://127.0.0.1:9"
+    with pytest.raises(InputError, match=r"s3://bkt/data/dataset.json\?endpoint_override=.*connect"):
+        storage.read_bytes(uri)
