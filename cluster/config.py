@@ -1,0 +1,264 @@
+"""The run config: one YAML file (plus `--set a.b=value` overrides) describing a whole
+evaluation job — which checkpoints, which data, how to evaluate, how many actors, where the
+results go.
+
+Everything is validated here, before Ray starts: unknown keys are errors (a typo such as
+`batch_sise` fails naming the key instead of being silently ignored), and so is any value
+out of range. Every problem is reported at once as one `InputError`.
+
+The `voting`, `tta` and `ensembles` sections are validated here and carried into the
+manifest; they are executed on the stored predictions after the evaluation units finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+
+from hrm.errors import InputError
+
+Protocol = Literal["fixed", "adaptive"]
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckpointSource(Strict):
+    """One entry of `checkpoints:` — either one checkpoint (`path`) or a sweep over a
+    training run (`run`: a directory or s3:// prefix holding all_config.yaml and step_N files)."""
+
+    path: str | None = Field(None, description="a step_N file, or a run directory / prefix (→ its newest step)")
+    run: str | None = Field(None, description="a run directory or s3:// prefix: every file matching `glob`")
+    glob: str = Field("step_*", description="file-name pattern within `run`")
+    min_step: int | None = Field(None, ge=0, description="keep steps >= min_step")
+    max_step: int | None = Field(None, ge=0, description="keep steps <= max_step")
+    every: int | None = Field(None, ge=1, description="keep every Nth step, counted back from the newest")
+    last: int | None = Field(None, ge=1, description="keep only the newest K steps (after the other filters)")
+    config: str | None = Field(None, description="the training config (all_config.yaml) when not beside the steps")
+    name: str | None = Field(None, description="name in results (default: <run dir>-<file>); a sweep appends -<file>")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CheckpointSource:
+        if (self.path is None) == (self.run is None):
+            raise ValueError("give exactly one of `path` (one checkpoint) or `run` (a sweep)")
+        if self.path is not None and self._filters_set():
+            raise ValueError("glob/min_step/max_step/every/last select steps of a `run`, not of a `path`")
+        if self.min_step is not None and self.max_step is not None and self.min_step > self.max_step:
+            raise ValueError(f"min_step {self.min_step} > max_step {self.max_step}")
+        return self
+
+    def _filters_set(self) -> bool:
+        fields = ("glob", "min_step", "max_step", "every", "last")
+        return any(name in self.model_fields_set for name in fields)
+
+
+class DatasetConfig(Strict):
+    uri: str = Field(description="dataset directory or URI (reference numpy layout or ours)")
+    split: str = "test"
+    sets: list[str] | None = Field(None, description="only these sets of the split (default: all)")
+
+
+class EvalConfig(Strict):
+    """How each example is evaluated. Every field here changes results, so all of them go
+    into the identity of a work unit."""
+
+    protocol: Protocol = "fixed"
+    steps: int | None = Field(None, ge=1, description="ACT steps (fixed) or the maximum (adaptive); default halt_max_steps")
+    min_steps: int = Field(1, ge=1, description="adaptive: the earliest step an example may halt")
+    batch_size: int = Field(256, ge=1)
+    dtype: Dtype | None = Field(None, description="activation dtype (default: the checkpoint's forward_dtype)")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="auto: cuda when GPUs are given to actors")
+
+
+class ActorRange(Strict):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActorRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+# A callable discriminator picks the branch from the value's shape, so a bad value gets the
+# errors of the branch the user meant instead of one per union member.
+ActorCount = Annotated[
+    Annotated[int, Tag("count")] | Annotated[ActorRange, Tag("range")],
+    Discriminator(lambda v: "range" if isinstance(v, (dict, ActorRange)) else "count"),
+]
+
+
+class ClusterConfig(Strict):
+    """Actors and scheduling; none of it changes results."""
+
+    actors: ActorCount = Field(2, description="a number, or {min, max}: start with what fits, up to max")
+    gpus_per_actor: float = Field(0.0, ge=0, description="fractions share a GPU between actors")
+    # Fractional by default: on a 2-core node, actors holding a whole CPU each leave none for
+    # anything else (RAY_NOTES pitfall 1). torch_threads sets the real compute parallelism.
+    cpus_per_actor: float = Field(0.5, gt=0)
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor (default: cpus_per_actor rounded up)")
+    cache_size: int = Field(2, ge=1, description="built models each actor keeps (LRU)")
+    shard_size: int = Field(4096, ge=1, description="examples per work unit (rounded up to whole batches)")
+    units_in_flight: int = Field(2, ge=1, description="units queued per actor, so the next one is ready when one ends")
+    max_attempts: int = Field(3, ge=1, description="tries per unit before the run fails")
+    checkpoint_cache_dir: str | None = Field(None, description="where s3:// checkpoints are downloaded (default: a temp dir)")
+
+    @property
+    def actor_range(self) -> tuple[int, int]:
+        if isinstance(self.actors, int):
+            return self.actors, self.actors
+        return self.actors.min, self.actors.max
+
+
+class VotingConfig(Strict):
+    """ARC augmentation voting over the stored predictions."""
+
+    enabled: bool = False
+    pass_k: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 100, 1000])
+    submission: bool = Field(True, description="also write an ARC-Prize-style submission.json")
+
+
+class TTAConfig(Strict):
+    """Test-time augmentation: N transformed copies, inverted, voted."""
+
+    enabled: bool = False
+    copies: int = Field(8, ge=1)
+    seed: int = 0
+
+
+class EnsembleConfig(Strict):
+    name: str
+    members: list[str] | None = Field(None, description="checkpoint names")
+    top_k: int | None = Field(None, ge=1, description="the k best checkpoints by exact accuracy")
+    method: Literal["sequence", "token", "both"] = "both"
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> EnsembleConfig:
+        if (self.members is None) == (self.top_k is None):
+            raise ValueError("give exactly one of `members` or `top_k`")
+        return self
+
+
+class OutputConfig(Strict):
+    uri: str = Field("results", description="results root: a local directory or s3:// prefix")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="default: <timestamp>-<config hash>; give an existing one to resume it",
+    )
+
+
+class RunConfig(Strict):
+    checkpoints: list[CheckpointSource] = Field(min_length=1)
+    dataset: DatasetConfig
+    eval: EvalConfig = EvalConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    voting: VotingConfig = VotingConfig()
+    tta: TTAConfig = TTAConfig()
+    ensembles: list[EnsembleConfig] = Field(default_factory=list)
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _device_has_gpus(self) -> RunConfig:
+        if self.eval.device == "cuda" and self.cluster.gpus_per_actor == 0:
+            raise ValueError("eval.device is cuda but cluster.gpus_per_actor is 0: Ray would give actors no GPU")
+        return self
+
+    @property
+    def device(self) -> str:
+        if self.eval.device == "auto":
+            return "cuda" if self.cluster.gpus_per_actor > 0 else "cpu"
+        return self.eval.device
+
+    def eval_identity(self) -> dict[str, Any]:
+        """What decides an example's result besides checkpoint and data: part of every unit id.
+        The device is in it because CPU and GPU kernels round differently."""
+        return {"split": self.dataset.split, **self.eval.model_dump(), "device": self.device}
+
+    def config_hash(self) -> str:
+        """Hash of the whole config except the run id (which defaults to it)."""
+        doc = self.model_dump(mode="json")
+        doc["output"].pop("run_id")
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def resolved_run_id(self, now: float | None = None) -> str:
+        if self.output.run_id is not None:
+            return self.output.run_id
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+        return f"{stamp}-{self.config_hash()[:8]}"
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply `a.b=value` overrides, validate. Raises InputError
+    listing every invalid key."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the run config: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: a run config is a mapping of sections (checkpoints, dataset, eval, …)")
+    for override in overrides or []:
+        apply_override(doc, override)
+    return validate_run_config(doc, source=str(path))
+
+
+def validate_run_config(doc: dict[str, Any], source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(doc)
+    except ValidationError as err:
+        problems = [f"{_key_name(e['loc'])}: {_message(e)}" for e in err.errors()]
+        raise InputError(f"{source}: invalid run config:\n  " + "\n  ".join(problems)) from None
+
+
+def _key_name(loc: tuple[Any, ...]) -> str:
+    # pydantic puts the union branch into the location (`actors.range.min`); the user wrote `actors.min`.
+    parts = [str(p) for p in loc if p not in ("count", "range")]
+    return ".".join(parts) or "(top level)"
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def apply_override(doc: dict[str, Any], override: str) -> None:
+    """`eval.batch_size=128`, `checkpoints.0.last=3`: the value is parsed as YAML, so
+    numbers, booleans, null and lists come out typed."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise InputError(f"--set {override!r}: expected KEY=VALUE, e.g. eval.batch_size=128")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise InputError(f"--set {key}: value {raw!r} is not valid YAML: {err}") from None
+    parts = key.split(".")
+    node: Any = doc
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise InputError(f"--set {key}: {where}: no such list item (the list has {len(node)})")
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            raise InputError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+        if last:
+            node[index] = value
+        else:
+            if isinstance(node, dict) and node.get(index) is None:
+                node[index] = {}
+            node = node[index]

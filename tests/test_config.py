@@ -1,0 +1,128 @@
+import pytest
+import yaml
+
+from cluster.config import RunConfig, apply_override, load_run_config, validate_run_config
+from hrm.errors import InputError
+
+MINIMAL = {"checkpoints": [{"path": "runs/a/step_10"}], "dataset": {"uri": "data/sudoku"}}
+
+
+def write(tmp_path, doc) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_a_minimal_config_gets_defaults_for_everything_else(tmp_path):
+    config = load_run_config(write(tmp_path, MINIMAL))
+    assert config.eval.protocol == "fixed"
+    assert config.dataset.split == "test"
+    assert config.cluster.actor_range == (2, 2)
+    assert config.cluster.cpus_per_actor == 0.5  # fractional: RAY_NOTES pitfall 1
+    assert config.device == "cpu"
+    assert config.output.uri == "results"
+
+
+def test_a_misspelt_key_fails_naming_the_key_and_the_file(tmp_path):
+    path = write(tmp_path, {**MINIMAL, "eval": {"batch_sise": 128}})
+    with pytest.raises(InputError) as err:
+        load_run_config(path)
+    assert path in str(err.value)
+    assert "eval.batch_sise: unknown key" in str(err.value)
+
+
+def test_every_invalid_key_is_reported_at_once():
+    doc = {
+        "checkpoints": [{"path": "a", "last": 2}, {"run": "r", "every": 0}],
+        "dataset": {"uri": "d"},
+        "eval": {"protocol": "greedy"},
+        "cluster": {"actors": {"min": 3, "max": 2}, "gpus_per_actor": -1},
+    }
+    with pytest.raises(InputError) as err:
+        validate_run_config(doc, "run.yaml")
+    message = str(err.value)
+    for key in ("checkpoints.0:", "checkpoints.1.every", "eval.protocol", "cluster.actors: min 3 > max 2",
+                "cluster.gpus_per_actor"):
+        assert key in message
+
+
+def test_a_checkpoint_source_is_either_one_path_or_one_run():
+    with pytest.raises(InputError, match="exactly one of `path`"):
+        validate_run_config({"checkpoints": [{"path": "a", "run": "b"}], "dataset": {"uri": "d"}}, "c")
+    with pytest.raises(InputError, match="min_step 9 > max_step 3"):
+        validate_run_config({"checkpoints": [{"run": "b", "min_step": 9, "max_step": 3}], "dataset": {"uri": "d"}}, "c")
+
+
+def test_actors_take_a_number_or_a_range():
+    ranged = validate_run_config({**MINIMAL, "cluster": {"actors": {"min": 1, "max": 4}}}, "c")
+    assert ranged.cluster.actor_range == (1, 4)
+    with pytest.raises(InputError, match="cluster.actors: Input should be a valid integer"):
+        validate_run_config({**MINIMAL, "cluster": {"actors": "two"}}, "c")
+
+
+def test_cuda_without_gpus_per_actor_is_refused():
+    with pytest.raises(InputError, match="gpus_per_actor is 0"):
+        validate_run_config({**MINIMAL, "eval": {"device": "cuda"}}, "c")
+    config = validate_run_config({**MINIMAL, "cluster": {"gpus_per_actor": 0.25}}, "c")
+    assert config.device == "cuda"
+
+
+def test_overrides_set_nested_keys_and_list_items_with_yaml_typed_values(tmp_path):
+    config = load_run_config(write(tmp_path, MINIMAL), [
+        "eval.batch_size=128", "checkpoints.0.name=best", "cluster.actors={min: 1, max: 3}",
+        "dataset.sets=[easy, hard]", "eval.dtype=null",
+    ])
+    assert config.eval.batch_size == 128
+    assert config.checkpoints[0].name == "best"
+    assert config.cluster.actor_range == (1, 3)
+    assert config.dataset.sets == ["easy", "hard"]
+
+
+def test_an_override_of_an_unknown_key_fails_like_a_typo_in_the_file(tmp_path):
+    with pytest.raises(InputError, match="eval.batchsize: unknown key"):
+        load_run_config(write(tmp_path, MINIMAL), ["eval.batchsize=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.batch_size", "expected KEY=VALUE"),
+    ("checkpoints.5.name=x", "no such list item"),
+    ("eval.batch_size.x=1", "eval.batch_size is a value"),
+])
+def test_malformed_overrides_say_what_is_wrong(override, message):
+    doc = {**MINIMAL, "eval": {"batch_size": 4}}
+    with pytest.raises(InputError, match=message):
+        apply_override(doc, override)
+
+
+def test_the_default_run_id_is_a_timestamp_and_the_config_hash_and_ignores_the_run_id():
+    config = RunConfig.model_validate(MINIMAL)
+    named = RunConfig.model_validate({**MINIMAL, "output": {"run_id": "mine"}})
+    assert config.config_hash() == named.config_hash()
+    assert config.resolved_run_id(0) == f"19700101-000000-{config.config_hash()[:8]}"
+    assert named.resolved_run_id() == "mine"
+    with pytest.raises(InputError, match="output.run_id"):
+        validate_run_config({**MINIMAL, "output": {"run_id": "../escape"}}, "c")
+
+
+def test_the_unit_identity_covers_what_changes_results_and_not_how_the_work_is_spread():
+    base = RunConfig.model_validate(MINIMAL)
+    spread = RunConfig.model_validate({**MINIMAL, "cluster": {"actors": 7, "cache_size": 9}})
+    bf16 = RunConfig.model_validate({**MINIMAL, "eval": {"dtype": "bfloat16"}})
+    assert base.eval_identity() == spread.eval_identity()
+    assert base.eval_identity() != bf16.eval_identity()
+
+
+def test_a_file_that_is_not_a_mapping_is_refused(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(InputError, match="mapping of sections"):
+        load_run_config(path)
+    with pytest.raises(InputError, match="cannot read"):
+        load_run_config(tmp_path / "missing.yaml")
+
+
+def test_the_quickstart_config_is_valid():
+    from pathlib import Path
+
+    config = load_run_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    assert config.checkpoints
