@@ -1,0 +1,193 @@
+"""The results layout of one run, and reading/writing each piece of it.
+
+    <output>/<run id>/
+      units/<unit id>.json                           one committed work unit (UnitRecord)
+      predictions/<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
+      metrics.json                                   exact metrics per checkpoint × set × tier
+      leaderboard.parquet                            one row per checkpoint, best first
+      manifest.json                                  written last: the run's commit point
+
+Every object is published atomically (temporary key, then moved into place). A unit is
+committed when its record exists; its predictions are written before the record, so a
+committed unit always has them. Votes and ensembles read the stored predictions
+(`read_predictions`), never the models.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from hrm import storage
+from hrm.dataset import Shard
+from hrm.errors import InputError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+LEADERBOARD = "leaderboard.parquet"
+PREDICTIONS = "predictions"
+UNITS = "units"
+RUN_FORMAT = "hrm-eval/run"
+# Reading thousands of small unit records one by one from S3 is latency-bound; a few
+# concurrent requests make a resume scan fast.
+READ_THREADS = 16
+UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def run_uri(output_uri: str, run_id: str) -> str:
+    return storage.join(output_uri, run_id)
+
+
+def prediction_key(checkpoint: str, shard: Shard) -> str:
+    """Relative to the run. The set name and first example make it unique within a checkpoint
+    and stable across reruns, whatever other sets a rerun selects."""
+    set_part = UNSAFE_KEY_CHARS.sub("-", shard.set)
+    return f"{PREDICTIONS}/{checkpoint}/part-{set_part}-{shard.start:09d}.parquet"
+
+
+class ActorInfo(BaseModel):
+    """Who evaluated a unit; `instance` changes when Ray restarts the actor (empty cache)."""
+
+    instance: str
+    pid: int
+    hostname: str
+    node_id: str
+    device: str
+    gpu: str | None
+    torch_threads: int
+    peak_rss_bytes: int
+    peak_gpu_bytes: int | None
+    cached: list[str]  # checkpoints whose models it holds after this unit, least recently used first
+
+
+class UnitRecord(BaseModel):
+    """What an actor returns for a unit, and (with `attempts`) what the driver commits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_id: str
+    checkpoint: str
+    shard: Shard
+    examples: int
+    forward_steps: int
+    stats: dict[str, Any]  # hrm.metrics.StatsTable.to_dict(): exact, mergeable
+    predictions: str  # key relative to the run
+    model_loaded: bool  # this unit paid for building its model (a cache miss)
+    timings: dict[str, float]  # load_s, read_s, eval_s, write_s
+    actor: ActorInfo
+    attempts: int = 1
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    with storage.atomic_output(uri) as stream:
+        pq.write_table(table, stream, compression="zstd")
+
+
+def write_predictions(run: str, key: str, table: pa.Table) -> None:
+    write_parquet(storage.join(run, key), table)
+
+
+def read_predictions(run: str, checkpoint: str) -> pa.Table:
+    """All stored predictions of one checkpoint, ordered by (set, example_id)."""
+    prefix = storage.join(run, PREDICTIONS, checkpoint)
+    parts = [p for p in storage.list_files(prefix) if p.endswith(".parquet") and ".tmp-" not in p]
+    if not parts:
+        raise InputError(f"{prefix}: no predictions stored for checkpoint {checkpoint!r}")
+    tables = [pq.read_table(storage.open_input_file(storage.join(prefix, p))) for p in parts]
+    return pa.concat_tables(tables).sort_by([("set", "ascending"), ("example_id", "ascending")])
+
+
+def unit_record_uri(run: str, unit_id: str) -> str:
+    return storage.join(run, UNITS, f"{unit_id}.json")
+
+
+def commit_unit(run: str, record: UnitRecord) -> None:
+    storage.write_json_atomic(unit_record_uri(run, record.unit_id), record.model_dump(mode="json"))
+
+
+def read_unit_records(run: str, unit_ids: set[str]) -> dict[str, UnitRecord]:
+    """The committed records among `unit_ids` (others under units/ belong to other configs)."""
+    present = {p.removesuffix(".json") for p in storage.list_files(storage.join(run, UNITS)) if p.endswith(".json")}
+    wanted = sorted(present & unit_ids)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        docs = pool.map(lambda uid: storage.read_json(unit_record_uri(run, uid)), wanted)
+        return {uid: UnitRecord.model_validate(doc) for uid, doc in zip(wanted, docs)}
+
+
+# --------------------------------------------------------------------------- run summary files
+
+
+class CheckpointEntry(BaseModel):
+    name: str
+    uri: str
+    config_uri: str
+    step: int | None
+    family: str | None
+    content_hash: str | None
+    units: int
+    examples: int
+    loads: int  # models built for it across all actors (resumed units cost none)
+
+
+class UnitState(BaseModel):
+    id: str
+    checkpoint: str
+    set: str
+    start: int
+    stop: int
+    state: Literal["committed", "resumed", "failed", "pending"]
+    attempts: int
+    error: str | None = None
+    actor: str | None = None  # instance that evaluated it
+    seconds: float | None = None  # load + read + eval + write on the actor
+
+
+class Manifest(BaseModel):
+    format: str = RUN_FORMAT
+    version: int = 1
+    run_id: str
+    status: Literal["completed", "failed"]
+    error: str | None = None
+    failed_unit: str | None = None
+    started_at: str
+    finished_at: str
+    config: dict[str, Any]
+    config_hash: str
+    versions: dict[str, str]
+    git_sha: str | None
+    dataset: dict[str, Any]
+    checkpoints: list[CheckpointEntry]
+    counts: dict[str, int]  # planned, resumed, evaluated, failed, pending
+    scheduling: dict[str, Any]
+    timings: dict[str, float]
+    hardware: dict[str, Any]
+    units: list[UnitState]
+
+
+def write_metrics(run: str, metrics: dict[str, Any]) -> None:
+    storage.write_json_atomic(storage.join(run, METRICS), metrics, indent=1)
+
+
+def read_metrics(run: str) -> dict[str, Any]:
+    return storage.read_json(storage.join(run, METRICS))
+
+
+def write_leaderboard(run: str, rows: list[dict[str, Any]]) -> None:
+    write_parquet(storage.join(run, LEADERBOARD), pa.Table.from_pylist(rows))
+
+
+def read_leaderboard(run: str) -> pa.Table:
+    return pq.read_table(storage.open_input_file(storage.join(run, LEADERBOARD)))
+
+
+def write_manifest(run: str, manifest: Manifest) -> None:
+    storage.write_json_atomic(storage.join(run, MANIFEST), manifest.model_dump(mode="json"), indent=1)
+
+
+def read_manifest(run: str) -> Manifest:
+    return Manifest.model_validate(storage.read_json(storage.join(run, MANIFEST)))

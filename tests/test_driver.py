@@ -1,0 +1,215 @@
+"""The driver's parts that need no Ray: scheduling policy, the evaluator class run
+in-process, the results layout, the leaderboard."""
+
+from collections import OrderedDict
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from cluster.actor import Evaluator, per_example
+from cluster.driver import ActorSlot, Scheduler, leaderboard_rows, prepare
+from cluster.plan import Unit
+from cluster.results import commit_unit, read_predictions, read_unit_records
+from hrm.checkpoint import build_checked_model, load_checkpoint
+from hrm.dataset import Shard, open_dataset
+from hrm.engine import Engine
+from hrm.metrics import StatsTable
+from hrm.predictions import prediction_table
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config
+from tests.factories import make_checkpoint
+
+
+def units_for(checkpoints: int, shards: int) -> list[Unit]:
+    return [Unit(id=f"c{c}-s{s}", checkpoint=f"c{c}", shard=Shard("test", "all", s, s + 1))
+            for c in range(checkpoints) for s in range(shards)]
+
+
+def slot(key: int, cached=(), working=()) -> ActorSlot:
+    s = ActorSlot(key=key, handle=None, ready=None, cached=list(cached))
+    for i, name in enumerate(working):
+        s.in_flight[(key, i)] = Unit(id=f"{name}-busy{i}", checkpoint=name, shard=Shard("test", "all", 0, 1))
+    return s
+
+
+def test_an_actor_keeps_taking_units_of_the_checkpoint_it_holds():
+    scheduler = Scheduler(units_for(3, 4))
+    assert scheduler.next_for(slot(0, cached=["c2"]), []).checkpoint == "c2"
+    assert scheduler.next_for(slot(0, working=["c1"], cached=["c2"]), []).checkpoint == "c1"
+
+
+def test_a_second_actor_takes_a_checkpoint_nobody_holds_before_sharing_one():
+    scheduler = Scheduler(units_for(3, 4))
+    busy = slot(0, working=["c0"])
+    assert scheduler.next_for(slot(1), [busy]).checkpoint == "c1"
+    idle_holder = slot(0, cached=["c0", "c1"])
+    assert scheduler.next_for(slot(1), [idle_holder]).checkpoint == "c2"
+
+
+def test_an_idle_actor_steals_only_when_splitting_the_rest_beats_a_load():
+    scheduler = Scheduler(units_for(1, 5))
+    owner = slot(0, working=["c0"])
+    scheduler.observe(unit_s=1.0, load_s=4.0)
+    assert scheduler.next_for(slot(1), [owner]) is None  # 5 units / 2 = 2.5 s saved < 4 s load
+    scheduler.observe(unit_s=1.0, load_s=0.0)  # loads average 2 s now
+    assert scheduler.next_for(slot(1), [owner]).checkpoint == "c0"
+
+
+def test_a_requeued_unit_is_taken_next():
+    units = units_for(1, 3)
+    scheduler = Scheduler(units)
+    first = scheduler.next_for(slot(0), [])
+    scheduler.requeue(first)
+    assert scheduler.remaining() == 3
+    assert scheduler.next_for(slot(0), []) == first
+
+
+def simulate(checkpoints: int, shards: int, actors: int, unit_s: float, load_s: float, cache_size: int = 2,
+             in_flight: int = 2) -> tuple[int, float]:
+    """The driver's dispatch loop against simulated actors that run their queue in order
+    with an LRU model cache; returns (model loads, makespan)."""
+    scheduler = Scheduler(units_for(checkpoints, shards))
+    slots = [slot(i) for i in range(actors)]
+    caches = [OrderedDict() for _ in range(actors)]
+    free_at = [0.0] * actors
+    loads = 0
+
+    def fill(s: ActorSlot) -> None:
+        while len(s.in_flight) < in_flight:
+            unit = scheduler.next_for(s, [o for o in slots if o is not s])
+            if unit is None:
+                return
+            s.in_flight[unit.id] = unit
+
+    for s in slots:
+        fill(s)
+    while any(s.in_flight for s in slots):
+        i = min((k for k, s in enumerate(slots) if s.in_flight), key=lambda k: free_at[k])
+        s = slots[i]
+        unit = s.in_flight.pop(next(iter(s.in_flight)))
+        cache, loaded = caches[i], unit.checkpoint not in caches[i]
+        if loaded:
+            loads += 1
+            cache[unit.checkpoint] = True
+            while len(cache) > cache_size:
+                cache.popitem(last=False)
+        cache.move_to_end(unit.checkpoint)
+        free_at[i] += unit_s + (load_s if loaded else 0.0)
+        s.cached = list(cache)
+        scheduler.observe(unit_s, load_s if loaded else None)
+        fill(s)
+        for other in slots:
+            fill(other)
+    return loads, max(free_at)
+
+
+@pytest.mark.parametrize("unit_s, load_s", [(1.0, 2.0), (1.0, 0.5), (1.0, 8.0)])
+def test_a_sweep_of_20_checkpoints_by_8_shards_on_2_actors_loads_each_about_once_and_ends_near_ideal(unit_s, load_s):
+    loads, makespan = simulate(20, 8, 2, unit_s, load_s)
+    ideal = (20 * 8 * unit_s + 20 * load_s) / 2  # one process doing everything, split over two
+    assert loads / 20 <= 1.2
+    assert makespan <= 1.15 * ideal
+
+
+def test_one_checkpoint_over_many_shards_is_shared_by_both_actors():
+    loads, makespan = simulate(1, 40, 2, unit_s=1.0, load_s=2.0)
+    assert loads == 2
+    assert makespan <= 1.15 * (40 + 2) / 2 + 2
+
+
+# --------------------------------------------------------------------------- the evaluator in-process
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    data = make_dataset(root / "data")
+    make_checkpoint(root / "run", steps=(1, 2), q_scale=0.3, vocab_size=VOCAB, seq_len=SEQ_LEN,
+                    num_puzzle_identifiers=NUM_IDS)
+    config = run_config([{"run": str(root / "run")}], data, str(root / "out"),
+                        cluster={"cache_size": 1, "shard_size": 16})
+    return prepare(config)
+
+
+def evaluator(prepared, cache_size: int) -> Evaluator:
+    config = prepared.config
+    return Evaluator(dataset_uri=config.dataset.uri, split="test", run=prepared.run, eval_config=config.eval,
+                     device="cpu", cache_size=cache_size, torch_threads=1, checkpoint_cache_dir=None)
+
+
+def engine_in_process(prepared, name: str) -> tuple[StatsTable, pa.Table]:
+    """The reference: one engine over each whole set, no units."""
+    ref = next(r for r in prepared.checkpoints if r.name == name)
+    ckpt = load_checkpoint(ref.uri)
+    dataset = open_dataset(prepared.config.dataset.uri)
+    model = build_checked_model(ckpt, VOCAB, SEQ_LEN, NUM_IDS)
+    engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=0, batch_size=prepared.config.eval.batch_size)
+    stats, tables = StatsTable(), []
+    for set_name in dataset.sets("test"):
+        batch = dataset.examples("test", set_name)
+        result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers)
+        stats.update(set=set_name, tier=batch.columns["tier"], **per_example(result))
+        tables.append(prediction_table(result, set_name=set_name, example_id=batch.example_id,
+                                       puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
+                                       columns=batch.columns))
+    return stats, pa.concat_tables(tables)
+
+
+def test_units_evaluated_one_by_one_merge_into_exactly_the_whole_set_result(sweep):
+    actor = evaluator(sweep, cache_size=2)
+    records = [actor(unit, next(r for r in sweep.checkpoints if r.name == unit.checkpoint)) for unit in sweep.units]
+    assert len(sweep.units) == 2 * 5  # 40 easy + 24 hard examples in shards of 16
+    for ref in sweep.checkpoints:
+        merged = StatsTable()
+        for record in records:
+            if record.checkpoint == ref.name:
+                merged.merge(StatsTable.from_dict(record.stats))
+        whole, table = engine_in_process(sweep, ref.name)
+        assert merged.to_dict() == whole.to_dict()
+        assert merged.finalize() == whole.finalize()
+        assert ("easy", "1") in merged.groups  # grouped by set × tier
+        stored = read_predictions(sweep.run, ref.name)
+        assert stored.equals(table)
+
+
+def test_the_model_cache_loads_a_checkpoint_once_and_evicts_the_least_recently_used(sweep):
+    refs = {r.name: r for r in sweep.checkpoints}
+    first, second = [[u for u in sweep.units if u.checkpoint == name] for name in refs]
+    actor = evaluator(sweep, cache_size=1)
+    loaded = [actor(u, refs[u.checkpoint]).model_loaded for u in (first[0], first[1], second[0], first[2])]
+    assert loaded == [True, False, True, True]
+    assert actor.info().cached == [first[0].checkpoint]
+    roomy = evaluator(sweep, cache_size=2)
+    loaded = [roomy(u, refs[u.checkpoint]).model_loaded for u in (first[0], second[0], first[1], second[1])]
+    assert loaded == [True, True, False, False]
+
+
+def test_committed_records_are_read_back_and_only_those_of_the_plan(sweep, tmp_path):
+    actor = evaluator(sweep, cache_size=1)
+    unit = sweep.units[0]
+    record = actor(unit, sweep.checkpoints[0])
+    run = str(tmp_path / "run")
+    commit_unit(run, record)
+    commit_unit(run, record.model_copy(update={"unit_id": "not-in-this-plan"}))
+    assert read_unit_records(run, {u.id for u in sweep.units}) == {unit.id: record}
+
+
+def test_the_leaderboard_ranks_by_exact_then_token_accuracy():
+    def entry(exact, token):
+        figures = {key: 0.0 for key in ("count", "exact_ci_low", "exact_ci_high", "q_halt_accuracy", "mean_steps",
+                                        "lm_loss", "q_halt_auroc")}
+        return {"step": 1, "family": "hrm", "content_hash": "h",
+                "metrics": {"all": {**figures, "exact_accuracy": exact, "token_accuracy": token}}}
+
+    metrics = {"checkpoints": {"a": entry(0.1, 0.9), "b": entry(0.5, 0.1), "c": entry(0.1, 0.95)}}
+    rows = leaderboard_rows(metrics)
+    assert [(r["rank"], r["checkpoint"]) for r in rows] == [(1, "b"), (2, "c"), (3, "a")]
+
+
+def test_per_example_keeps_the_arrays_and_drops_the_run_counters(sweep):
+    actor = evaluator(sweep, cache_size=1)
+    engine, _ = actor._engine(sweep.checkpoints[0])
+    batch = actor.dataset.examples("test", "easy", 0, 4)
+    fields = per_example(engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers))
+    assert "forward_steps" not in fields and "batch_forwards" not in fields
+    assert all(isinstance(v, np.ndarray) for v in fields.values())
