@@ -46,6 +46,10 @@ class EngineResult:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def per_example(self) -> dict[str, np.ndarray | None]:
+        """The per-example arrays only (what metrics and prediction tables take)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type != "int"}
+
     @staticmethod
     def concat(parts: list["EngineResult"]) -> "EngineResult":
         arrays = {}

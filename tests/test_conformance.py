@@ -1,0 +1,71 @@
+"""The reference vectors in ../shared/conformance: hrm-eval must compute exactly what the
+reference evaluator computed (identical predictions, q logits within 1e-4, metrics within
+1e-5, lm_loss within 1e-4)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from hrm.predictions import column_matrix
+from jobs.cli import main
+from tests.factories import CONFORMANCE
+
+pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason=f"conformance vectors not found at {CONFORMANCE}")
+
+# (vector, checkpoint, the batch size the reference used)
+VECTORS = [
+    ("hrm-sudoku-tiny", "small-fp32", 64),
+    ("hrm-sudoku-tiny", "small-fp32-compiled", 64),
+    ("trm-arc-tiny", "trm-fp32", 16),
+    ("trm-sudoku-mlpt", "trm-mlpt-fp32", 24),
+]
+# our metric name -> the reference's
+METRIC_NAMES = {"token_accuracy": "accuracy", "exact_accuracy": "exact_accuracy",
+                "q_halt_accuracy": "q_halt_accuracy", "mean_steps": "steps", "lm_loss": "lm_loss"}
+
+
+def evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size):
+    args = ["evaluate", "--checkpoint", str(CONFORMANCE / vector / "checkpoints" / checkpoint),
+            "--data", str(CONFORMANCE / vector / "data"), "--protocol", "fixed", "--dtype", "float32",
+            "--batch-size", str(batch_size), "--output", str(tmp_path), "--json"]
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("vector,checkpoint,batch_size", VECTORS)
+def test_evaluate_reproduces_the_reference_evaluator(capsys, tmp_path, vector, checkpoint, batch_size):
+    report = evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size)
+    expected = np.load(CONFORMANCE / vector / "expected" / f"{checkpoint}.npz")
+    reference = json.loads((CONFORMANCE / vector / "expected" / f"{checkpoint}.metrics.json").read_text())
+
+    table = pq.read_table(report["predictions"]).sort_by([("set", "ascending"), ("example_id", "ascending")])
+    assert table.num_rows == len(expected["pred"])
+    np.testing.assert_array_equal(column_matrix(table, "pred"), expected["pred"])
+    np.testing.assert_allclose(table["q_halt_logit"].to_numpy(), expected["q_halt_logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(table["q_continue_logit"].to_numpy(), expected["q_continue_logits"], atol=1e-4, rtol=0)
+
+    ours, theirs = report["metrics"]["all"], reference["metrics"]["all"]
+    assert ours["count"] == len(expected["pred"])
+    for name, ref_name in METRIC_NAMES.items():
+        tolerance = 1e-4 if name == "lm_loss" else 1e-5
+        assert ours[name] == pytest.approx(theirs[ref_name], abs=tolerance), name
+
+
+def test_the_installed_console_script_prints_one_json_object(tmp_path):
+    vector, checkpoint, batch_size = VECTORS[3]
+    bin_dir = __import__("pathlib").Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "hrm-eval"), "evaluate", "--checkpoint", str(CONFORMANCE / vector / "checkpoints" / checkpoint),
+         "--data", str(CONFORMANCE / vector / "data"), "--batch-size", str(batch_size), "--output", str(tmp_path),
+         "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    report = json.loads(done.stdout)
+    assert set(report["metrics"]["all"]) >= {"count", "token_accuracy", "exact_accuracy", "q_halt_accuracy",
+                                             "mean_steps", "lm_loss"}
+    assert pq.read_table(report["predictions"]).column_names[:5] == ["set", "example_id", "puzzle_index",
+                                                                   "puzzle_identifier", "pred"]
