@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -30,9 +31,14 @@ def refused(capsys, *argv: object) -> str:
     return capsys.readouterr().err
 
 
+@functools.cache
+def arc_file(subset: str, kind: str) -> dict:
+    """One of the real ARC files, parsed once per test session (callers only read it)."""
+    return json.loads((ARC / f"arc-agi_{subset}_{kind}.json").read_text())
+
+
 def real_puzzles(subset: str, names: list[str]) -> tuple[dict, dict]:
-    challenges = json.loads((ARC / f"arc-agi_{subset}_challenges.json").read_text())
-    solutions = json.loads((ARC / f"arc-agi_{subset}_solutions.json").read_text())
+    challenges, solutions = arc_file(subset, "challenges"), arc_file(subset, "solutions")
     return {n: challenges[n] for n in names}, {n: solutions[n] for n in names}
 
 
