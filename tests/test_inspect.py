@@ -43,6 +43,6 @@ def test_inspect_two_checkpoints_reports_relative_change_per_component(tmp_path,
     state["model.inner.lm_head.weight"] *= 1.5  # ‖1.5w − w‖/‖w‖ = 0.5
     torch.save(state, second)
     change = inspect_json(capsys, first, second)["relative_change"]
-    assert abs(change["lm head"] - 0.5) < 1e-9
+    assert abs(change["lm head"] - 0.5) < 1e-6  # float32 rounding of 1.5·w
     assert change["H level"] == 0.0
     assert 0 < change["total"] < 0.5
