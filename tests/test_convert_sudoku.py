@@ -186,3 +186,9 @@ def test_conversion_to_s3_reads_back_like_local(capsys, tmp_path, csv_file, s3_b
     np.testing.assert_array_equal(a.inputs, b.inputs)
     np.testing.assert_array_equal(a.group_indices, b.group_indices)
     np.testing.assert_array_equal(a.columns["tier"], b.columns["tier"])
+
+
+def test_blank_lines_are_skipped(capsys, tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text(f"source,question,answer,rating\n\ns,{GOOD_Q},{GOOD_A},1\n\n")
+    assert convert(capsys, "--test", path, "--output", tmp_path / "out")["examples"] == 1

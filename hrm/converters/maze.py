@@ -149,6 +149,8 @@ def _read_csv(path: Path) -> list[MazeGrid]:
         if header is None or [h.strip().lower() for h in header] != CSV_HEADER:
             raise InputError(f"{path}:1: expected the header {','.join(CSV_HEADER)}, got {header}")
         for row in reader:
+            if not row:
+                continue  # a blank line, e.g. at the end of the file
             where = f"{path}:{reader.line_num}"
             if len(row) != len(CSV_HEADER):
                 raise InputError(f"{where}: expected {len(CSV_HEADER)} columns ({','.join(CSV_HEADER)}), got {len(row)}")

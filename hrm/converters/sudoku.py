@@ -144,6 +144,8 @@ def read_sudoku_csv(path: Path) -> SudokuRows:
         if header is None or [h.strip().lower() for h in header] != HEADER:
             raise InputError(f"{path}:1: expected the header {','.join(HEADER)}, got {header}")
         for row in reader:
+            if not row:
+                continue  # a blank line, e.g. at the end of the file
             where = f"{path}:{reader.line_num}"
             if len(row) != len(HEADER):
                 raise InputError(f"{where}: expected {len(HEADER)} columns ({','.join(HEADER)}), got {len(row)}")
