@@ -39,6 +39,7 @@ import argparse
 import hashlib
 import json
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,41 +132,48 @@ def convert(args: argparse.Namespace) -> dict:
     wanted = set(args.subsets.split(",")) if args.subsets else None
     test_subsets = set(args.test_subsets.split(",")) if args.test_subsets else set()
     puzzles = load_puzzles(args.sources, wanted)
+    splits, identifiers, shortfalls = build_splits(puzzles, test_subsets, args.augment, args.id_style,
+                                                   translate=not args.no_translate, seed=args.seed)
+    subsets = Counter(puzzle.subset for puzzle in puzzles)
+    return publish(args, "arc", splits, vocab_size=VOCAB_SIZE, seq_len=ARC_SIDE * ARC_SIDE,
+                   identifiers=identifiers, clock=clock,
+                   extra_files={"test_puzzles.json": {p.name: p.original for p in puzzles if p.subset in test_subsets}},
+                   details={"subsets": dict(subsets), "test_subsets": sorted(test_subsets & set(subsets)),
+                            "augment": args.augment, "id_style": args.id_style,
+                            "augmentation_shortfalls": shortfalls})
 
+
+def build_splits(puzzles: list[ArcPuzzle], test_subsets: set[str], augment: int, id_style: str, *,
+                 translate: bool, seed: int) -> tuple[dict[str, PuzzleArrays], list[str], dict[str, int]]:
+    """(arrays per split, identifiers, {puzzle: augmentations found} where fewer than asked).
+
+    Every puzzle is a group of versions (original + augmentations) in the train split, and
+    also in the test split when its subset is a test subset.
+    """
     builders = {"train": _SplitBuilder(), "test": _SplitBuilder()}
     identifiers = ["<blank>"]
     shortfalls: dict[str, int] = {}
     for puzzle in puzzles:
-        rng = _puzzle_rng(args.seed, puzzle.name)
-        versions = augmentations(puzzle, args.augment, rng)
-        if len(versions) < args.augment + 1:
+        rng = _puzzle_rng(seed, puzzle.name)
+        versions = augmentations(puzzle, augment, rng)
+        if len(versions) < augment + 1:
             shortfalls[puzzle.name] = len(versions) - 1
         in_test = puzzle.subset in test_subsets
+        # A puzzle outside the test subsets lends its test pairs to the train split.
         train_pairs = puzzle.train if in_test else puzzle.all_pairs()
         train_test_index = [-1] * len(puzzle.train) + ([] if in_test else list(range(len(puzzle.test))))
         for augmentation in versions:
-            identifiers.append(ArcIdentifier(puzzle.name, augmentation).format(args.id_style))
-            identifier = len(identifiers) - 1
-            builders["train"].add_puzzle(identifier, puzzle, _encode(
-                train_pairs, train_test_index, augmentation, None if args.no_translate else rng))
+            identifiers.append(ArcIdentifier(puzzle.name, augmentation).format(id_style))
+            builders["train"].add_puzzle(len(identifiers) - 1, puzzle, _encode(
+                train_pairs, train_test_index, augmentation, rng if translate else None))
             if in_test:
-                builders["test"].add_puzzle(identifier, puzzle, _encode(
+                builders["test"].add_puzzle(len(identifiers) - 1, puzzle, _encode(
                     puzzle.test, list(range(len(puzzle.test))), augmentation, None))
         builders["train"].end_group()
         if in_test:
             builders["test"].end_group()
-
     splits = {name: builder.build() for name, builder in builders.items() if builder.inputs}
-    test_puzzles = {p.name: p.original for p in puzzles if p.subset in test_subsets}
-    subsets: dict[str, int] = {}
-    for puzzle in puzzles:
-        subsets[puzzle.subset] = subsets.get(puzzle.subset, 0) + 1
-    return publish(args, "arc", splits, vocab_size=VOCAB_SIZE, seq_len=ARC_SIDE * ARC_SIDE,
-                   identifiers=identifiers, clock=clock,
-                   extra_files={"test_puzzles.json": test_puzzles},
-                   details={"subsets": subsets, "test_subsets": sorted(test_subsets & set(subsets)),
-                            "augment": args.augment, "id_style": args.id_style,
-                            "augmentation_shortfalls": shortfalls})
+    return splits, identifiers, shortfalls
 
 
 # --------------------------------------------------------------------------- augmentation
