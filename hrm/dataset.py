@@ -50,7 +50,8 @@ import pydantic
 from hrm import storage
 from hrm.errors import InputError
 
-ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+INDEX_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")  # per puzzle / group: small
+ARRAY_FIELDS = ("inputs", "labels", *INDEX_FIELDS)
 ROW_COLUMNS = ("example_id", "set", "puzzle_index", "group_index", "puzzle_identifier", "inputs", "labels")
 META_FILE = "dataset.json"
 IDENTIFIERS_FILE = "identifiers.json"
@@ -58,8 +59,14 @@ TEST_PUZZLES_FILE = "test_puzzles.json"
 PARQUET_FORMAT = "hrm-eval/parquet"
 FORMATS = ("parquet", "reference")
 DEFAULT_SHARD_BYTES = 64 << 20
-# The unit of every streamed read, check and write, and the Parquet row-group size.
+# The unit of every streamed check and copy.
 CHUNK_BYTES = 8 << 20
+# Uncompressed bytes per Parquet row group: the smallest unit a range read decodes, so small
+# enough that reading one engine batch decodes little more than the batch.
+ROW_GROUP_BYTES = 1 << 20
+# Decoded row groups kept per Parquet dataset: consecutive batches share the row group at their
+# boundary, so keeping the last two decodes each row group once when reading in order.
+DECODED_ROW_GROUPS = 2
 
 Namer = Callable[[str], str]  # array field -> where it lives, for error messages
 
@@ -198,7 +205,7 @@ def _check_layout(arrays: PuzzleArrays, meta: DatasetMetadata, name: Namer) -> N
                          f"{meta.seq_len} in dataset.json")
     if labels.shape != inputs.shape:
         raise InputError(f"{name('labels')}: shape {labels.shape} differs from inputs {inputs.shape}")
-    for key in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+    for key in INDEX_FIELDS:
         if len(getattr(arrays, key).shape) != 1:
             raise InputError(f"{name(key)}: shape {getattr(arrays, key).shape} is not one-dimensional")
     puzzles = arrays.puzzle_identifiers.shape[0]
@@ -388,8 +395,8 @@ class Dataset(abc.ABC):
         """Ranges that each cost one sequential read (a row group, a chunk)."""
 
     @abc.abstractmethod
-    def _dtypes(self, split: str, set: str) -> dict[str, np.dtype]:
-        """dtype of inputs, labels, the index arrays and every extra column."""
+    def _example_dtypes(self, split: str, set: str) -> dict[str, np.dtype]:
+        """dtype of every per-example array: inputs, labels and the extra columns."""
 
     def sets(self, split: str) -> list[str]:
         return list(self.metadata(split).sets)
@@ -455,9 +462,7 @@ class Dataset(abc.ABC):
             weakref.finalize(self, shutil.rmtree, self._scratch, True)
         total, seq_len = self.num_examples(split, set), self.metadata(split).seq_len
         outputs = {}
-        for key, dtype in self._dtypes(split, set).items():
-            if key in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
-                continue
+        for key, dtype in self._example_dtypes(split, set).items():
             shape = (total, seq_len) if key in ("inputs", "labels") else (total,)
             path = os.path.join(self._scratch, f"{uuid.uuid4().hex}.npy")
             outputs[key] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
@@ -515,7 +520,7 @@ class ReferenceDataset(Dataset):
             opened = {key: _open_npy(uri) for key, uri in uris.items()}
             arrays = PuzzleArrays(**{key: opened.pop(key) for key in ARRAY_FIELDS}, columns=opened)
             _check_layout(arrays, meta, uris.__getitem__)
-            for key in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+            for key in INDEX_FIELDS:
                 setattr(arrays, key, _whole(getattr(arrays, key)))
             _check_index_arrays(arrays, meta, uris.__getitem__)
             self._arrays[split, set] = arrays, uris
@@ -542,9 +547,9 @@ class ReferenceDataset(Dataset):
         return PuzzleArrays(spooled.pop("inputs"), spooled.pop("labels"), arrays.puzzle_identifiers,
                             arrays.puzzle_indices, arrays.group_indices, spooled)
 
-    def _dtypes(self, split: str, set: str) -> dict[str, np.dtype]:
+    def _example_dtypes(self, split: str, set: str) -> dict[str, np.dtype]:
         arrays, _ = self._set(split, set)
-        return {**{key: getattr(arrays, key).dtype for key in ARRAY_FIELDS},
+        return {"inputs": arrays.inputs.dtype, "labels": arrays.labels.dtype,
                 **{key: column.dtype for key, column in arrays.columns.items()}}
 
     def _read_ranges(self, split: str, set: str) -> list[tuple[int, int]]:
@@ -571,6 +576,7 @@ class ParquetDataset(Dataset):
         super().__init__(uri, list(index.splits))
         self.index = index
         self._parts: dict[tuple[str, str], tuple[pq.ParquetFile, np.ndarray]] = {}
+        self._decoded: dict[tuple[str, str, int], pa.Table] = {}  # least recently used first
 
     def metadata(self, split: str) -> DatasetMetadata:
         self._check_split(split)
@@ -633,11 +639,21 @@ class ParquetDataset(Dataset):
 
     def _read_part_rows(self, split: str, part: PartInfo, low: int, high: int) -> ExampleBatch:
         """Rows [low, high) of one part, reading only the row groups that hold them."""
-        reader, offsets = self._part(split, part)
+        offsets = self._part(split, part)[1]
         first = int(np.searchsorted(offsets, low, side="right")) - 1
         last = int(np.searchsorted(offsets, high, side="left"))
-        table = reader.read_row_groups(range(first, last)).slice(low - offsets[first], high - low)
-        return self._to_batch(split, part, table, part.start + low)
+        table = pa.concat_tables([self._row_group(split, part, index) for index in range(first, last)])
+        return self._to_batch(split, part, table.slice(low - offsets[first], high - low), part.start + low)
+
+    def _row_group(self, split: str, part: PartInfo, index: int) -> pa.Table:
+        key = (split, part.file, index)
+        table = self._decoded.pop(key, None)
+        if table is None:
+            table = self._part(split, part)[0].read_row_group(index)
+        self._decoded[key] = table
+        while len(self._decoded) > DECODED_ROW_GROUPS:
+            del self._decoded[next(iter(self._decoded))]
+        return table
 
     def _to_batch(self, split: str, part: PartInfo, table: pa.Table, first_example: int) -> ExampleBatch:
         uri = storage.join(self.uri, split, part.file)
@@ -704,8 +720,9 @@ class ParquetDataset(Dataset):
                             puzzle_indices.astype(dtypes["puzzle_indices"]),
                             group_indices.astype(dtypes["group_indices"]), spooled)
 
-    def _dtypes(self, split: str, set: str) -> dict[str, np.dtype]:
-        return {key: np.dtype(value) for key, value in self._info(split, set).dtypes.items()}
+    def _example_dtypes(self, split: str, set: str) -> dict[str, np.dtype]:
+        info = self._info(split, set)
+        return {key: np.dtype(info.dtypes[key]) for key in ("inputs", "labels", *info.columns)}
 
     def _read_ranges(self, split: str, set: str) -> list[tuple[int, int]]:
         ranges = []
@@ -915,21 +932,13 @@ def _write_parquet_split(uri: str, split: str, sets: dict[str, PuzzleArrays], me
             dtypes={**{key: getattr(arrays, key).dtype.str for key in ARRAY_FIELDS},
                     **{key: column.dtype.str for key, column in arrays.columns.items()}})
         schema = _part_schema(arrays)
-        group_rows = _rows_per(CHUNK_BYTES, arrays)
+        group_rows = _rows_per(ROW_GROUP_BYTES, arrays)
         for start, stop in _ranges(arrays.inputs.shape[0], _rows_per(shard_bytes, arrays)):
             part = PartInfo(file=f"part-{len(parts):05d}.parquet", set=set_name, start=start, stop=stop)
             target = storage.join(uri, split, part.file)
-            with storage.atomic_output(target) as stream, \
-                    pq.ParquetWriter(stream, schema, compression="zstd") as writer:
-                for low, high in _ranges(stop, group_rows, start=start):
-                    writer.write_table(_to_table(_slice(arrays, set_name, low, high), schema),
-                                       row_group_size=high - low)
+            storage.write_parquet_atomic(target, (_to_table(_slice(arrays, set_name, low, high), schema)
+                                                  for low, high in _ranges(stop, group_rows, start=start)), schema)
             published.append(target)
             parts.append(part)
     return SplitInfo(metadata=meta, sets=infos, parts=parts)
 
-
-def iter_batches(dataset: Dataset, shard: Shard, batch_size: int) -> Iterator[ExampleBatch]:
-    """The shard's examples in batches of at most `batch_size`, each one read on demand."""
-    for start, stop in _ranges(shard.stop, batch_size, start=shard.start):
-        yield dataset.examples(shard.split, shard.set, start, stop)

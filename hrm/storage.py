@@ -15,17 +15,19 @@ bad settings) is an `InputError` naming the URI.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from hrm.errors import InputError
 
@@ -160,6 +162,19 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
 
 def write_json_atomic(uri: str, obj: Any, *, indent: int | None = None) -> None:
     write_bytes_atomic(uri, json.dumps(obj, indent=indent).encode())
+
+
+def write_parquet_atomic(uri: str, tables: Iterable[pa.Table], schema: pa.Schema | None = None,
+                         compression: str = "zstd") -> None:
+    """Write `tables` as one Parquet object, one row group per table, so memory holds one table at a
+    time. `schema` defaults to the first table's (then `tables` must not be empty)."""
+    tables = iter(tables)
+    if schema is None:
+        first = next(tables)
+        schema, tables = first.schema, itertools.chain([first], tables)
+    with atomic_output(uri) as stream, pq.ParquetWriter(stream, schema, compression=compression) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
 
 
 def delete(uri: str) -> None:

@@ -149,16 +149,19 @@ def test_a_range_across_parts_reads_the_same_examples_as_the_source(tmp_path):
     assert np.array_equal(batch.columns["tier"], np.arange(17, 83))
 
 
-def test_reading_a_range_reads_only_the_row_groups_holding_it(tmp_path, monkeypatch):
+def test_ranges_read_in_order_decode_only_their_row_groups_and_each_once(tmp_path, monkeypatch):
     arrays = make_set([50] * 40, seed=5)
-    monkeypatch.setattr(ds, "CHUNK_BYTES", 12 * 100)  # row groups of 100 examples
+    monkeypatch.setattr(ds, "ROW_GROUP_BYTES", 12 * 100)  # row groups of 100 examples
     write(tmp_path / "pq", {"test": {"all": arrays}})
-    read = []
-    original = pq.ParquetFile.read_row_groups
-    monkeypatch.setattr(pq.ParquetFile, "read_row_groups",
-                        lambda self, groups, *a, **k: read.append(list(groups)) or original(self, groups, *a, **k))
-    batch = open_dataset(tmp_path / "pq").examples("test", "all", 250, 420)
-    assert read == [[2, 3, 4]] and len(batch) == 170
+    decoded = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, index, *a, **k: decoded.append(index) or original(self, index, *a, **k))
+    dataset = open_dataset(tmp_path / "pq")
+    assert len(dataset.examples("test", "all", 250, 420)) == 170
+    assert decoded == [2, 3, 4]
+    assert np.array_equal(dataset.examples("test", "all", 420, 650).inputs, arrays.inputs[420:650])
+    assert decoded == [2, 3, 4, 5, 6]
 
 
 def test_shards_with_a_target_cover_every_example_once_and_are_json_able(tmp_path):

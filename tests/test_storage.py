@@ -92,3 +92,16 @@ def test_an_unreachable_endpoint_is_an_input_error_naming_the_uri(s3_endpoint):
     uri = "s3://bkt/data/dataset.json?endpoint_override=http://127.0.0.1:9"
     with pytest.raises(InputError, match=r"s3://bkt/data/dataset.json\?endpoint_override=.*connect"):
         storage.read_bytes(uri)
+
+
+def test_parquet_tables_are_published_as_one_object_with_a_row_group_each(root):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = (pa.table({"x": list(range(start, start + 3))}) for start in (0, 3, 6))
+    storage.write_parquet_atomic(storage.join(root, "t.parquet"), tables)
+    with storage.open_input_file(storage.join(root, "t.parquet")) as file:
+        reader = pq.ParquetFile(file)
+        assert reader.num_row_groups == 3
+        assert reader.read().column("x").to_pylist() == list(range(9))
+    assert storage.list_files(root) == ["t.parquet"]
