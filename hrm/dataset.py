@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -272,6 +272,10 @@ def _check_arrays(arrays: PuzzleArrays, meta: DatasetMetadata, set_name: str, na
         _check_tokens(_slice(arrays, set_name, start, stop), meta, name)
 
 
+def _read_metadata(uri: str) -> DatasetMetadata:
+    return _parse(DatasetMetadata, storage.read_json(uri), uri)
+
+
 def _check_identifiers(data: Any, uri: str) -> list[str]:
     if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
         raise InputError(f"{uri}: expected a JSON list of identifier strings")
@@ -485,14 +489,11 @@ class ReferenceDataset(Dataset):
                              if name.count("/") == 1 and name.endswith("/" + META_FILE))
         super().__init__(uri, split_names)
         self._listing = set(listing)
-        self._metadata: dict[str, DatasetMetadata] = {}
+        self._metadata = {split: _read_metadata(storage.join(uri, split, META_FILE)) for split in split_names}
         self._arrays: dict[tuple[str, str], tuple[PuzzleArrays, dict[str, str]]] = {}
 
     def metadata(self, split: str) -> DatasetMetadata:
         self._check_split(split)
-        if split not in self._metadata:
-            uri = storage.join(self.uri, split, META_FILE)
-            self._metadata[split] = _parse(DatasetMetadata, storage.read_json(uri), uri)
         return self._metadata[split]
 
     def _set_files(self, split: str, set: str) -> dict[str, str]:
@@ -575,6 +576,10 @@ class ParquetDataset(Dataset):
     def __init__(self, uri: str, index: ParquetIndex):
         super().__init__(uri, list(index.splits))
         self.index = index
+        present = set(storage.list_files(uri))  # one listing finds every missing part up front
+        for name in self.files():
+            if name not in present:
+                raise InputError(f"{storage.join(uri, name)}: not found, but listed in {META_FILE}")
         self._parts: dict[tuple[str, str], tuple[pq.ParquetFile, np.ndarray]] = {}
         self._decoded: dict[tuple[str, str, int], pa.Table] = {}  # least recently used first
 
@@ -681,6 +686,7 @@ class ParquetDataset(Dataset):
             puzzle_index=column("puzzle_index").astype(np.int64, copy=False),
             group_index=column("group_index").astype(np.int64, copy=False),
             columns={key: column(key).astype(dtypes[key], copy=False) for key in info.columns})
+
         def name(key: str) -> str:
             return f"{uri} column '{'puzzle_identifier' if key == 'puzzle_identifiers' else key}'"
 

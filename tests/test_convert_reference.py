@@ -38,8 +38,8 @@ def test_conformance_datasets_go_to_parquet_and_back_byte_identical(source: Path
 
 @needs_conformance
 @pytest.mark.s3
-def test_conversion_reads_and_writes_the_loopback_s3_server(s3_bucket, tmp_path):
-    source = CONFORMANCE / "trm-arc-tiny" / "data"
+@pytest.mark.parametrize("source", CONFORMANCE_DATA, ids=lambda p: p.parent.name)
+def test_conformance_datasets_round_trip_through_the_loopback_s3_server(source: Path, s3_bucket, tmp_path):
     assert convert(source, f"{s3_bucket}/pq") == 0
     assert convert(f"{s3_bucket}/pq", f"{s3_bucket}/back", "--to", "reference") == 0
     same_files(str(source), f"{s3_bucket}/back")

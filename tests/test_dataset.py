@@ -278,7 +278,7 @@ def corrupt_parquet_index(root: Path, change) -> None:
     (lambda i: i["splits"]["test"]["parts"][0].update(stop=3),
      r"test/part-00000.parquet: \d+ rows but dataset.json key 'parts' says examples \[0, 3\)"),
     (lambda i: i["splits"]["test"]["parts"][0].update(file="part-00009.parquet"),
-     r"test/part-00009.parquet: not found"),
+     r"test/part-00009.parquet: not found, but listed in dataset.json"),
     (lambda i: i["splits"]["test"]["sets"]["all"].pop("examples"),
      r"dataset.json: key 'splits.test.sets.all.examples': Field required"),
 ], ids=["seq_len", "vocab_size", "num_puzzle_identifiers", "part rows", "missing part", "missing key"])

@@ -1,5 +1,7 @@
 import hashlib
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hrm import storage
@@ -95,9 +97,6 @@ def test_an_unreachable_endpoint_is_an_input_error_naming_the_uri(s3_endpoint):
 
 
 def test_parquet_tables_are_published_as_one_object_with_a_row_group_each(root):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     tables = (pa.table({"x": list(range(start, start + 3))}) for start in (0, 3, 6))
     storage.write_parquet_atomic(storage.join(root, "t.parquet"), tables)
     with storage.open_input_file(storage.join(root, "t.parquet")) as file:
