@@ -92,7 +92,7 @@ class ActorRange(Strict):
 # A callable discriminator picks the branch from the value's shape, so a bad value gets the
 # errors of the branch the user meant instead of one per union member.
 ActorCount = Annotated[
-    Annotated[int, Tag("count")] | Annotated[ActorRange, Tag("range")],
+    Annotated[int, Field(ge=1), Tag("count")] | Annotated[ActorRange, Tag("range")],
     Discriminator(lambda v: "range" if isinstance(v, (dict, ActorRange)) else "count"),
 ]
 

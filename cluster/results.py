@@ -83,13 +83,8 @@ class UnitRecord(BaseModel):
     attempts: int = 1
 
 
-def write_parquet(uri: str, table: pa.Table) -> None:
-    with storage.atomic_output(uri) as stream:
-        pq.write_table(table, stream, compression="zstd")
-
-
 def write_predictions(run: str, key: str, table: pa.Table) -> None:
-    write_parquet(storage.join(run, key), table)
+    storage.write_parquet_atomic(storage.join(run, key), [table])
 
 
 def read_predictions(run: str, checkpoint: str) -> pa.Table:
@@ -178,7 +173,7 @@ def read_metrics(run: str) -> dict[str, Any]:
 
 
 def write_leaderboard(run: str, rows: list[dict[str, Any]]) -> None:
-    write_parquet(storage.join(run, LEADERBOARD), pa.Table.from_pylist(rows))
+    storage.write_parquet_atomic(storage.join(run, LEADERBOARD), [pa.Table.from_pylist(rows)])
 
 
 def read_leaderboard(run: str) -> pa.Table:

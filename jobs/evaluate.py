@@ -197,3 +197,9 @@ def print_summary(report: dict) -> None:
         f"({report['examples_per_second']:.1f} examples/s, {report['forward_steps']} example-steps); "
         f"predictions: {report['predictions']}"
     )
+
+
+if __name__ == "__main__":  # `python -m jobs.evaluate …`, what `ray job submit` runs
+    from jobs.cli import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -1,4 +1,5 @@
-"""Small datasets and run configs for the cluster tests (checkpoints come from tests.factories)."""
+"""Small datasets, run configs and the in-process reference evaluation for the cluster tests
+(checkpoints come from tests.factories)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from cluster.actor import per_example
 from cluster.config import RunConfig
-from hrm.dataset import DatasetMetadata, PuzzleArrays, write_dataset
+from cluster.plan import local_files
+from hrm.checkpoint import build_checked_model, load_checkpoint
+from hrm.dataset import DatasetMetadata, PuzzleArrays, open_dataset, write_dataset
+from hrm.engine import Engine
+from hrm.metrics import StatsTable
+from hrm.predictions import prediction_table
 from tests.factories import random_examples
 
 VOCAB, SEQ_LEN, NUM_IDS = 11, 16, 3
@@ -42,3 +50,30 @@ def run_config(checkpoints: list[dict[str, Any]], data: str, output: str, **sect
     for name, values in sections.items():
         doc[name] = {**doc.get(name, {}), **values}
     return RunConfig.model_validate(doc)
+
+
+def evaluate_in_process(prepared) -> dict[str, tuple[StatsTable, pa.Table]]:
+    """The reference for every distributed run: per checkpoint, one engine over each whole set
+    in this process (no units, no Ray), with the run's eval settings."""
+    config = prepared.config
+    dataset = open_dataset(config.dataset.uri)
+    meta = dataset.metadata(config.dataset.split)
+    out = {}
+    for ref in prepared.checkpoints:
+        weights, arch_config = local_files(ref, config.cluster.checkpoint_cache_dir)
+        ckpt = load_checkpoint(weights, arch_config)
+        model = build_checked_model(ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers,
+                                    forward_dtype=config.eval.dtype)
+        engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id,
+                        batch_size=config.eval.batch_size)
+        stats, tables = StatsTable(), []
+        for set_name in prepared.sets:
+            batch = dataset.examples(config.dataset.split, set_name)
+            result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers, protocol=config.eval.protocol,
+                                steps=config.eval.steps, min_steps=config.eval.min_steps)
+            stats.update(set=set_name, tier=batch.columns.get("tier"), **per_example(result))
+            tables.append(prediction_table(result, set_name=set_name, example_id=batch.example_id,
+                                           puzzle_index=batch.puzzle_index,
+                                           puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns))
+        out[ref.name] = stats, pa.concat_tables(tables)
+    return out

@@ -58,6 +58,8 @@ def test_actors_take_a_number_or_a_range():
     assert ranged.cluster.actor_range == (1, 4)
     with pytest.raises(InputError, match="cluster.actors: Input should be a valid integer"):
         validate_run_config({**MINIMAL, "cluster": {"actors": "two"}}, "c")
+    with pytest.raises(InputError, match="cluster.actors: Input should be greater than or equal to 1"):
+        validate_run_config({**MINIMAL, "cluster": {"actors": 0}}, "c")
 
 
 def test_cuda_without_gpus_per_actor_is_refused():

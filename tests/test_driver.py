@@ -4,19 +4,15 @@ in-process, the results layout, the leaderboard."""
 from collections import OrderedDict
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from cluster.actor import Evaluator, per_example
 from cluster.driver import ActorSlot, Scheduler, leaderboard_rows, prepare
 from cluster.plan import Unit
 from cluster.results import commit_unit, read_predictions, read_unit_records
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.dataset import Shard, open_dataset
-from hrm.engine import Engine
+from hrm.dataset import Shard
 from hrm.metrics import StatsTable
-from hrm.predictions import prediction_table
-from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset, run_config
 from tests.factories import make_checkpoint
 
 
@@ -137,26 +133,9 @@ def evaluator(prepared, cache_size: int) -> Evaluator:
                      device="cpu", cache_size=cache_size, torch_threads=1, checkpoint_cache_dir=None)
 
 
-def engine_in_process(prepared, name: str) -> tuple[StatsTable, pa.Table]:
-    """The reference: one engine over each whole set, no units."""
-    ref = next(r for r in prepared.checkpoints if r.name == name)
-    ckpt = load_checkpoint(ref.uri)
-    dataset = open_dataset(prepared.config.dataset.uri)
-    model = build_checked_model(ckpt, VOCAB, SEQ_LEN, NUM_IDS)
-    engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=0, batch_size=prepared.config.eval.batch_size)
-    stats, tables = StatsTable(), []
-    for set_name in dataset.sets("test"):
-        batch = dataset.examples("test", set_name)
-        result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers)
-        stats.update(set=set_name, tier=batch.columns["tier"], **per_example(result))
-        tables.append(prediction_table(result, set_name=set_name, example_id=batch.example_id,
-                                       puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
-                                       columns=batch.columns))
-    return stats, pa.concat_tables(tables)
-
-
 def test_units_evaluated_one_by_one_merge_into_exactly_the_whole_set_result(sweep):
     actor = evaluator(sweep, cache_size=2)
+    reference = evaluate_in_process(sweep)
     records = [actor(unit, next(r for r in sweep.checkpoints if r.name == unit.checkpoint)) for unit in sweep.units]
     assert len(sweep.units) == 2 * 5  # 40 easy + 24 hard examples in shards of 16
     for ref in sweep.checkpoints:
@@ -164,7 +143,7 @@ def test_units_evaluated_one_by_one_merge_into_exactly_the_whole_set_result(swee
         for record in records:
             if record.checkpoint == ref.name:
                 merged.merge(StatsTable.from_dict(record.stats))
-        whole, table = engine_in_process(sweep, ref.name)
+        whole, table = reference[ref.name]
         assert merged.to_dict() == whole.to_dict()
         assert merged.finalize() == whole.finalize()
         assert ("easy", "1") in merged.groups  # grouped by set × tier
