@@ -277,6 +277,8 @@ def _merge_per_step(a: MetricStats, b: MetricStats) -> list[int] | None:
         return None if b.exact_by_step is None else list(b.exact_by_step)
     if b.count == 0 and b.exact_by_step is None:
         return a.exact_by_step
+    if a.exact_by_step is None and b.exact_by_step is None:
+        return None  # the adaptive protocol: no example ran every step
     if a.exact_by_step is None or b.exact_by_step is None:
         raise ValueError("cannot merge statistics with and without exact_per_step")
     if len(a.exact_by_step) != len(b.exact_by_step):

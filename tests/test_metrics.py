@@ -201,6 +201,13 @@ def test_per_step_flags_must_be_supplied_for_every_batch_or_none():
         MetricStats().update(**batch()).merge(MetricStats().update(**without))
 
 
+def test_statistics_without_per_step_flags_merge_as_the_adaptive_protocol_produces_them():
+    without = {k: v for k, v in batch().items() if k != "exact_per_step"}
+    merged = MetricStats().update(**without).merge(MetricStats().update(**without))
+    assert merged.count == 6 and merged.exact_by_step is None
+    assert merged.finalize()["exact_accuracy_by_step"] is None
+
+
 def test_mismatched_array_lengths_are_refused():
     with pytest.raises(ValueError, match="exact has shape"):
         MetricStats().update(**batch(exact=np.array([True])))
