@@ -95,7 +95,7 @@ def convert(args: argparse.Namespace) -> dict:
         splits[name] = encode_sudoku(table.questions, table.answers, table.ratings, table.sources,
                                      tiers=_tiers_of(table, edges),
                                      augment=args.augment if name == "train" else 0, seed=args.seed)
-    tier_counts = {name: _tier_counts(arrays) for name, arrays in splits.items()}
+    tier_counts = {name: _tier_counts(arrays, tier_labels(edges)) for name, arrays in splits.items()}
     return publish(args, "sudoku-csv", splits, vocab_size=_side(cells_per_board) + 2, seq_len=cells_per_board,
                    identifiers=["<blank>"], clock=clock,
                    details={"augment": args.augment, "tiers": tier_counts})
@@ -116,9 +116,13 @@ def rating_tiers(ratings: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
     Ratings below the first edge have no tier: the caller must have rejected them.
     """
+    return np.array(tier_labels(edges))[np.searchsorted(edges, ratings, side="right") - 1]
+
+
+def tier_labels(edges: np.ndarray) -> list[str]:
+    """"[low,high)" per tier, in edge order."""
     bounds = [str(e) for e in edges] + ["inf"]
-    labels = np.array([f"[{low},{high})" for low, high in zip(bounds, bounds[1:])])
-    return labels[np.searchsorted(edges, ratings, side="right") - 1]
+    return [f"[{low},{high})" for low, high in zip(bounds, bounds[1:])]
 
 
 def _tiers_of(table: SudokuRows, edges: np.ndarray) -> np.ndarray:
@@ -254,6 +258,7 @@ def _augmented(questions: np.ndarray, answers: np.ndarray, augment: int, seed: i
     return out_q, out_a
 
 
-def _tier_counts(arrays: PuzzleArrays) -> dict[str, int]:
-    labels, counts = np.unique(arrays.columns["tier"], return_counts=True)
-    return {str(label): int(count) for label, count in zip(labels, counts)}
+def _tier_counts(arrays: PuzzleArrays, labels: list[str]) -> dict[str, int]:
+    """Examples per tier, tiers in edge order, empty tiers left out."""
+    counts = {label: int(np.count_nonzero(arrays.columns["tier"] == label)) for label in labels}
+    return {label: count for label, count in counts.items() if count}
