@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from hrm import storage
 from hrm.engine import EngineResult
 
 
@@ -58,11 +55,3 @@ def column_matrix(table: pa.Table, name: str) -> np.ndarray:
     width = column.type.list_size
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
 
-
-def write_predictions(uri: str, tables: list[pa.Table]) -> None:
-    """One Parquet object, published atomically (readers never see a partial file)."""
-    table = pa.concat_tables(tables) if tables else None
-    if table is None:
-        raise ValueError(f"{uri}: no predictions to write")
-    with storage.atomic_output(uri) as sink:
-        pq.write_table(table, sink)

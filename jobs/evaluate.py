@@ -20,7 +20,7 @@ from hrm.dataset import Dataset, open_dataset
 from hrm.engine import Engine
 from hrm.errors import InputError
 from hrm.metrics import StatsTable
-from hrm.predictions import prediction_table, write_predictions
+from hrm.predictions import prediction_table
 
 CHUNK_EXAMPLES = 8192  # examples read and evaluated at a time: bounded memory on huge sets
 
@@ -101,23 +101,28 @@ def evaluate(args: argparse.Namespace) -> dict:
     if unknown:
         raise InputError(f"{args.data}: split {args.split!r} has no set(s) {', '.join(unknown)}")
 
-    stats, tables, forward_steps, examples = StatsTable(), [], 0, 0
-    eval_started = time.perf_counter()
-    with progress_bar(sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json) as advance:
-        for set_name, batch in iterate_examples(dataset, args.split, sets):
-            result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers, protocol=args.protocol,
-                                steps=args.steps, min_steps=args.min_steps)
-            stats.update(set=set_name, tier=batch.columns.get("tier"), **result.per_example())
-            tables.append(prediction_table(result, set_name=set_name, example_id=batch.example_id,
-                                           puzzle_index=batch.puzzle_index,
-                                           puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns))
-            forward_steps += result.forward_steps
-            examples += len(result)
-            advance(len(result))
-    eval_seconds = time.perf_counter() - eval_started
+    stats, counts = StatsTable(), {"forward_steps": 0, "examples": 0}
 
+    def evaluated_tables():
+        """Evaluate chunk by chunk; the Parquet writer pulls one chunk's table at a time, so
+        memory stays bounded on huge sets and a failure publishes nothing."""
+        with progress_bar(sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json) as advance:
+            for set_name, batch in iterate_examples(dataset, args.split, sets):
+                result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers, protocol=args.protocol,
+                                    steps=args.steps, min_steps=args.min_steps)
+                stats.update(set=set_name, tier=batch.columns.get("tier"), **result.per_example())
+                counts["forward_steps"] += result.forward_steps
+                counts["examples"] += len(result)
+                advance(len(result))
+                yield prediction_table(result, set_name=set_name, example_id=batch.example_id,
+                                       puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
+                                       columns=batch.columns)
+
+    eval_started = time.perf_counter()
     predictions_uri = storage.join(output, "predictions.parquet")
-    write_predictions(predictions_uri, tables)
+    storage.write_parquet_atomic(predictions_uri, evaluated_tables())
+    eval_seconds = time.perf_counter() - eval_started
+    examples, forward_steps = counts["examples"], counts["forward_steps"]
     figures = stats.finalize()
     report = {
         "metrics": figures["sets"],
