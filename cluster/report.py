@@ -255,12 +255,12 @@ def run_summary(r: RunResults) -> list[Block]:
     hw = m.hardware
     driver = hw.get("driver", {})
     counts = m.counts
-    steps = ev["steps"] or "halt_max_steps"
+    steps = str(ev["steps"] or "halt_max_steps")
     if ev["protocol"] == "fixed":
-        if not ev["steps"] and r.metrics is not None:  # every example ran exactly that many: it is measured
-            depths = sorted({int(s) for n in r.names for s in r.figures(n)["steps_histogram"]})
-            steps += f" ({', '.join(map(str, depths))} here)"
-        protocol = f"fixed: every example runs {steps} ACT steps (the reference evaluator)"
+        here = ""
+        if not ev["steps"] and r.metrics is not None:  # every example ran exactly that many: measured
+            here = f" ({', '.join(sorted({s for n in r.names for s in r.figures(n)['steps_histogram']}, key=int))} here)"
+        protocol = f"fixed: every example runs all {steps} ACT steps{here}, as the reference evaluator does"
     else:
         protocol = f"adaptive: an example halts once q_halt > q_continue, after {ev['min_steps']} to {steps} ACT steps"
     if counts.get("evaluated"):
@@ -288,8 +288,8 @@ def run_summary(r: RunResults) -> list[Block]:
         ["actors", f"{cl['actors']} ({cl['cpus_per_actor']} CPU, {cl['gpus_per_actor']} GPU, "
                    f"torch threads {cl['torch_threads'] or 'default'} each)"],
         ["units", ", ".join(f"{v} {k}" for k, v in counts.items())],
-        ["model loads", f"{m.scheduling.get('model_loads', 0)} ({num(m.scheduling.get('loads_per_checkpoint'), 2)} "
-                        "per evaluated checkpoint)"],
+        ["model loads", f"{m.scheduling['model_loads']} ({num(m.scheduling['loads_per_checkpoint'], 2)} per "
+                        "evaluated checkpoint)" if counts.get("evaluated") else "none: no unit evaluated in this run"],
         ["duration: total", seconds(t.get("total_s"))],
         ["duration: preflight", seconds(t.get("preflight_s"))],
         ["duration: actors ready", seconds(t.get("actors_ready_s")) if "actors_ready_s" in t else "no actor started"],

@@ -221,7 +221,7 @@ def test_the_run_summary_names_the_dataset_hash_protocol_versions_and_measured_d
     rows = {r["item"]: r["value"] for r in table_by_header(md_sections(runs["fixed"])["Run summary"], "item")}
     assert rows["dataset sha256"] == manifest.dataset["content_hash"]
     assert rows["git sha"] == manifest.git_sha
-    assert rows["protocol"].startswith("fixed: every example runs halt_max_steps (4 here) ACT steps")
+    assert rows["protocol"] == "fixed: every example runs all halt_max_steps ACT steps (4 here), as the reference evaluator does"
     assert rows["duration: total"] == f"{manifest.timings['total_s']:,.1f} s"
     assert rows["units"] == "25 planned, 25 resumed, 0 evaluated, 0 failed, 0 pending"
     assert rows["examples/s"].startswith("none evaluated in this run")  # all committed before the driver ran
