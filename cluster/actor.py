@@ -103,11 +103,14 @@ class Evaluator:
     def info(self) -> ActorInfo:
         """Who and where this actor is; also the readiness probe the driver waits on."""
         cuda = self.device.startswith("cuda")
+        in_ray = ray.is_initialized()  # the class also runs in-process (tests, the engine comparison)
+        context = ray.get_runtime_context() if in_ray else None
         return ActorInfo(
+            actor_id=context.get_actor_id() if in_ray else "local",
             instance=self.instance,
             pid=os.getpid(),
             hostname=socket.gethostname(),
-            node_id=_ray_node_id(),
+            node_id=context.get_node_id() if in_ray else "local",
             device=self.device,
             gpu=torch.cuda.get_device_name() if cuda else None,
             torch_threads=torch.get_num_threads(),
@@ -145,8 +148,3 @@ def per_example(result: EngineResult) -> dict[str, Any]:
     """The engine's per-example arrays (what metric statistics are made of), without its
     whole-run counters."""
     return {name: value for name, value in vars(result).items() if value is None or isinstance(value, np.ndarray)}
-
-
-def _ray_node_id() -> str:
-    # The class also runs in-process (tests, the engine comparison), outside any Ray worker.
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"

@@ -51,8 +51,10 @@ def prediction_key(checkpoint: str, shard: Shard) -> str:
 
 
 class ActorInfo(BaseModel):
-    """Who evaluated a unit; `instance` changes when Ray restarts the actor (empty cache)."""
+    """Who evaluated a unit. A restart by Ray keeps `actor_id` and changes `instance` (and
+    empties the model cache)."""
 
+    actor_id: str  # Ray's actor id; "local" when run in-process
     instance: str
     pid: int
     hostname: str

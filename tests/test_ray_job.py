@@ -81,10 +81,11 @@ def start_cluster() -> LocalCluster:
 def stop_cluster(cluster: LocalCluster) -> None:
     """SIGTERM the processes of this cluster only (those naming its temp dir, and their
     children), then SIGKILL what is left."""
-    listing = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
-    processes = [line.split(None, 2) for line in listing.splitlines() if line.strip()]
-    ours = {int(pid) for pid, _, args in processes if cluster.temp_dir in args}
-    ours |= {int(pid) for pid, ppid, _ in processes if int(ppid) in ours}
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    processes = [(int(pid), int(ppid), args) for pid, ppid, args in
+                 (line.split(None, 2) for line in listing.splitlines() if len(line.split(None, 2)) == 3)]
+    ours = {pid for pid, _, args in processes if cluster.temp_dir in args and pid != os.getpid()}
+    ours |= {pid for pid, ppid, _ in processes if ppid in ours}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in ours:
             try:
@@ -215,22 +216,21 @@ def test_a_job_submitted_to_a_ray_start_cluster_reads_and_writes_s3(cluster, tmp
 
 class KillingProgress(RunProgress):
     """Kills the actor that produced the first committed unit while it works on its next one,
-    then kills the same actor again after Ray restarted it (its one restart is spent: the
-    driver must replace it)."""
+    then kills the same actor again once Ray has restarted it: its one restart is spent, so
+    the driver must replace it."""
 
     def __init__(self):
         super().__init__()
-        self.kills: list[int] = []
-        self.instances_at_first_kill: set[str] = set()
-        self.seen: set[str] = set()
+        self.kills: list[tuple[str, str]] = []  # (ray actor id, instance)
 
     def unit_done(self, record):
         super().unit_done(record)
-        self.seen.add(record.actor.instance)
-        if not self.kills or (len(self.kills) == 1 and record.actor.instance not in self.instances_at_first_kill):
-            self.instances_at_first_kill |= self.seen
-            self.kills.append(record.actor.pid)
-            os.kill(record.actor.pid, signal.SIGKILL)
+        actor = record.actor
+        first = not self.kills
+        restarted = len(self.kills) == 1 and actor.actor_id == self.kills[0][0] and actor.instance != self.kills[0][1]
+        if first or restarted:
+            self.kills.append((actor.actor_id, actor.instance))
+            os.kill(actor.pid, signal.SIGKILL)
 
 
 @needs_conformance
