@@ -12,6 +12,7 @@ Every number printed is a measured one; a section without data says so in one li
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -364,9 +365,9 @@ def leaderboard(r: RunResults) -> list[Block]:
 def _sweeps(r: RunResults) -> list[plots.SweepSeries]:
     series = []
     for group in training_runs(r.manifest.checkpoints):
-        if len(group) < 2 or any(e.step is None for e in group):
-            continue
         figs = [r.figures(e.name) for e in group]
+        if len(group) < 2 or any(e.step is None for e in group) or any(f["count"] == 0 for f in figs):
+            continue
         best = next((i for i, e in enumerate(group) if e.name == r.best), None)
         series.append(plots.SweepSeries(
             label=_run_label(group[0]), steps=[e.step for e in group],
@@ -378,8 +379,8 @@ def _sweeps(r: RunResults) -> list[plots.SweepSeries]:
 
 
 def _run_label(entry: CheckpointEntry) -> str:
-    """A training run's name: its checkpoint names' common part (the run directory)."""
-    return entry.name.removesuffix(f"-step_{entry.step}") if entry.step is not None else entry.name
+    """A training run's name: the directory of its all_config.yaml."""
+    return posixpath.basename(posixpath.dirname(entry.config_uri.split("?", 1)[0])) or entry.name
 
 
 # --------------------------------------------------------------------------- 3. reasoning depth
