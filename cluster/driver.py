@@ -373,8 +373,8 @@ class Driver:
             slot.in_flight[ref] = unit
 
     def _handle(self, ref: Any) -> None:
-        slot = next(s for s in self.actors.values() if ref is s.ready or ref in s.in_flight)
-        if ref is slot.ready:
+        slot = next(s for s in self.actors.values() if ref == s.ready or ref in s.in_flight)
+        if ref == slot.ready:
             self._actor_ready(slot)
             return
         unit = slot.in_flight.pop(ref)

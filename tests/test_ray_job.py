@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cluster import results
 from cluster.config import load_run_config
-from cluster.driver import RunProgress, execute, prepare
+from cluster.driver import RunFailed, RunProgress, execute, prepare
 from hrm import storage
-from tests.cluster_factories import NUM_IDS, SEQ_LEN, evaluate_in_process, make_dataset
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
 from tests.factories import make_checkpoint
 
 pytestmark = pytest.mark.ray
@@ -273,6 +275,48 @@ def test_a_killed_driver_resumes_from_its_committed_units(cluster, tmp_path, sud
                                "pending": 0}
     assert sum(u.state == "resumed" for u in manifest.units) == committed
     assert_same_as_in_process(prepared.run, sudoku_reference)
+
+
+def tiny_run(tmp_path: Path, **cluster) -> tuple[dict, Path]:
+    """A synthetic dataset (40 + 24 examples) and one tiny HRM checkpoint: 5 units of 16."""
+    data = make_dataset(tmp_path / "data")
+    (weights,) = make_checkpoint(tmp_path / "run", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    doc = {"checkpoints": [{"path": str(weights)}], "dataset": {"uri": data}, "eval": {"batch_size": 8},
+           "cluster": {"actors": 1, "shard_size": 16, "torch_threads": 1, **cluster},
+           "output": {"uri": str(tmp_path / "out"), "run_id": "tiny"}}
+    return doc, weights
+
+
+def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(cluster, tmp_path):
+    doc, _ = tiny_run(tmp_path, max_attempts=2)
+    prepared = prepare(load(tmp_path, doc))
+    # The data changes under the planned run: units past example 16 of `easy` now fail on every try.
+    shutil.rmtree(tmp_path / "data")
+    make_dataset(tmp_path / "data", {"easy": 16, "hard": 24})
+    with pytest.raises(RunFailed) as err:
+        execute(prepared)
+    manifest = results.read_manifest(prepared.run)
+    assert manifest == err.value.manifest
+    assert manifest.status == "failed"
+    failed = next(u for u in manifest.units if u.id == manifest.failed_unit)
+    assert (failed.set, failed.state, failed.attempts) == ("easy", "failed", 2) and failed.start >= 16
+    assert "failed 2 times" in manifest.error and "IndexError" in manifest.error and failed.id in manifest.error
+    assert "IndexError" in failed.error
+    assert not storage.exists(storage.join(prepared.run, results.METRICS))  # no half-finished figures
+
+
+def test_bad_weights_fail_the_run_at_once_without_retrying(cluster, tmp_path):
+    doc, weights = tiny_run(tmp_path, max_attempts=3)
+    state = torch.load(weights, weights_only=True)
+    key = next(k for k in state if k.endswith("lm_head.weight"))
+    state[key][0, 0] = float("nan")  # shapes fine (preflight reads headers only); the actor's load checks values
+    torch.save(state, weights)
+    prepared = prepare(load(tmp_path, doc))
+    with pytest.raises(RunFailed, match="NaN"):
+        execute(prepared)
+    manifest = results.read_manifest(prepared.run)
+    failed = next(u for u in manifest.units if u.id == manifest.failed_unit)
+    assert failed.attempts == 1 and "NaN" in failed.error
 
 
 # --------------------------------------------------------------------------- before Ray starts
