@@ -361,7 +361,7 @@ class Driver:
         return [ref for slot in self.actors.values() for ref in slot.in_flight]
 
     def _fill(self, slot: ActorSlot) -> None:
-        if slot.ready is not None or slot.key not in self.actors:
+        if self.failure is not None or slot.ready is not None or slot.key not in self.actors:
             return
         others = [s for s in self.actors.values() if s is not slot and s.ready is None]
         while len(slot.in_flight) < self.cluster.units_in_flight:
@@ -550,7 +550,7 @@ class Driver:
 
     def _manifest(self, status: str) -> Manifest:
         evaluated = [r for uid, r in self.records.items() if uid not in self.resumed]
-        evaluate_s = self.timings.get("evaluate_s", 0.0)
+        evaluate_s = self.timings["evaluate_s"]
         examples = sum(r.examples for r in evaluated)
         failed_unit, error = self.failure if self.failure else (None, None)
         if status == "failed" and error is None:
@@ -604,7 +604,6 @@ class Driver:
             },
             timings={
                 **self.timings,
-                "evaluate_s": evaluate_s,
                 "total_s": time.time() - self.prepared.started_at,
                 "examples_per_s": examples / evaluate_s if evaluate_s > 0 else 0.0,
                 **{f"actor_{key}_total": sum(r.timings[key] for r in evaluated)

@@ -73,39 +73,39 @@ class Unit(BaseModel):
 
 
 def source_checkpoints(source: CheckpointSource) -> list[CheckpointRef]:
+    """The checkpoints one config entry names, oldest step first."""
     if source.path is not None:
         uri = source.path if storage.exists(source.path) else _newest_step(source.path)
-        parent, file = posixpath.split(uri.split("?", 1)[0].rstrip("/"))
-        name = source.name or f"{posixpath.basename(parent)}-{file}"
-        return [_ref(name, uri, source.config, _step_number(file))]
-    steps = _step_files(source.run, source.glob)
-    if not steps:
+        name = source.name or f"{_basename(_parent(uri))}-{_basename(uri)}"
+        return [_ref(name, uri, source.config, _step_number(_basename(uri)))]
+    files = _step_files(source.run, source.glob)
+    if not files:
         raise InputError(f"{source.run}: no checkpoint files matching {source.glob!r}")
-    numbered = [(step, file) for file, step in steps.items()]
-    unnumbered = [file for step, file in numbered if step is None]
+    unnumbered = sorted(file for file, step in files.items() if step is None)
     if unnumbered and _filters_steps(source):
         raise InputError(f"{source.run}: step filters need step numbers, but {unnumbered[0]!r} has none")
-    chosen = select_steps(sorted(numbered, key=lambda sf: (sf[0] is None, sf[0] or 0, sf[1])), source)
-    prefix = source.name or posixpath.basename(source.run.split("?", 1)[0].rstrip("/"))
-    return [_ref(f"{prefix}-{file}", storage.join(source.run, file), source.config, step) for step, file in chosen]
+    ordered = sorted(files.items(), key=lambda fs: (fs[1] is None, fs[1] or 0, fs[0]))
+    prefix = source.name or _basename(source.run)
+    return [_ref(f"{prefix}-{file}", storage.join(source.run, file), source.config, step)
+            for file, step in select_steps(ordered, source)]
 
 
 def _filters_steps(source: CheckpointSource) -> bool:
     return any(v is not None for v in (source.min_step, source.max_step, source.every, source.last))
 
 
-def select_steps(steps: list[tuple[Any, str]], source: CheckpointSource) -> list[tuple[Any, str]]:
-    """Apply the step filters in a fixed order: range, then every Nth counted back from the
-    newest (so the newest is always kept), then the last K."""
+def select_steps(files: list[tuple[str, int]], source: CheckpointSource) -> list[tuple[str, int]]:
+    """(file, step) pairs by increasing step, filtered in a fixed order: the range, then every
+    Nth counted back from the newest (so the newest is always kept), then the last K."""
     if source.min_step is not None:
-        steps = [s for s in steps if s[0] >= source.min_step]
+        files = [f for f in files if f[1] >= source.min_step]
     if source.max_step is not None:
-        steps = [s for s in steps if s[0] <= source.max_step]
+        files = [f for f in files if f[1] <= source.max_step]
     if source.every is not None:
-        steps = steps[::-1][:: source.every][::-1]
+        files = files[::-1][:: source.every][::-1]
     if source.last is not None:
-        steps = steps[-source.last :]
-    return steps
+        files = files[-source.last :]
+    return files
 
 
 def _step_files(run_uri: str, pattern: str) -> dict[str, int | None]:
@@ -135,6 +135,14 @@ def _sibling(uri: str, name: str) -> str:
     """The object `name` in the same directory as `uri` (keeping an s3 URI's ?settings)."""
     base, sep, query = uri.partition("?")
     return posixpath.join(posixpath.dirname(base), name) + sep + query
+
+
+def _parent(uri: str) -> str:
+    return posixpath.dirname(uri.partition("?")[0].rstrip("/"))
+
+
+def _basename(uri: str) -> str:
+    return posixpath.basename(uri.partition("?")[0].rstrip("/"))
 
 
 # --------------------------------------------------------------------------- local copies
