@@ -213,10 +213,10 @@ class RunProgress:
             f"committed; results: {prepared.run}"
         )
         if self.tty:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress, TextColumn
 
-            self._bar = Progress(TextColumn("units"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=True)
+            self._bar = Progress(TextColumn("units {task.completed}/{task.total}"), BarColumn(bar_width=12),
+                                 TextColumn("{task.fields[status]}"), transient=True)
             self._task = self._bar.add_task("units", total=self.total_units, completed=self.done_units,
                                             status=self.status())
             self._bar.start()
@@ -251,8 +251,8 @@ class RunProgress:
         left = self.total_examples - self.done_examples
         eta = f"{left / rate:,.0f} s" if rate > 0 else "–"
         finished = sum(1 for n in self.units_left.values() if n == 0)
-        return (f"{self.done_examples}/{self.total_examples} examples · {rate:,.1f} examples/s · ETA {eta} · "
-                f"checkpoints {finished}/{len(self.units_left)} · actors {self.actors}")
+        return (f"{self.done_examples}/{self.total_examples} ex · {rate:,.1f} ex/s · ETA {eta} · "
+                f"ckpts {finished}/{len(self.units_left)} · actors {self.actors}")
 
     def finish(self, manifest: Manifest, metrics: dict[str, Any] | None) -> None:
         if self._bar is not None:
