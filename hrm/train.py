@@ -83,10 +83,13 @@ class TrainConfig(BaseModel):
 
     model: ModelConfig
     loss_type: LossType = "stablemax_cross_entropy"
+    # Defaults tuned for the 4×4 demo on CPU. The reference's lr 1e-4 barely moves in minutes;
+    # at 3e-3, weight decay 0.3 learned faster than 0.1 and 0.01 (0.01 stalled at the
+    # copy-the-givens plateau), and batch 128 costs less CPU per example than 64 or 32.
     global_batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 3e-3
     lr_warmup_steps: int = 100
-    weight_decay: float = 0.1
+    weight_decay: float = 0.3
     beta1: float = 0.9
     beta2: float = 0.95
     seed: int = 0
