@@ -18,6 +18,7 @@ All grid functions work on a single grid or a batch: the last two axes are the g
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -263,55 +264,68 @@ def grid_hash(grid: np.ndarray) -> str:
 
 # --------------------------------------------------------------------------- Sudoku
 
-SUDOKU_SIDE = 9
+SUDOKU_BOX = 3  # a 9x9 board has 3x3 boxes; the 4x4 demo board has 2x2
 
 
 @dataclass(frozen=True)
 class SudokuTransform:
-    """A validity-preserving Sudoku shuffle, as the reference's `shuffle_sudoku`.
+    """A validity-preserving Sudoku shuffle, as the reference's `shuffle_sudoku`, for any box
+    size (side = box * box: 9x9 boards by default, 4x4 with box=2).
 
     On a digit board: optionally transpose, then new[i, j] = old[row_perm[i], col_perm[j]],
     then relabel digits with digit_map (blank 0 stays 0). Boards here are token boards
-    (token = digit + 1, pad 0 untouched), shape (..., 9, 9) or (..., 81).
+    (token = digit + 1, pad 0 untouched), shape (..., side, side) or (..., side * side).
     """
 
     digit_map: tuple[int, ...] = tuple(range(10))
     row_perm: tuple[int, ...] = tuple(range(9))
     col_perm: tuple[int, ...] = tuple(range(9))
     transpose: bool = False
+    box: int = SUDOKU_BOX
 
     def __post_init__(self) -> None:
-        if self.digit_map[0] != 0 or sorted(self.digit_map) != list(range(10)):
-            raise ValueError(f"digit_map must permute 1..9 and keep 0, got {self.digit_map}")
+        side = self.side
+        if self.box < 1 or self.digit_map[:1] != (0,) or sorted(self.digit_map) != list(range(side + 1)):
+            raise ValueError(f"digit_map must permute 1..{side} and keep 0, got {self.digit_map}")
         for label, perm in (("row_perm", self.row_perm), ("col_perm", self.col_perm)):
-            if not _is_band_preserving(perm):
+            if not _is_band_preserving(perm, self.box):
                 raise ValueError(f"{label} must permute bands and rows within bands, got {perm}")
 
-    @classmethod
-    def random(cls, rng: np.random.RandomState) -> SudokuTransform:
-        """Draw in the reference's order: digits, transpose, bands+rows, stacks+columns."""
-        digit_map = (0, *(int(d) for d in rng.permutation(np.arange(1, 10))))
-        transpose = bool(rng.rand() < 0.5)
-        row_perm = [int(b * 3 + r) for b in rng.permutation(3) for r in rng.permutation(3)]
-        col_perm = [int(s * 3 + c) for s in rng.permutation(3) for c in rng.permutation(3)]
-        return cls(digit_map, tuple(row_perm), tuple(col_perm), transpose)
+    @property
+    def side(self) -> int:
+        return self.box * self.box
 
     @classmethod
-    def from_seed(cls, seed: int) -> SudokuTransform:
-        return cls.random(np.random.RandomState(seed))
+    def identity(cls, box: int = SUDOKU_BOX) -> SudokuTransform:
+        side = box * box
+        return cls(tuple(range(side + 1)), tuple(range(side)), tuple(range(side)), False, box)
+
+    @classmethod
+    def random(cls, rng: np.random.RandomState, box: int = SUDOKU_BOX) -> SudokuTransform:
+        """Draw in the reference's order: digits, transpose, bands+rows, stacks+columns."""
+        side = box * box
+        digit_map = (0, *(int(d) for d in rng.permutation(np.arange(1, side + 1))))
+        transpose = bool(rng.rand() < 0.5)
+        row_perm = [int(b * box + r) for b in rng.permutation(box) for r in rng.permutation(box)]
+        col_perm = [int(s * box + c) for s in rng.permutation(box) for c in rng.permutation(box)]
+        return cls(digit_map, tuple(row_perm), tuple(col_perm), transpose, box)
+
+    @classmethod
+    def from_seed(cls, seed: int, box: int = SUDOKU_BOX) -> SudokuTransform:
+        return cls.random(np.random.RandomState(seed), box)
 
     def _token_map(self) -> np.ndarray:
         return np.array([0, *(d + 1 for d in self.digit_map)], dtype=np.int64)
 
     def apply(self, board: np.ndarray) -> np.ndarray:
-        square, flat = _as_square(np.asarray(board), SUDOKU_SIDE)
+        square, flat = _as_square(np.asarray(board), self.side)
         if self.transpose:
             square = np.swapaxes(square, -2, -1)
         moved = square[..., list(self.row_perm), :][..., list(self.col_perm)]
         return _restore(self._token_map()[moved].astype(square.dtype), flat)
 
     def invert(self, board: np.ndarray) -> np.ndarray:
-        square, flat = _as_square(np.asarray(board), SUDOKU_SIDE)
+        square, flat = _as_square(np.asarray(board), self.side)
         relabelled = np.argsort(self._token_map())[square].astype(square.dtype)
         rows, cols = np.argsort(self.row_perm), np.argsort(self.col_perm)
         moved = relabelled[..., rows, :][..., cols]
@@ -320,9 +334,42 @@ class SudokuTransform:
         return _restore(moved, flat)
 
 
-def _is_band_preserving(perm: tuple[int, ...]) -> bool:
-    """A permutation of 0..8 that moves whole bands of 3 and shuffles rows inside them."""
-    if sorted(perm) != list(range(9)):
+def _is_band_preserving(perm: tuple[int, ...], box: int) -> bool:
+    """A permutation of 0..box²-1 that moves whole bands of `box` rows and shuffles rows inside them."""
+    side = box * box
+    if sorted(perm) != list(range(side)):
         return False
-    bands = [{p // 3 for p in perm[i : i + 3]} for i in range(0, 9, 3)]
+    bands = [{p // box for p in perm[i : i + box]} for i in range(0, side, box)]
     return all(len(band) == 1 for band in bands)
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+
+TTA_FAMILIES = ("sudoku", "maze")
+
+
+def board_side(seq_len: int) -> int | None:
+    """The side of a square board flattened to seq_len tokens, or None if it is not one."""
+    side = math.isqrt(seq_len)
+    return side if side * side == seq_len else None
+
+
+def tta_transform(family: str, side: int, copy: int, seed: int) -> GridTransform:
+    """Copy `copy` (1, 2, …) of a test-time augmentation; copy 0 is the plain data.
+
+    sudoku: a random shuffle drawn from RandomState([seed, copy]), so each copy's transform
+    depends only on its own index (a run with more copies keeps the first ones).
+    maze: dihedral transform number `copy` (1..7); there are no more distinct ones.
+    """
+    if copy < 1:
+        raise ValueError(f"copy 0 is the untransformed data; transformed copies count from 1, got {copy}")
+    if family == "sudoku":
+        box = math.isqrt(side)
+        if box * box != side:
+            raise ValueError(f"a Sudoku board side must be a square (4, 9, 16, …), got {side}")
+        return SudokuTransform.random(np.random.RandomState([seed, copy]), box)
+    if family == "maze":
+        if copy >= 8:
+            raise ValueError(f"a maze has 7 non-identity dihedral transforms, copy {copy} does not exist")
+        return DihedralTransform(copy, side)
+    raise ValueError(f"test-time augmentation family must be one of {', '.join(TTA_FAMILIES)}, got {family!r}")

@@ -13,6 +13,7 @@ from hrm.augment import (
     inverse_dihedral_transform,
     maze_transforms,
     parse_arc_identifier,
+    tta_transform,
 )
 from hrm.errors import InputError
 
@@ -216,3 +217,45 @@ def test_sudoku_transform_rejects_a_row_permutation_that_breaks_bands():
 def test_dihedral_transform_object_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="trailing shape"):
         DihedralTransform(1, side=30).apply(np.zeros(81))
+
+
+def test_sudoku_transform_with_box_3_draws_the_same_shuffles_as_before_box_sizes_existed():
+    # The draws of the 9x9 reference order, spelled out: box=3 must not change them.
+    rng = np.random.RandomState(5)
+    digit_map = (0, *(int(d) for d in rng.permutation(np.arange(1, 10))))
+    transpose = bool(rng.rand() < 0.5)
+    row_perm = tuple(int(b * 3 + r) for b in rng.permutation(3) for r in rng.permutation(3))
+    col_perm = tuple(int(s * 3 + c) for s in rng.permutation(3) for c in rng.permutation(3))
+    assert SudokuTransform.from_seed(5) == SudokuTransform(digit_map, row_perm, col_perm, transpose)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_4x4_sudoku_transform_inverts_and_keeps_a_solved_board_valid(seed):
+    transform = SudokuTransform.from_seed(seed, box=2)
+    solved = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
+    moved_tokens = transform.apply((solved + 1).reshape(16))
+    assert np.array_equal(transform.invert(moved_tokens), (solved + 1).reshape(16))
+    board = moved_tokens.reshape(4, 4) - 1
+    groups = [*board, *board.T, *(board[r:r + 2, c:c + 2].reshape(-1) for r in (0, 2) for c in (0, 2))]
+    assert all(sorted(g) == [1, 2, 3, 4] for g in groups)
+
+
+def test_4x4_sudoku_transform_keeps_the_blank_token_and_rejects_9x9_permutations():
+    assert np.all(SudokuTransform.from_seed(1, box=2).apply(np.ones(16, dtype=np.int64)) == 1)
+    with pytest.raises(ValueError, match="row_perm"):
+        SudokuTransform((0, 2, 1, 3, 4), (0, 2, 1, 3), (1, 0, 3, 2), box=2)
+    with pytest.raises(ValueError, match="digit_map"):
+        SudokuTransform(box=2)
+
+
+def test_tta_copies_are_distinct_deterministic_and_refuse_impossible_ones():
+    first = [tta_transform("sudoku", 4, copy, seed=0) for copy in (1, 2, 3)]
+    assert first == [tta_transform("sudoku", 4, copy, seed=0) for copy in (1, 2, 3)]
+    assert len(set(first)) == 3
+    assert tta_transform("maze", 30, 3, seed=0) == DihedralTransform(3, 30)
+    with pytest.raises(ValueError, match="7 non-identity"):
+        tta_transform("maze", 30, 8, seed=0)
+    with pytest.raises(ValueError, match="copy 0"):
+        tta_transform("sudoku", 9, 0, seed=0)
+    with pytest.raises(ValueError, match="must be a square"):
+        tta_transform("sudoku", 5, 1, seed=0)
