@@ -165,7 +165,7 @@ class RecursiveReasoningModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One ACT step from embedded inputs `x`: (z_H, z_L, logits, q_logits[batch, 2] in float32)."""
         z_H, z_L = self.recurse(z_H, z_L, x)
-        logits = self.lm_head(z_H)[:, self.config.prefix_len :]
+        logits = self.lm_head(z_H[:, self.config.prefix_len :])
         q_logits = self.q_head(z_H[:, 0]).float()
         return z_H, z_L, logits, q_logits
 
@@ -182,12 +182,13 @@ class HRM(RecursiveReasoningModel):
         cfg, rope = self.config, self.rope
         with torch.no_grad():
             for h in range(cfg.H_cycles):
+                injection = z_H + x  # z_H is fixed for the L cycles of one H cycle
                 for l in range(cfg.L_cycles):
                     if (h, l) != (cfg.H_cycles - 1, cfg.L_cycles - 1):
-                        z_L = self.L_level(z_L, z_H + x, rope)
+                        z_L = self.L_level(z_L, injection, rope)
                 if h != cfg.H_cycles - 1:
                     z_H = self.H_level(z_H, z_L, rope)
-        z_L = self.L_level(z_L, z_H + x, rope)
+        z_L = self.L_level(z_L, z_H + x, rope)  # the same sum, now with gradients to x
         z_H = self.H_level(z_H, z_L, rope)
         return z_H, z_L
 
@@ -203,11 +204,13 @@ class TRM(RecursiveReasoningModel):
         cfg, net, rope = self.config, self.L_level, self.rope
         with torch.no_grad():
             for _ in range(cfg.H_cycles - 1):
+                injection = z_H + x  # z_H is fixed while z_L is refined
                 for _ in range(cfg.L_cycles):
-                    z_L = net(z_L, z_H + x, rope)
+                    z_L = net(z_L, injection, rope)
                 z_H = net(z_H, z_L, rope)
+        injection = z_H + x  # with gradients to x
         for _ in range(cfg.L_cycles):
-            z_L = net(z_L, z_H + x, rope)
+            z_L = net(z_L, injection, rope)
         z_H = net(z_H, z_L, rope)
         return z_H, z_L
 
