@@ -1,0 +1,299 @@
+"""Benchmarks: `python -m jobs.bench SUBCOMMAND [--json OUT] …`.
+
+`engine`: examples/s of the ACT engine (fixed and adaptive protocols) on randomly initialised
+models, for several batch sizes and dtypes, set against this machine's dense matmul FLOP/s
+measured in the same run. FLOPs per example are counted from the model config by
+`hrm.flops` (matmuls only; see there for what is counted). The achieved fraction of the
+roofline is FLOPs/example × examples/s ÷ the best matmul FLOP/s measured on large square
+products; the rate at the model's own GEMM shapes is reported next to it.
+
+Every figure is measured in the run that prints it; each cell is timed `--repeats` times and
+reported by its median, with the 1-minute load average before and after, because a busy
+machine shows up directly in these figures.
+
+Sub-commands live in SUBCOMMANDS, one `configure_<name>` and one `run_<name>` each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrm.engine import Engine
+from hrm.flops import Matmul, flops_per_example_step, step_matmuls
+from hrm.models import ModelConfig, RecursiveReasoningModel, build_model
+
+# The paper's Sudoku HRM, and the small HRM of the conformance vectors.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "paper": dict(hidden_size=512, num_heads=8, H_layers=4, L_layers=4, halt_max_steps=16, puzzle_emb_ndim=512),
+    "small": dict(hidden_size=128, num_heads=2, H_layers=2, L_layers=2, halt_max_steps=8, puzzle_emb_ndim=128),
+}
+SUDOKU = dict(family="hrm", vocab_size=11, seq_len=81, num_puzzle_identifiers=2, expansion=4, H_cycles=2, L_cycles=2,
+              pos_encodings="rope")
+SQUARE_SIZES = (1024, 2048, 4096)
+# Operand layouts of a square product, each writing into a preallocated `out` so that only the
+# matmul is timed. "nt" (a @ bᵀ) is the layout of the model's linear layers.
+LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "nn": lambda a, b, out: torch.mm(a, b, out=out),
+    "nt": lambda a, b, out: torch.mm(a, b.t(), out=out),
+    "tn": lambda a, b, out: torch.mm(a.t(), b, out=out),
+}
+# A matmul size (or model shape) whose single product takes longer than this is timed once,
+# and larger square sizes are skipped: bfloat16 without hardware support can be 100× slower.
+SLOW_PRODUCT_S = 2.0
+
+
+# -- engine ---------------------------------------------------------------------------------
+def configure_engine(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["paper", "small"])
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
+    parser.add_argument("--protocols", nargs="+", choices=["fixed", "adaptive"], default=["fixed", "adaptive"])
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override model config fields of every config, e.g. --set halt_max_steps=4")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 64])
+    parser.add_argument("--steps", type=int, default=None,
+                        help="ACT steps (fixed) / step limit (adaptive); default: the config's halt_max_steps")
+    parser.add_argument("--adaptive-batches", type=int, default=4,
+                        help="the adaptive run evaluates this many batches' worth of examples, so slots get refilled")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median reported)")
+    parser.add_argument("--square-sizes", nargs="+", type=int, default=list(SQUARE_SIZES),
+                        help="n of the n×n matmuls that measure the roofline")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="write the full results here")
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    report: dict[str, Any] = {"benchmark": "engine", "command": args.command, "machine": machine_info(args.threads),
+                              "matmul": {}, "configs": {}, "cells": []}
+    for dtype in args.dtypes:
+        report["matmul"][dtype] = square_matmul_rate(args.square_sizes, getattr(torch, dtype), device)
+    for name in args.configs:
+        config = bench_config(name, "float32", args.set)
+        flops = flops_per_example_step(config)
+        report["configs"][name] = {"model": config.model_dump(), "flops_per_example_step": flops,
+                                   "flops_per_example_step_total": sum(flops.values())}
+        for dtype in args.dtypes:
+            for batch_size in args.batch_sizes:
+                for protocol in args.protocols:
+                    cell = bench_cell(name, dtype, protocol, batch_size, args, device)
+                    cell["roofline_fraction"] = cell["flops_per_s"] / report["matmul"][dtype]["best_flops_per_s"]
+                    report["cells"].append(cell)
+                    print(format_cell(cell), flush=True)
+    print()
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def bench_config(name: str, dtype: str, overrides: list[str]) -> ModelConfig:
+    fields = {**SUDOKU, **CONFIGS[name], "forward_dtype": dtype}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        fields[key] = value  # pydantic converts the string to the field's type
+    return ModelConfig(**fields)
+
+
+def bench_model(config: ModelConfig, seed: int) -> RecursiveReasoningModel:
+    """A random model whose q-head halts examples at varied steps, so the adaptive protocol
+    has something to do (a fresh model's q-head never halts)."""
+    torch.manual_seed(seed)
+    model = build_model(config)
+    with torch.no_grad():
+        model.q_head.weight.normal_(std=config.hidden_size**-0.5)
+        model.q_head.bias.copy_(torch.tensor([-1.0, 0.0]))  # q_halt must beat q_continue by a margin
+    return model
+
+
+def random_batch(config: ModelConfig, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(1, config.vocab_size, (count, config.seq_len))
+    labels = rng.integers(1, config.vocab_size, (count, config.seq_len))
+    identifiers = rng.integers(0, config.num_puzzle_identifiers, count)
+    return inputs, labels, identifiers
+
+
+def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, args: argparse.Namespace,
+               device: torch.device) -> dict[str, Any]:
+    """Time one (config, dtype, protocol, batch size): `repeats` runs over the same examples."""
+    config = bench_config(name, dtype, args.set)
+    engine = Engine(bench_model(config, args.seed), "stablemax_cross_entropy", ignore_label_id=0, device=device,
+                    batch_size=batch_size)
+    count = batch_size * (args.adaptive_batches if protocol == "adaptive" else 1)
+    data = random_batch(config, count, args.seed)
+    steps = args.steps or config.halt_max_steps
+    engine.run(*(a[:batch_size] for a in data), steps=1)  # warm-up: allocator, BLAS and kernel set-up
+    load_before = os.getloadavg()[0]
+    seconds, result = [], None
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        result = engine.run(*data, protocol=protocol, steps=steps)
+        seconds.append(time.perf_counter() - start)
+    flops_per_example = sum(flops_per_example_step(config).values()) * result.forward_steps / count
+    examples_per_s = count / statistics.median(seconds)
+    model_rate = model_matmul_rate(config, batch_size, device)
+    return {
+        "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "examples": count,
+        "max_steps": steps, "mean_steps": result.forward_steps / count, "seconds": seconds,
+        "examples_per_s": examples_per_s, "flops_per_example": flops_per_example,
+        "flops_per_s": flops_per_example * examples_per_s,
+        "model_shape_matmul": model_rate,
+        "model_shape_fraction": flops_per_example * examples_per_s / model_rate["flops_per_s"],
+        "load_average": [load_before, os.getloadavg()[0]],
+    }
+
+
+# -- matmul roofline ------------------------------------------------------------------------
+def time_product(product: Callable[[], torch.Tensor], repeats: int = 3) -> float:
+    """Best wall time of `product` after one warm-up call; a slow product is timed once."""
+    start = time.perf_counter()
+    product()
+    best = time.perf_counter() - start
+    if best > SLOW_PRODUCT_S:
+        return best
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def square_matmul_rate(sizes: list[int], dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    """Dense n×n by n×n FLOP/s for growing n, in each operand layout; the best is the roofline.
+
+    Layouts matter where a dtype has no hardware support: PyTorch's fallback bfloat16 kernel
+    on AVX2 CPUs is several times faster for some than for others."""
+    rows = []
+    for layout, product in LAYOUTS.items():
+        for n in sorted(sizes):
+            a, b, out = (torch.randn(n, n, device=device).to(dtype) for _ in range(3))
+            seconds = time_product(lambda: sync(product(a, b, out)))
+            rows.append({"n": n, "layout": layout, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds})
+            if seconds > SLOW_PRODUCT_S:
+                break
+    best = max(rows, key=lambda r: r["flops_per_s"])
+    return {"square": rows, "best_n": best["n"], "best_layout": best["layout"], "best_flops_per_s": best["flops_per_s"]}
+
+
+def model_matmul_rate(config: ModelConfig, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """FLOP/s of the model's own matmul shapes, each timed alone (linear layers as a @ wᵀ,
+    attention as bmm); the aggregate is total FLOPs over total time, as run back to back."""
+    shapes: dict[tuple[int, int, int, int], list[Matmul]] = {}
+    for matmul in step_matmuls(config, batch_size):
+        shapes.setdefault((matmul.batch, matmul.m, matmul.k, matmul.n), []).append(matmul)
+    rows, total_flops, total_seconds = [], 0, 0.0
+    for (batch, m, k, n), matmuls in shapes.items():
+        seconds = time_product(shape_product(batch, m, k, n, config.dtype, device))
+        flops_once = 2 * batch * m * k * n
+        calls = sum(mm.calls for mm in matmuls)
+        rows.append({"components": sorted({mm.component for mm in matmuls}), "batch": batch, "m": m, "k": k, "n": n,
+                     "flops_per_s": flops_once / seconds})
+        total_flops += flops_once * calls
+        total_seconds += seconds * calls
+    return {"shapes": rows, "flops_per_s": total_flops / total_seconds}
+
+
+def shape_product(batch: int, m: int, k: int, n: int, dtype: torch.dtype,
+                  device: torch.device) -> Callable[[], torch.Tensor]:
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device).to(dtype)
+
+    if batch == 1:  # a linear layer: activations [m, k] times a weight stored [n, k]
+        x, weight, out = randn(m, k), randn(n, k), randn(m, n)
+        return lambda: sync(LAYOUTS["nt"](x, weight, out))
+    a, b, out = randn(batch, m, k), randn(batch, k, n), randn(batch, m, n)
+    return lambda: sync(torch.bmm(a, b, out=out))
+
+
+def sync(result: torch.Tensor) -> torch.Tensor:
+    if result.device.type == "cuda":
+        torch.cuda.synchronize(result.device)
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------
+def machine_info(threads: int) -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(), "torch_threads": threads,
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'examples':>9}{'steps':>7}"
+               f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'shapes':>8}{'load':>11}")
+
+
+def format_cell(c: dict[str, Any]) -> str:
+    load = "{:.1f}→{:.1f}".format(*c["load_average"])
+    return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['examples']:>9}"
+            f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
+            f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"{report['machine']['processor']}, {report['machine']['torch_threads']} torch threads, "
+             f"torch {report['machine']['torch']}"]
+    for dtype, rate in report["matmul"].items():
+        sizes = ", ".join(f"{r['layout']} {r['n']}: {r['flops_per_s'] / 1e9:.1f}" for r in rate["square"])
+        lines.append(f"{dtype} square matmul GFLOP/s by layout and n ({sizes}); "
+                     f"roofline = {rate['best_flops_per_s'] / 1e9:.1f}")
+    for name, info in report["configs"].items():
+        parts = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in info["flops_per_example_step"].items())
+        lines.append(f"{name}: MFLOP per example per ACT step {info['flops_per_example_step_total'] / 1e6:.1f} ({parts})")
+    lines += ["", CELL_HEADER, *(format_cell(c) for c in report["cells"]),
+              "", "steps = mean ACT steps per example; roofline = achieved ÷ best square matmul FLOP/s; "
+              "shapes = achieved ÷ FLOP/s of the model's own matmul shapes; load = 1-min load average before→after"]
+    return "\n".join(lines)
+
+
+# -- command line ---------------------------------------------------------------------------
+# Another sub-command (e.g. `cluster`) adds its configure_/run_ pair here.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "engine": ("ACT engine examples/s against the measured matmul roofline", configure_engine, run_engine),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    for name, (help_text, configure, run) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        configure(sub_parser)
+        sub_parser.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.command = shlex.join(["python", "-m", "jobs.bench", *argv])
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = ["hidden_size=16", "num_heads=2", "H_layers=1", "L_layers=1", "halt_max_steps=2", "puzzle_emb_ndim=16",
+       "seq_len=9"]
+
+
+@pytest.fixture(scope="module")
+def toy_report(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "engine.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.bench", "engine", "--configs", "small", "--set", *TOY,
+         "--batch-sizes", "2", "--repeats", "2", "--square-sizes", "32", "64", "--threads", "1", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(out.read_text()), run.stdout
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_the_engine_bench_measures_every_protocol_and_dtype_it_was_asked_for(toy_report):
+    report, _ = toy_report
+    cells = {(c["config"], c["dtype"], c["protocol"], c["batch_size"]) for c in report["cells"]}
+    assert cells == {("small", dtype, protocol, 2) for dtype in ("float32", "bfloat16")
+                     for protocol in ("fixed", "adaptive")}
+    assert report["configs"]["small"]["model"]["hidden_size"] == 16
+
+
+def test_every_figure_of_the_engine_bench_is_a_positive_measured_number(toy_report):
+    report, _ = toy_report
+    for rate in report["matmul"].values():
+        assert [(row["layout"], row["n"]) for row in rate["square"]] == [
+            (layout, n) for layout in ("nn", "nt", "tn") for n in (32, 64)]
+        assert all(positive(row["seconds"]) and positive(row["flops_per_s"]) for row in rate["square"])
+        assert positive(rate["best_flops_per_s"])
+    assert all(positive(v) for v in report["configs"]["small"]["flops_per_example_step"].values())
+    for cell in report["cells"]:
+        assert len(cell["seconds"]) == 2 and all(positive(s) for s in cell["seconds"])
+        for key in ("examples_per_s", "flops_per_example", "flops_per_s", "roofline_fraction", "mean_steps",
+                    "model_shape_fraction"):
+            assert positive(cell[key]), key
+        assert positive(cell["model_shape_matmul"]["flops_per_s"])
+        assert all(positive(row["flops_per_s"]) for row in cell["model_shape_matmul"]["shapes"])
+        assert len(cell["load_average"]) == 2
+
+
+def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
+    report, _ = toy_report
+    adaptive = [c for c in report["cells"] if c["protocol"] == "adaptive"]
+    assert all(1 <= c["mean_steps"] < c["max_steps"] for c in adaptive)
+
+
+def test_the_engine_bench_prints_the_table_and_the_roofline(toy_report):
+    _, stdout = toy_report
+    assert "float32 square matmul GFLOP/s" in stdout and "bfloat16 square matmul GFLOP/s" in stdout
+    assert stdout.count("small  float32   fixed") == 2  # once as measured, once in the final table
