@@ -115,8 +115,8 @@ DEMO_BLANKS = range(4, 9)  # blanks per demo puzzle: 4..8 of the 16 cells
 
 
 @dataclass(frozen=True)
-class TrainData:
-    """The training split as the loop needs it: one identifier per example (not per puzzle)."""
+class Examples:
+    """A split as training and evaluation use it: one identifier per example (not per puzzle)."""
 
     inputs: np.ndarray  # [n, seq_len] int
     labels: np.ndarray  # [n, seq_len] int
@@ -157,14 +157,14 @@ def empty_carry(model: RecursiveReasoningModel, batch_size: int) -> Carry:
     )
 
 
-def refill(carry: Carry, model: RecursiveReasoningModel, data: TrainData, examples: np.ndarray) -> None:
-    """Put `examples` into the halted slots (in slot order) and reset their state."""
+def refill(carry: Carry, model: RecursiveReasoningModel, data: Examples, indices: np.ndarray) -> None:
+    """Put examples `indices` of `data` into the halted slots (in slot order), fresh state."""
     rows = carry.halted.nonzero().squeeze(-1)
     z_H, z_L = model.initial_state(len(rows), torch.device("cpu"))
     carry.z_H[rows], carry.z_L[rows] = z_H, z_L
-    carry.inputs[rows] = torch.from_numpy(data.inputs[examples].astype(np.int64))
-    carry.labels[rows] = torch.from_numpy(data.labels[examples].astype(np.int64))
-    carry.identifiers[rows] = torch.from_numpy(data.puzzle_identifiers[examples].astype(np.int64))
+    carry.inputs[rows] = torch.from_numpy(data.inputs[indices].astype(np.int64))
+    carry.labels[rows] = torch.from_numpy(data.labels[indices].astype(np.int64))
+    carry.identifiers[rows] = torch.from_numpy(data.puzzle_identifiers[indices].astype(np.int64))
     carry.steps[rows] = 0
     carry.halted[rows] = False
 
@@ -270,7 +270,8 @@ def train(
     if (finished := finished_checkpoints(out_dir, doc)) is not None:
         log.info("%s: reusing %d checkpoints of a finished run with the same config", out_dir, len(finished))
         return finished
-    data = load_train_split(config, dataset)
+    check_sizes(config, dataset)
+    data = read_examples(dataset, "train")
     prepare_run_dir(out_dir, doc)
     with torch_threads(threads):
         return train_loop(config, data, out_dir, steps=steps, minutes=minutes,
@@ -278,7 +279,7 @@ def train(
 
 
 def train_loop(
-    config: TrainConfig, data: TrainData, out_dir: Path, *, steps: int | None, minutes: float | None,
+    config: TrainConfig, data: Examples, out_dir: Path, *, steps: int | None, minutes: float | None,
     checkpoint_every: float, log_every: int,
 ) -> list[Path]:
     """Build the model, then train step by step until the budget is spent, logging every
@@ -292,7 +293,7 @@ def train_loop(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay)
     rng = torch.Generator().manual_seed(config.seed)  # exploration draws
-    examples = example_stream(len(data), np.random.default_rng(config.seed))
+    order = example_stream(len(data), np.random.default_rng(config.seed))
     carry = empty_carry(model, config.global_batch_size)
 
     start = time.monotonic()
@@ -301,7 +302,7 @@ def train_loop(
     step, progress = 0, 0.0  # progress is in the budget's unit: steps or minutes
     while True:
         step += 1
-        refill(carry, model, data, np.fromiter(examples, int, count=int(carry.halted.sum())))
+        refill(carry, model, data, np.fromiter(order, int, count=int(carry.halted.sum())))
         window.add(train_step(model, optimizer, carry, config, learning_rate(config, step), data.ignore_label_id, rng))
 
         previous, progress = progress, step if steps is not None else (time.monotonic() - start) / 60
@@ -376,8 +377,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def load_train_split(config: TrainConfig, dataset: Dataset) -> TrainData:
-    """Every set of the dataset's train split, checked against the model's sizes."""
+def check_sizes(config: TrainConfig, dataset: Dataset) -> None:
+    """The model fits the dataset (the reference takes these sizes from the data)."""
     meta, cfg = dataset.metadata("train"), config.model
     if cfg.puzzle_emb_ndim == 0 and cfg.prefix_len > 0:  # the reference fails on this too, less clearly
         raise ValueError("a TRM without puzzle embeddings (puzzle_emb_ndim 0) needs puzzle_emb_len 0")
@@ -385,13 +386,17 @@ def load_train_split(config: TrainConfig, dataset: Dataset) -> TrainData:
         if getattr(meta, name) != getattr(cfg, name):
             raise InputError(f"{dataset.uri}: train split has {name}={getattr(meta, name)} but the model "
                              f"config says {getattr(cfg, name)}")
-    parts = [dataset.read_set("train", name) for name in dataset.sets("train")]
-    return TrainData(
+
+
+def read_examples(dataset: Dataset, split: str) -> Examples:
+    """Every set of one split, concatenated."""
+    parts = [dataset.read_set(split, name) for name in dataset.sets(split)]
+    return Examples(
         inputs=np.concatenate([p.inputs for p in parts]),
         labels=np.concatenate([p.labels for p in parts]),
         puzzle_identifiers=np.concatenate([np.repeat(p.puzzle_identifiers, np.diff(p.puzzle_indices))
                                            for p in parts]),
-        ignore_label_id=meta.ignore_label_id,
+        ignore_label_id=dataset.metadata(split).ignore_label_id,
     )
 
 
@@ -480,14 +485,13 @@ def write_demo_sudoku(uri: str, train_size: int = 20000, test_size: int = 1000, 
 def held_out_exact(paths: list[Path], dataset: Dataset) -> list[tuple[Path, int, int]]:
     """(checkpoint, exact, examples) on the test split, loaded and run as hrm-eval runs any
     reference checkpoint (fixed protocol: every example runs halt_max_steps ACT steps)."""
-    meta, test = dataset.metadata("test"), dataset.read_set("test", dataset.sets("test")[0])
-    identifiers = np.repeat(test.puzzle_identifiers, np.diff(test.puzzle_indices))
+    meta, test = dataset.metadata("test"), read_examples(dataset, "test")
     scores = []
     for path in paths:
         ckpt = load_checkpoint(path)
         model = build_checked_model(ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers, dataset.uri)
         engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, batch_size=1024)
-        result = engine.run(np.asarray(test.inputs), np.asarray(test.labels), identifiers)
+        result = engine.run(test.inputs, test.labels, test.puzzle_identifiers)
         scores.append((path, int(result.exact.sum()), len(result)))
     return scores
 
@@ -504,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     budget.add_argument("--steps", type=int, default=None, help="training step budget instead of time")
     parser.add_argument("--checkpoint-every", type=float, default=None,
                         help="in the budget's unit (default: an eighth of the budget)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the data stays the same)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: fastest on a small shared box)")
     args = parser.parse_args(argv)
@@ -514,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     every = args.checkpoint_every or (args.steps / 8 if args.steps else args.minutes / 8)
 
     started = time.monotonic()
-    dataset = write_demo_sudoku(str(args.workdir / "data"), seed=args.seed)
+    dataset = write_demo_sudoku(str(args.workdir / "data"))  # fixed data; --seed varies the training
     log.info("data ready in %.1fs: %s", time.monotonic() - started, dataset.uri)
     config = TrainConfig(model=DEMO_MODELS[args.family], seed=args.seed)
     paths = train(config, dataset, args.workdir / args.family, steps=args.steps, minutes=args.minutes,
