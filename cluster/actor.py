@@ -69,17 +69,24 @@ class Evaluator:
         shard = unit.shard
         batch = self.dataset.examples(shard.split, shard.set, shard.start, shard.stop)
         read_at = time.perf_counter()
+        transform = unit.tta.transform() if unit.tta is not None else None
+        inputs, labels = (batch.inputs, batch.labels) if transform is None else (
+            transform.apply(batch.inputs), transform.apply(batch.labels))
         result = engine.run(
-            batch.inputs, batch.labels, batch.puzzle_identifiers,
+            inputs, labels, batch.puzzle_identifiers,
             protocol=self.eval.protocol, steps=self.eval.steps, min_steps=self.eval.min_steps,
         )
+        if transform is not None:
+            # Stored in the original frame: votes then compare copies position by position. The
+            # scores need no change (the transform is a bijection of positions and of labels).
+            result.pred = transform.invert(result.pred)
         evaluated_at = time.perf_counter()
         stats = StatsTable().update(set=shard.set, tier=batch.columns.get("tier"), **per_example(result))
         table = prediction_table(
             result, set_name=shard.set, example_id=batch.example_id, puzzle_index=batch.puzzle_index,
             puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns,
         )
-        key = prediction_key(checkpoint.name, shard)
+        key = prediction_key(checkpoint.name, shard, unit.tta.index if unit.tta is not None else 0)
         write_predictions(self.run, key, table)
         written_at = time.perf_counter()
         return UnitRecord(

@@ -128,11 +128,25 @@ class VotingConfig(Strict):
 
 
 class TTAConfig(Strict):
-    """Test-time augmentation: N transformed copies, inverted, voted."""
+    """Test-time augmentation: the run also evaluates `copies` transformed copies of the data,
+    maps their predictions back, and votes per example over them and the plain copy.
+
+    The transform family is named, not guessed from the data: only Sudoku and maze boards have
+    invertible transforms here (ARC uses `voting`, its augmentations are in the dataset)."""
 
     enabled: bool = False
-    copies: int = Field(8, ge=1)
+    transform: Literal["sudoku", "maze"] | None = Field(
+        None, description="sudoku: digit permutation, band/stack shuffles, transpose; maze: dihedral (copies <= 7)")
+    copies: int = Field(8, ge=1, description="transformed copies besides the plain data")
     seed: int = 0
+    level: Literal["sequence", "token"] = Field("sequence", description="vote whole sequences or token by token")
+
+    @model_validator(mode="after")
+    def _transform_named(self) -> TTAConfig:
+        if self.enabled and self.transform is None:
+            raise ValueError("tta.transform is required when tta.enabled: sudoku or maze "
+                             "(ARC: use voting, its augmentations are in the dataset)")
+        return self
 
 
 class EnsembleConfig(Strict):

@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
+from hrm.augment import GridTransform, tta_transform
 from hrm.checkpoint import check_dataset_sizes, check_state_dict, load_checkpoint
 from hrm.dataset import Dataset, Shard, open_dataset
 from hrm.errors import InputError
@@ -57,12 +58,29 @@ class CheckpointRef(BaseModel):
     family: str | None = None
 
 
+class TTACopy(BaseModel):
+    """One transformed copy of the data for test-time augmentation (copy 0, the plain data,
+    has none). The actor transforms a unit's inputs and labels with it and stores the
+    predictions mapped back, so everything downstream sees the original frame."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str  # hrm.augment.TTA_FAMILIES
+    side: int  # board side: seq_len = side * side
+    index: int  # 1, 2, …
+    seed: int
+
+    def transform(self) -> GridTransform:
+        return tta_transform(self.family, self.side, self.index, self.seed)
+
+
 class Unit(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
     checkpoint: str  # CheckpointRef.name
     shard: Shard
+    tta: TTACopy | None = None  # None: the plain data
 
     @property
     def examples(self) -> int:
@@ -254,22 +272,32 @@ def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, 
     return shards
 
 
-def unit_id(checkpoint_hash: str, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard) -> str:
-    key = {
+def unit_id(
+    checkpoint_hash: str, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None
+) -> str:
+    key: dict[str, Any] = {
         "checkpoint": checkpoint_hash,
         "dataset": dataset_hash,
         "eval": eval_identity,
         "shard": [shard.split, shard.set, shard.start, shard.stop],
     }
+    if tta is not None:
+        # The transform itself, not just its index: a change in how copies are drawn must not
+        # resume results of different copies. Plain units keep their ids (resumable by a TTA run).
+        key["tta"] = {**tta.model_dump(), "transform": repr(tta.transform())}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def plan_units(
-    checkpoints: list[CheckpointRef], shards: list[Shard], dataset_hash: str, eval_identity: dict[str, Any]
+    checkpoints: list[CheckpointRef], shards: list[Shard], dataset_hash: str, eval_identity: dict[str, Any],
+    tta_copies: list[TTACopy] | None = None,
 ) -> list[Unit]:
-    """Checkpoint-major order: the driver then naturally finishes one checkpoint before the next."""
+    """Checkpoint-major order (the plain data, then each test-time-augmentation copy): the driver
+    then naturally finishes one checkpoint before the next."""
     return [
-        Unit(id=unit_id(ref.content_hash, dataset_hash, eval_identity, shard), checkpoint=ref.name, shard=shard)
+        Unit(id=unit_id(ref.content_hash, dataset_hash, eval_identity, shard, copy), checkpoint=ref.name, shard=shard,
+             tta=copy)
         for ref in checkpoints
+        for copy in [None, *(tta_copies or [])]
         for shard in shards
     ]

@@ -3,6 +3,9 @@
     <output>/<run id>/
       units/<unit id>.json                           one committed work unit (UnitRecord)
       predictions/<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
+      tta/<checkpoint>/copy-<NNN>/part-<set>-<start>.parquet  those of a test-time-augmentation
+                                                     copy, mapped back to the original frame
+      votes/…                                        ARC submissions, ensemble predictions (cluster.votes)
       metrics.json                                   exact metrics per checkpoint × set × tier
       leaderboard.parquet                            one row per checkpoint, best first
       manifest.json                                  written last: the run's commit point
@@ -31,6 +34,7 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 LEADERBOARD = "leaderboard.parquet"
 PREDICTIONS = "predictions"
+TTA_PREDICTIONS = "tta"
 UNITS = "units"
 RUN_FORMAT = "hrm-eval/run"
 # Reading thousands of small unit records one by one from S3 is latency-bound; a few
@@ -43,11 +47,18 @@ def run_uri(output_uri: str, run_id: str) -> str:
     return storage.join(output_uri, run_id)
 
 
-def prediction_key(checkpoint: str, shard: Shard) -> str:
+def predictions_prefix(checkpoint: str, copy: int = 0) -> str:
+    """Relative to the run: where one checkpoint's predictions on the plain data (copy 0) or on
+    a test-time-augmentation copy are. Copies live outside predictions/<checkpoint>/, so
+    reading the plain predictions never picks them up."""
+    return f"{PREDICTIONS}/{checkpoint}" if copy == 0 else f"{TTA_PREDICTIONS}/{checkpoint}/copy-{copy:03d}"
+
+
+def prediction_key(checkpoint: str, shard: Shard, copy: int = 0) -> str:
     """Relative to the run. The set name and first example make it unique within a checkpoint
     and stable across reruns, whatever other sets a rerun selects."""
     set_part = UNSAFE_KEY_CHARS.sub("-", shard.set)
-    return f"{PREDICTIONS}/{checkpoint}/part-{set_part}-{shard.start:09d}.parquet"
+    return f"{predictions_prefix(checkpoint, copy)}/part-{set_part}-{shard.start:09d}.parquet"
 
 
 class ActorInfo(BaseModel):
@@ -89,12 +100,14 @@ def write_predictions(run: str, key: str, table: pa.Table) -> None:
     storage.write_parquet_atomic(storage.join(run, key), [table])
 
 
-def read_predictions(run: str, checkpoint: str) -> pa.Table:
-    """All stored predictions of one checkpoint, ordered by (set, example_id)."""
-    prefix = storage.join(run, PREDICTIONS, checkpoint)
+def read_predictions(run: str, checkpoint: str, copy: int = 0) -> pa.Table:
+    """All stored predictions of one checkpoint (on the plain data, or on test-time-augmentation
+    copy `copy`), ordered by (set, example_id)."""
+    prefix = storage.join(run, predictions_prefix(checkpoint, copy))
     parts = [p for p in storage.list_files(prefix) if p.endswith(".parquet") and ".tmp-" not in p]
     if not parts:
-        raise InputError(f"{prefix}: no predictions stored for checkpoint {checkpoint!r}")
+        what = "" if copy == 0 else f" copy {copy}"
+        raise InputError(f"{prefix}: no predictions stored for checkpoint {checkpoint!r}{what}")
     tables = [pq.read_table(storage.open_input_file(storage.join(prefix, p))) for p in parts]
     return pa.concat_tables(tables).sort_by([("set", "ascending"), ("example_id", "ascending")])
 
