@@ -40,15 +40,18 @@ from typing import Any
 
 import ray
 
-from hrm.dataset import Shard
+from hrm.dataset import Shard, open_dataset
 from hrm.errors import InputError
 from hrm.metrics import StatsTable
 
 from cluster import results
 from cluster.actor import Evaluator
 from cluster.config import RunConfig
+from cluster.health import write_health
 from cluster.plan import CheckpointRef, Unit, plan_shards, plan_units, preflight
+from cluster.report import write_report
 from cluster.results import ActorInfo, CheckpointEntry, Manifest, UnitRecord, UnitState
+from cluster.votes import apply_votes, check_votes
 
 # RAY_NOTES pitfall 8: bounded, and enough to survive one crash per actor without the driver.
 ACTOR_MAX_RESTARTS = 1
@@ -89,6 +92,7 @@ def prepare(config: RunConfig) -> PreparedRun:
     sets = config.dataset.sets or dataset.sets(split)
     shards = plan_shards(dataset, split, sets, config.cluster.shard_size, config.eval.batch_size)
     dataset_hash = dataset.content_hash()
+    tta_copies = check_votes(config, dataset, [ref.name for ref in checkpoints])
     run_id = config.resolved_run_id(started)
     return PreparedRun(
         config=config,
@@ -98,7 +102,7 @@ def prepare(config: RunConfig) -> PreparedRun:
         sets=sets,
         shards=shards,
         checkpoints=checkpoints,
-        units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity()),
+        units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies),
         started_at=started,
         preflight_s=time.perf_counter() - clock,
     )
@@ -516,10 +520,15 @@ class Driver:
         manifest = self._manifest("completed" if completed else "failed")
         run = self.prepared.run
         if metrics is not None:
+            metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
             results.write_metrics(run, metrics)
             results.write_leaderboard(run, leaderboard_rows(metrics))
+            write_health(run, manifest)
         results.write_manifest(run, manifest)  # last: the commit point of the run
         self.progress.finish(manifest, metrics)
+        if metrics is not None:
+            html, _ = write_report(run)  # reads the manifest: after the commit point, regenerable from results
+            self.progress.event(f"report: {html}")
         if not completed:
             raise RunFailed(manifest.error or "run incomplete", manifest)
         return manifest
@@ -527,6 +536,8 @@ class Driver:
     def _metrics(self) -> dict[str, Any]:
         per_checkpoint: dict[str, StatsTable] = {name: StatsTable() for name in self.checkpoints}
         for unit in self.prepared.units:
+            if unit.tta is not None:
+                continue  # test-time-augmentation copies count only in their votes
             record = self.records[unit.id]
             per_checkpoint[unit.checkpoint].merge(StatsTable.from_dict(record.stats))
         config = self.config
