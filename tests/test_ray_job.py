@@ -63,10 +63,13 @@ def free_ports(count: int) -> list[int]:
 
 def start_cluster() -> LocalCluster:
     temp_dir = tempfile.mkdtemp(prefix="hrmray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    gcs, dashboard, node, objects, client, agent, agent_grpc, runtime_env, metrics = free_ports(9)
+    gcs, dashboard, node, objects, client, agent, agent_grpc, runtime_env, metrics, dashboard_metrics = free_ports(10)
     # The venv first on PATH: job entrypoints use the PATH `ray start` ran with (pitfall 5).
     # The AWS_* settings of the loopback S3 server are in os.environ already and reach every worker.
-    env = {**os.environ, **RAY_ENV, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    # DASHBOARD_METRIC_PORT: otherwise every head takes the fixed 44227, and concurrent test
+    # clusters (or one of ours whose free dashboard port is 44227) collide.
+    env = {**os.environ, **RAY_ENV, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+           "DASHBOARD_METRIC_PORT": str(dashboard_metrics)}
     env.pop("RAY_ADDRESS", None)
     subprocess.run(
         [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
@@ -205,7 +208,7 @@ def test_a_job_submitted_to_a_ray_start_cluster_reads_and_writes_s3(cluster, tmp
     job = subprocess.run(
         [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
          "--", "python", "-m", "jobs.evaluate", "--config", str(config)],
-        env=cluster.env, capture_output=True, text=True, timeout=600,
+        env=cluster.env, capture_output=True, text=True, timeout=300,
     )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "completed: 4 units evaluated" in job.stdout  # the driver's progress reaches the job logs
@@ -269,7 +272,7 @@ def test_a_killed_driver_resumes_from_its_committed_units(cluster, tmp_path, sud
     assert 1 <= committed < 8, f"the driver was killed after {committed} of 8 units"
     assert not (tmp_path / "resumed" / "manifest.json").exists()
 
-    prepared = prepare(load_run_config(config))
+    prepared = prepare(load_run_config(config, ["cluster.actors=2"]))  # how the work is spread is no part of a unit's id
     manifest = execute(prepared)
     assert manifest.counts == {"planned": 8, "resumed": committed, "evaluated": 8 - committed, "failed": 0,
                                "pending": 0}
