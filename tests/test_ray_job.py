@@ -125,6 +125,7 @@ def cluster(s3_endpoint):
         finally:
             ray.shutdown()
             stop_cluster(local)
+            shutil.rmtree(local.temp_dir, ignore_errors=True)
 
 
 def write_config(path: Path, doc: dict) -> Path:
