@@ -17,15 +17,13 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
 
-import numpy as np
 import ray
 import torch
 
 from hrm.checkpoint import build_checked_model, load_checkpoint
 from hrm.dataset import open_dataset
-from hrm.engine import Engine, EngineResult
+from hrm.engine import Engine
 from hrm.metrics import StatsTable
 from hrm.predictions import prediction_table
 
@@ -81,7 +79,7 @@ class Evaluator:
             # scores need no change (the transform is a bijection of positions and of labels).
             result.pred = transform.invert(result.pred)
         evaluated_at = time.perf_counter()
-        stats = StatsTable().update(set=shard.set, tier=batch.columns.get("tier"), **per_example(result))
+        stats = StatsTable().update(set=shard.set, tier=batch.columns.get("tier"), **result.per_example())
         table = prediction_table(
             result, set_name=shard.set, example_id=batch.example_id, puzzle_index=batch.puzzle_index,
             puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns,
@@ -149,9 +147,3 @@ class Evaluator:
         gc.collect()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
-
-
-def per_example(result: EngineResult) -> dict[str, Any]:
-    """The engine's per-example arrays (what metric statistics are made of), without its
-    whole-run counters."""
-    return {name: value for name, value in vars(result).items() if value is None or isinstance(value, np.ndarray)}

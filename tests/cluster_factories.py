@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cluster.actor import per_example
 from cluster.config import RunConfig
 from cluster.plan import local_files
 from hrm.checkpoint import build_checked_model, load_checkpoint
@@ -71,7 +70,7 @@ def evaluate_in_process(prepared) -> dict[str, tuple[StatsTable, pa.Table]]:
             batch = dataset.examples(config.dataset.split, set_name)
             result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers, protocol=config.eval.protocol,
                                 steps=config.eval.steps, min_steps=config.eval.min_steps)
-            stats.update(set=set_name, tier=batch.columns.get("tier"), **per_example(result))
+            stats.update(set=set_name, tier=batch.columns.get("tier"), **result.per_example())
             tables.append(prediction_table(result, set_name=set_name, example_id=batch.example_id,
                                            puzzle_index=batch.puzzle_index,
                                            puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns))

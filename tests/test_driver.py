@@ -3,10 +3,9 @@ in-process, the results layout, the leaderboard."""
 
 from collections import OrderedDict
 
-import numpy as np
 import pytest
 
-from cluster.actor import Evaluator, per_example
+from cluster.actor import Evaluator
 from cluster.driver import ActorSlot, Scheduler, leaderboard_rows, prepare
 from cluster.plan import Unit
 from cluster.results import commit_unit, read_predictions, read_unit_records
@@ -183,12 +182,3 @@ def test_the_leaderboard_ranks_by_exact_then_token_accuracy():
     metrics = {"checkpoints": {"a": entry(0.1, 0.9), "b": entry(0.5, 0.1), "c": entry(0.1, 0.95)}}
     rows = leaderboard_rows(metrics)
     assert [(r["rank"], r["checkpoint"]) for r in rows] == [(1, "b"), (2, "c"), (3, "a")]
-
-
-def test_per_example_keeps_the_arrays_and_drops_the_run_counters(sweep):
-    actor = evaluator(sweep, cache_size=1)
-    engine, _ = actor._engine(sweep.checkpoints[0])
-    batch = actor.dataset.examples("test", "easy", 0, 4)
-    fields = per_example(engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers))
-    assert "forward_steps" not in fields and "batch_forwards" not in fields
-    assert all(isinstance(v, np.ndarray) for v in fields.values())
