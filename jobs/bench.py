@@ -34,6 +34,7 @@ import torch
 from hrm.engine import Engine
 from hrm.flops import Matmul, flops_per_example_step, step_matmuls
 from hrm.models import ModelConfig, RecursiveReasoningModel, build_model
+from jobs.bench_cluster import configure_cluster, run_cluster
 
 # The paper's Sudoku HRM, and the small HRM of the conformance vectors.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -275,6 +276,8 @@ def format_report(report: dict[str, Any]) -> str:
 # Another sub-command (e.g. `cluster`) adds its configure_/run_ pair here.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "engine": ("ACT engine examples/s against the measured matmul roofline", configure_engine, run_engine),
+    "cluster": ("the Ray path against the in-process engine: throughput and a checkpoint sweep",
+                configure_cluster, run_cluster),
 }
 
 
