@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
@@ -92,6 +93,12 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.3
     beta1: float = 0.9
     beta2: float = 0.95
+    # Checkpoints hold an exponential moving average of the weights (TRM's option). At a
+    # constant learning rate the raw weights swing by ±10 points of held-out exact from one
+    # checkpoint to the next; with rate 0.995 the demo's curve rose steadily and ended at
+    # 79% instead of 58% after 1600 steps (0.999, TRM's default, lags too far for a short run).
+    ema: bool = True
+    ema_rate: float = 0.995
     seed: int = 0
 
 
@@ -295,6 +302,7 @@ def train_loop(
     rng = torch.Generator().manual_seed(config.seed)  # exploration draws
     order = example_stream(len(data), np.random.default_rng(config.seed))
     carry = empty_carry(model, config.global_batch_size)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_rate)) if config.ema else None
 
     start = time.monotonic()
     saved: list[Path] = []
@@ -304,6 +312,8 @@ def train_loop(
         step += 1
         refill(carry, model, data, np.fromiter(order, int, count=int(carry.halted.sum())))
         window.add(train_step(model, optimizer, carry, config, learning_rate(config, step), data.ignore_label_id, rng))
+        if averaged is not None:
+            averaged.update_parameters(model)
 
         previous, progress = progress, step if steps is not None else (time.monotonic() - start) / 60
         done = progress >= (steps if steps is not None else minutes)
@@ -311,7 +321,7 @@ def train_loop(
             write_progress(out_dir, step, time.monotonic() - start, window.summary())
             window = Window()
         if done or crossed(progress, previous, checkpoint_every):
-            saved.append(save_checkpoint(model, out_dir, step, spec))
+            saved.append(save_checkpoint(model if averaged is None else averaged.module, out_dir, step, spec))
         if done:
             break
 

@@ -150,6 +150,17 @@ def test_training_is_deterministic_for_a_seed(tmp_path, dataset):
     assert not all(torch.equal(first[k], third[k]) for k in first)
 
 
+def test_ema_checkpoints_average_the_weights_without_changing_the_training(tmp_path, dataset):
+    runs = {ema: train(tiny_config(ema=ema), dataset, tmp_path / str(ema), steps=6, checkpoint_every=6)[0]
+            for ema in (False, True)}
+    raw, averaged = (torch.load(runs[ema], weights_only=True) for ema in (False, True))
+    logs = [[json.loads(line) for line in (tmp_path / str(ema) / LOG_FILE).read_text().splitlines()]
+            for ema in (False, True)]
+    assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
+    weight = "model.inner.L_level.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(raw[weight], averaged[weight])
+
+
 def test_trm_trains_with_the_same_loop_and_loads(tmp_path, dataset):
     paths = train(tiny_config("trm"), dataset, tmp_path, steps=8, checkpoint_every=4)
     ckpt = load_checkpoint(tmp_path)
