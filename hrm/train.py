@@ -19,8 +19,10 @@ scaled down to a CPU:
 
 Deliberate differences from the reference: plain `torch.optim.AdamW` instead of AdamATan2,
 a linear warm-up then a constant learning rate (the reference's configs use lr_min_ratio 1.0,
-which is the same shape), and no puzzle embedding training (the demo uses puzzle_emb_ndim 0;
-a model with puzzle embeddings trains with them frozen at zero, as they are buffers).
+which is the same shape), checkpoints of an EMA of the weights by default (TRM's `ema`
+option; HRM's trainer saves the raw weights), and no puzzle embedding training (the demo
+uses puzzle_emb_ndim 0; a model with puzzle embeddings trains with them frozen at zero, as
+they are buffers).
 
 Data: the train split of any dataset `hrm.dataset.open_dataset` reads (ours or the reference
 layout). Output: a local run directory like the reference's, `all_config.yaml` (the training
