@@ -26,14 +26,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hrm.augment import DihedralTransform
-from hrm.converters.common import (Clock, add_output_options, add_split_options, check_readable,
+from hrm.converters.common import (Clock, csv_rows, add_output_options, add_split_options, check_readable,
                                    publish, single_example_puzzles, split_by_fraction, split_sources)
 from hrm.dataset import PuzzleArrays
 from hrm.errors import InputError
@@ -143,28 +142,19 @@ def _read_text(path: Path) -> list[MazeGrid]:
 
 def _read_csv(path: Path) -> list[MazeGrid]:
     mazes = []
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header] != CSV_HEADER:
-            raise InputError(f"{path}:1: expected the header {','.join(CSV_HEADER)}, got {header}")
-        for row in reader:
-            if not row:
-                continue  # a blank line, e.g. at the end of the file
-            where = f"{path}:{reader.line_num}"
-            if len(row) != len(CSV_HEADER):
-                raise InputError(f"{where}: expected {len(CSV_HEADER)} columns ({','.join(CSV_HEADER)}), got {len(row)}")
-            source, question, answer, _rating = row
-            side = int(round(len(question) ** 0.5))
-            if side * side != len(question) or len(answer) != len(question):
-                raise InputError(f"{where}: question ({len(question)}) and answer ({len(answer)}) must be "
-                                 "the same square number of characters")
-            question_rows = [question[r * side:(r + 1) * side] for r in range(side)]
-            answer_rows = [answer[r * side:(r + 1) * side] for r in range(side)]
-            maze = _labelled(answer_rows, source, where)
-            if maze.question != question_rows:
-                raise InputError(f"{where}: answer differs from question outside the 'o' path cells")
-            mazes.append(maze)
+    for line, row in csv_rows(path, CSV_HEADER):
+        where = f"{path}:{line}"
+        source, question, answer, _rating = row
+        side = int(round(len(question) ** 0.5))
+        if side * side != len(question) or len(answer) != len(question):
+            raise InputError(f"{where}: question ({len(question)}) and answer ({len(answer)}) must be "
+                             "the same square number of characters")
+        question_rows = [question[r * side:(r + 1) * side] for r in range(side)]
+        answer_rows = [answer[r * side:(r + 1) * side] for r in range(side)]
+        maze = _labelled(answer_rows, source, where)
+        if maze.question != question_rows:
+            raise InputError(f"{where}: answer differs from question outside the 'o' path cells")
+        mazes.append(maze)
     return mazes
 
 

@@ -26,14 +26,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hrm.augment import SudokuTransform
-from hrm.converters.common import (Clock, add_output_options, add_split_options, check_readable,
+from hrm.converters.common import (Clock, csv_rows, add_output_options, add_split_options, check_readable,
                                    publish, single_example_puzzles, split_by_fraction, split_sources,
                                    subsample)
 from hrm.dataset import PuzzleArrays
@@ -142,30 +141,21 @@ def read_sudoku_csv(path: Path) -> SudokuRows:
     check_readable(path)
     questions, answers, ratings, sources, lines = [], [], [], [], []
     cells = None
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header] != HEADER:
-            raise InputError(f"{path}:1: expected the header {','.join(HEADER)}, got {header}")
-        for row in reader:
-            if not row:
-                continue  # a blank line, e.g. at the end of the file
-            where = f"{path}:{reader.line_num}"
-            if len(row) != len(HEADER):
-                raise InputError(f"{where}: expected {len(HEADER)} columns ({','.join(HEADER)}), got {len(row)}")
-            source, question, answer, rating = row
-            cells = cells or _board_cells(len(question), where)
-            for column, text in (("question", question), ("answer", answer)):
-                if len(text) != cells:
-                    raise InputError(f"{where}: {column} has {len(text)} characters, expected {cells}")
-            try:
-                ratings.append(int(rating))
-            except ValueError:
-                raise InputError(f"{where}: rating must be an integer, got {rating!r}") from None
-            questions.append(question)
-            answers.append(answer)
-            sources.append(source)
-            lines.append(reader.line_num)
+    for line, row in csv_rows(path, HEADER):
+        where = f"{path}:{line}"
+        source, question, answer, rating = row
+        cells = cells or _board_cells(len(question), where)
+        for column, text in (("question", question), ("answer", answer)):
+            if len(text) != cells:
+                raise InputError(f"{where}: {column} has {len(text)} characters, expected {cells}")
+        try:
+            ratings.append(int(rating))
+        except ValueError:
+            raise InputError(f"{where}: rating must be an integer, got {rating!r}") from None
+        questions.append(question)
+        answers.append(answer)
+        sources.append(source)
+        lines.append(line)
     if not questions:
         raise InputError(f"{path}: no puzzles after the header")
     lines_array = np.array(lines, dtype=np.int64)
