@@ -9,15 +9,11 @@ import numpy as np
 import torch
 
 from hrm.checkpoint import ArchSpec, save_checkpoint
-from hrm.models import ModelConfig, build_model
+from hrm.models import build_model
+from hrm.train import ARCH_NAMES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CONFORMANCE = SHARED / "conformance"
-
-ARCH_NAMES = {
-    "hrm": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
-    "trm": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
-}
 
 TINY_ARCH: dict[str, Any] = dict(
     hidden_size=32, num_heads=2, expansion=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2,
