@@ -95,9 +95,10 @@ def apply_rope(x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
     """x: [batch, seq, ..., head_dim]; the tables broadcast over the dimensions between."""
     dtype, head_dim = x.dtype, x.shape[-1]
     x = x.float()
-    swapped = x.unflatten(-1, (2, head_dim // 2)).flip(-2).flatten(-2)
+    swapped = x.unflatten(-1, (2, head_dim // 2)).flip(-2).flatten(-2)  # a fresh copy
     table_shape = (x.shape[1],) + (1,) * (x.dim() - 3) + (head_dim,)
-    return (x * rope.cos.view(table_shape) + swapped * rope.sin.view(table_shape)).to(dtype)
+    # in place where the operand is a temporary: fewer fresh buffers stay hotter in cache
+    return (x * rope.cos.view(table_shape)).add_(swapped.mul_(rope.sin.view(table_shape))).to(dtype)
 
 
 class Attention(nn.Module):
