@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,19 @@ def random_examples(n: int, *, vocab_size: int = 11, seq_len: int = 16, num_ids:
     labels[:, :2] = 0  # some ignored positions (ignore_label_id 0, as the reference builders use)
     identifiers = rng.integers(1, num_ids, size=n).astype(np.int32)
     return inputs, labels, identifiers
+
+
+def convert_cli(kind: str):
+    """(convert, refused) for `hrm-eval convert KIND`: the first expects success and returns the
+    JSON summary, the second expects exit 2 and returns stderr."""
+    from jobs.cli import main
+
+    def convert(capsys, *argv: object) -> dict:
+        assert main(["convert", kind, *map(str, argv), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    def refused(capsys, *argv: object) -> str:
+        assert main(["convert", kind, *map(str, argv)]) == 2
+        return capsys.readouterr().err
+
+    return convert, refused

@@ -12,6 +12,7 @@ import pytest
 from hrm.augment import crop_tokens, parse_arc_identifier
 from hrm.dataset import open_dataset
 from jobs.cli import main
+from tests.factories import convert_cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ARC = SHARED / "data" / "arc"
@@ -21,14 +22,7 @@ TRAINING = ["007bbfb7", "00d62c1b", "025d127b"]
 EVALUATION = ["00576224", "0692e18c", "12997ef3", "05a7bcf2"]
 
 
-def convert(capsys, *argv: object) -> dict:
-    assert main(["convert", "arc", *map(str, argv), "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def refused(capsys, *argv: object) -> str:
-    assert main(["convert", "arc", *map(str, argv)]) == 2
-    return capsys.readouterr().err
+convert, refused = convert_cli("arc")
 
 
 @functools.cache

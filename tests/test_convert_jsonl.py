@@ -10,6 +10,7 @@ import pytest
 
 from hrm.dataset import open_dataset
 from jobs.cli import main
+from tests.factories import convert_cli
 
 KEYWORDS = ["start", "test", "agent", "data", "security", "performance", "integration",
             "automation", "validation", "deployment", "monitoring", "end"]
@@ -20,14 +21,7 @@ RECORDS = [
 ]
 
 
-def convert(capsys, *argv: object) -> dict:
-    assert main(["convert", "jsonl", *map(str, argv), "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def refused(capsys, *argv: object) -> str:
-    assert main(["convert", "jsonl", *map(str, argv)]) == 2
-    return capsys.readouterr().err
+convert, refused = convert_cli("jsonl")
 
 
 def write_jsonl(path: Path, records: list) -> Path:

@@ -14,6 +14,7 @@ from hrm.converters.maze import CHARSET
 from hrm.dataset import open_dataset
 from hrm.generators import generate_mazes
 from jobs.cli import main
+from tests.factories import convert_cli
 
 # S at the left, G at the right; the only shortest path runs along the middle row.
 OPEN = ["#######",
@@ -24,14 +25,7 @@ LABELLED = ["#######",
             "#######"]
 
 
-def convert(capsys, *argv: object) -> dict:
-    assert main(["convert", "maze", *map(str, argv), "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def refused(capsys, *argv: object) -> str:
-    assert main(["convert", "maze", *map(str, argv)]) == 2
-    return capsys.readouterr().err
+convert, refused = convert_cli("maze")
 
 
 def write_grids(path: Path, grids: list[list[str]]) -> Path:

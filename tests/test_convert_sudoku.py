@@ -12,18 +12,12 @@ import pytest
 from hrm.dataset import open_dataset
 from hrm.generators import generate_sudokus, sudoku_solver, write_sudoku_csv
 from jobs.cli import main
+from tests.factories import convert_cli
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
 
-def convert(capsys, *argv: str) -> dict:
-    assert main(["convert", "sudoku-csv", *map(str, argv), "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def refused(capsys, *argv: str) -> str:
-    assert main(["convert", "sudoku-csv", *map(str, argv)]) == 2
-    return capsys.readouterr().err
+convert, refused = convert_cli("sudoku-csv")
 
 
 @pytest.fixture(scope="module")
