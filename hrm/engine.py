@@ -11,14 +11,24 @@ Two protocols:
 
 The result is one row per example (numpy), the per-example quantities the metrics and the
 prediction files need.
+
+On CPU, `streams` > 1 splits the work between that many worker threads, each running
+batches of batch_size / streams with single-threaded kernels, instead of splitting every op
+between threads: no thread waits for another at every op, which matters most where the cores
+are shared with other processes. Examples are independent, so the results are those of any
+other batching: equal up to float rounding (in the fixed protocol, equal to batch_size /
+streams on one stream).
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Iterator, Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +37,7 @@ from hrm.losses import LossType, token_losses
 from hrm.models import RecursiveReasoningModel
 
 Protocol = Literal["fixed", "adaptive"]
+Part = TypeVar("Part")
 
 
 @dataclass
@@ -80,8 +91,12 @@ class Engine:
         ignore_label_id: int | None,
         device: str | torch.device = "cpu",
         batch_size: int = 256,
+        streams: int = 1,
     ):
+        """`batch_size` examples are in flight at once, `batch_size / streams` per stream."""
         self.device = torch.device(device)
+        if streams < 1 or (streams > 1 and self.device.type != "cpu"):
+            raise ValueError(f"streams must be 1, or more on CPU; got {streams} on {self.device}")
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model = model.to(self.device).eval()
@@ -90,6 +105,8 @@ class Engine:
         self.loss_type = loss_type
         self.ignore_label_id = ignore_label_id
         self.batch_size = batch_size
+        self.streams = streams
+        self.stream_batch_size = -(batch_size // -streams)  # ceil division
 
     # -- public ---------------------------------------------------------------------------
     def run(
@@ -104,19 +121,45 @@ class Engine:
     ) -> EngineResult:
         """`steps`: the fixed step count, or the adaptive maximum (default halt_max_steps)."""
         steps = steps or self.config.halt_max_steps
-        with torch.inference_mode():
-            if protocol == "fixed":
-                parts = [self._fixed_batch(*batch, steps) for batch in self._batches(inputs, labels, puzzle_identifiers)]
-                return EngineResult.concat(parts)
-            if protocol == "adaptive":
-                return self._adaptive(inputs, labels, puzzle_identifiers, min_steps, steps)
+        if protocol == "fixed":
+            size = self.stream_batch_size
+            batches = [slice(start, start + size) for start in range(0, len(inputs), size)]
+            run_batch = lambda rows: self._fixed_batch(*self._to_device(inputs[rows], labels[rows],
+                                                                        puzzle_identifiers[rows]), steps)
+            return EngineResult.concat(self._in_streams(run_batch, batches))
+        if protocol == "adaptive":
+            # each stream runs its own continuous batching over every streams-th example
+            shares = [np.arange(i, len(inputs), self.streams) for i in range(self.streams)]
+            run_share = lambda rows: self._adaptive(inputs[rows], labels[rows], puzzle_identifiers[rows],
+                                                    min_steps, steps)
+            merged = EngineResult.concat(self._in_streams(run_share, [rows for rows in shares if len(rows)]))
+            return take_rows(merged, np.argsort(np.concatenate(shares), kind="stable"))
         raise ValueError(f"unknown protocol {protocol!r}")
 
+    # -- streams --------------------------------------------------------------------------
+    def _in_streams(self, work: Callable[[Part], EngineResult], parts: Sequence[Part]) -> list[EngineResult]:
+        """`work` over `parts` under inference mode, in order; with streams > 1 on that many
+        worker threads, each handed the next part as it finishes one."""
+        def in_inference_mode(part: Part) -> EngineResult:
+            with torch.inference_mode():  # thread-local, so each worker enters it itself
+                return work(part)
+
+        if self.streams == 1 or len(parts) == 1:
+            return [in_inference_mode(part) for part in parts]
+        with self._kernel_threads_per_stream(), ThreadPoolExecutor(self.streams) as pool:
+            return list(pool.map(in_inference_mode, parts))
+
+    @contextmanager
+    def _kernel_threads_per_stream(self) -> Iterator[None]:
+        """Share torch's intra-op threads (a process-wide setting) between the streams."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, before // self.streams))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     # -- fixed protocol -------------------------------------------------------------------
-    def _batches(self, inputs, labels, identifiers) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(inputs), self.batch_size):
-            stop = start + self.batch_size
-            yield self._to_device(inputs[start:stop], labels[start:stop], identifiers[start:stop])
 
     def _to_device(self, inputs, labels, identifiers):
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
@@ -166,7 +209,7 @@ class Engine:
         refilled from the queue before the next step, so every model call is a full batch
         until the queue runs dry."""
         model, n = self.model, len(inputs)
-        slots = Slots(self, min(self.batch_size, n))
+        slots = Slots(self, min(self.stream_batch_size, n))
         results: list[EngineResult] = []
         order: list[np.ndarray] = []
         next_example = 0
@@ -196,12 +239,7 @@ class Engine:
                 results.append(self._score(logits[rows], q[rows], labels_h, self._valid(labels_h), slots.steps[rows]))
                 order.append(slots.example[rows].cpu().numpy())
                 slots.release(rows)
-        merged = EngineResult.concat(results)
-        inverse = np.argsort(np.concatenate(order), kind="stable")
-        for f in fields(EngineResult):
-            value = getattr(merged, f.name)
-            if isinstance(value, np.ndarray):
-                setattr(merged, f.name, value[inverse])
+        merged = take_rows(EngineResult.concat(results), np.argsort(np.concatenate(order), kind="stable"))
         merged.forward_steps, merged.batch_forwards = forward_steps, batch_forwards
         return merged
 
@@ -248,6 +286,15 @@ class Slots:
         keep = self.occupied.nonzero().squeeze(-1)
         for name in ("z_H", "z_L", "x", "labels", "example", "steps", "occupied"):
             setattr(self, name, getattr(self, name)[keep])
+
+
+def take_rows(result: EngineResult, rows: np.ndarray) -> EngineResult:
+    """The per-example arrays of `result` reordered (or selected) by `rows`, in place."""
+    for f in fields(EngineResult):
+        value = getattr(result, f.name)
+        if isinstance(value, np.ndarray):
+            setattr(result, f.name, value[rows])
+    return result
 
 
 def _exact(pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
