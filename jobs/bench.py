@@ -17,6 +17,7 @@ Sub-commands live in SUBCOMMANDS, one `configure_<name>` and one `run_<name>` ea
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -59,11 +60,16 @@ SLOW_PRODUCT_S = 2.0
 # -- engine ---------------------------------------------------------------------------------
 def configure_engine(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["paper", "small"])
-    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
+                        help="bfloat16 on a CPU without bf16 matmul units (e.g. AVX2) runs 10-100x slower than "
+                             "float32: give it fewer --steps and smaller --batch-sizes")
     parser.add_argument("--protocols", nargs="+", choices=["fixed", "adaptive"], default=["fixed", "adaptive"])
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override model config fields of every config, e.g. --set halt_max_steps=4")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 64])
+    parser.add_argument("--streams", nargs="+", type=int, default=[1],
+                        help="engine worker threads, each with batch/streams examples and threads/streams "
+                             "kernel threads (see hrm.engine)")
     parser.add_argument("--steps", type=int, default=None,
                         help="ACT steps (fixed) / step limit (adaptive); default: the config's halt_max_steps")
     parser.add_argument("--adaptive-batches", type=int, default=4,
@@ -90,9 +96,9 @@ def run_engine(args: argparse.Namespace) -> int:
         report["configs"][name] = {"model": config.model_dump(), "flops_per_example_step": flops,
                                    "flops_per_example_step_total": sum(flops.values())}
         for dtype in args.dtypes:
-            for batch_size in args.batch_sizes:
+            for batch_size, streams in itertools.product(args.batch_sizes, args.streams):
                 for protocol in args.protocols:
-                    cell = bench_cell(name, dtype, protocol, batch_size, args, device)
+                    cell = bench_cell(name, dtype, protocol, batch_size, streams, args, device)
                     cell["roofline_fraction"] = cell["flops_per_s"] / report["matmul"][dtype]["best_flops_per_s"]
                     report["cells"].append(cell)
                     print(format_cell(cell), flush=True)
@@ -131,12 +137,12 @@ def random_batch(config: ModelConfig, count: int, seed: int) -> tuple[np.ndarray
     return inputs, labels, identifiers
 
 
-def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, args: argparse.Namespace,
+def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: int, args: argparse.Namespace,
                device: torch.device) -> dict[str, Any]:
-    """Time one (config, dtype, protocol, batch size): `repeats` runs over the same examples."""
+    """Time one (config, dtype, protocol, batch size, streams): `repeats` runs over the same examples."""
     config = bench_config(name, dtype, args.set)
     engine = Engine(bench_model(config, args.seed), "stablemax_cross_entropy", ignore_label_id=0, device=device,
-                    batch_size=batch_size)
+                    batch_size=batch_size, streams=streams)
     count = batch_size * (args.adaptive_batches if protocol == "adaptive" else 1)
     data = random_batch(config, count, args.seed)
     steps = args.steps or config.halt_max_steps
@@ -149,9 +155,10 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, args: argp
         seconds.append(time.perf_counter() - start)
     flops_per_example = sum(flops_per_example_step(config).values()) * result.forward_steps / count
     examples_per_s = count / statistics.median(seconds)
-    model_rate = model_matmul_rate(config, batch_size, device)
+    model_rate = model_matmul_rate(config, engine.stream_batch_size, device)
     return {
-        "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "examples": count,
+        "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "streams": streams,
+        "examples": count,
         "max_steps": steps, "mean_steps": result.forward_steps / count, "seconds": seconds,
         "examples_per_s": examples_per_s, "flops_per_example": flops_per_example,
         "flops_per_s": flops_per_example * examples_per_s,
@@ -194,8 +201,9 @@ def square_matmul_rate(sizes: list[int], dtype: torch.dtype, device: torch.devic
 
 
 def model_matmul_rate(config: ModelConfig, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """FLOP/s of the model's own matmul shapes, each timed alone (linear layers as a @ wᵀ,
-    attention as bmm); the aggregate is total FLOPs over total time, as run back to back."""
+    """FLOP/s of the model's own matmul shapes at `batch_size` (a stream's batch), each timed
+    alone with all threads (linear layers as a @ wᵀ, attention as bmm); the aggregate is
+    total FLOPs over total time, as run back to back."""
     shapes: dict[tuple[int, int, int, int], list[Matmul]] = {}
     for matmul in step_matmuls(config, batch_size):
         shapes.setdefault((matmul.batch, matmul.m, matmul.k, matmul.n), []).append(matmul)
@@ -245,13 +253,13 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'examples':>9}{'steps':>7}"
+CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams':>8}{'examples':>9}{'steps':>7}"
                f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'shapes':>8}{'load':>11}")
 
 
 def format_cell(c: dict[str, Any]) -> str:
     load = "{:.1f}→{:.1f}".format(*c["load_average"])
-    return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['examples']:>9}"
+    return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{c['examples']:>9}"
             f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
             f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
 
@@ -273,7 +281,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 # -- command line ---------------------------------------------------------------------------
-# Another sub-command (e.g. `cluster`) adds its configure_/run_ pair here.
+# One entry per sub-command: (help, configure_<name>, run_<name>).
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "engine": ("ACT engine examples/s against the measured matmul roofline", configure_engine, run_engine),
     "cluster": ("the Ray path against the in-process engine: throughput and a checkpoint sweep",

@@ -15,8 +15,8 @@ TOY = ["hidden_size=16", "num_heads=2", "H_layers=1", "L_layers=1", "halt_max_st
 def toy_report(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "engine.json"
     run = subprocess.run(
-        [sys.executable, "-m", "jobs.bench", "engine", "--configs", "small", "--set", *TOY,
-         "--batch-sizes", "2", "--repeats", "2", "--square-sizes", "32", "64", "--threads", "1", "--json", str(out)],
+        [sys.executable, "-m", "jobs.bench", "engine", "--configs", "small", "--set", *TOY, "--batch-sizes", "2",
+         "--streams", "1", "2", "--repeats", "2", "--square-sizes", "32", "64", "--threads", "1", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -29,9 +29,9 @@ def positive(value) -> bool:
 
 def test_the_engine_bench_measures_every_protocol_and_dtype_it_was_asked_for(toy_report):
     report, _ = toy_report
-    cells = {(c["config"], c["dtype"], c["protocol"], c["batch_size"]) for c in report["cells"]}
-    assert cells == {("small", dtype, protocol, 2) for dtype in ("float32", "bfloat16")
-                     for protocol in ("fixed", "adaptive")}
+    cells = {(c["config"], c["dtype"], c["protocol"], c["batch_size"], c["streams"]) for c in report["cells"]}
+    assert cells == {("small", dtype, protocol, 2, streams) for dtype in ("float32", "bfloat16")
+                     for protocol in ("fixed", "adaptive") for streams in (1, 2)}
     assert report["configs"]["small"]["model"]["hidden_size"] == 16
 
 
@@ -62,4 +62,4 @@ def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
 def test_the_engine_bench_prints_the_table_and_the_roofline(toy_report):
     _, stdout = toy_report
     assert "float32 square matmul GFLOP/s" in stdout and "bfloat16 square matmul GFLOP/s" in stdout
-    assert stdout.count("small  float32   fixed") == 2  # once as measured, once in the final table
+    assert stdout.count("small  float32   fixed") == 4  # 2 streams, once as measured, once in the final table
