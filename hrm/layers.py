@@ -94,7 +94,7 @@ class RotaryEmbedding(nn.Module):
 def apply_rope(x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
     """x: [batch, seq, ..., head_dim]; the tables broadcast over the dimensions between."""
     dtype, head_dim = x.dtype, x.shape[-1]
-    x = x.float()
+    x = x.to(rope.cos.dtype)
     swapped = x.unflatten(-1, (2, head_dim // 2)).flip(-2).flatten(-2)  # a fresh copy
     table_shape = (x.shape[1],) + (1,) * (x.dim() - 3) + (head_dim,)
     # in place where the operand is a temporary: fewer fresh buffers stay hotter in cache
