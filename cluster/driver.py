@@ -263,10 +263,13 @@ class RunProgress:
             self._bar.stop()
             self._bar = None
         counts, timings = manifest.counts, manifest.timings
+        # a fully resumed run evaluated nothing: it has no rate to state
+        work = (f"{timings['evaluate_s']:.1f} s evaluating, {timings['examples_per_s']:.1f} examples/s; "
+                if counts["evaluated"] else "nothing left to evaluate; ")
         self.event(
             f"{manifest.status}: {counts['evaluated']} units evaluated, {counts['resumed']} resumed, "
-            f"{counts['failed']} failed, {counts['pending']} pending; {timings['evaluate_s']:.1f} s evaluating, "
-            f"{timings['examples_per_s']:.1f} examples/s; {manifest.scheduling['model_loads']} model loads"
+            f"{counts['failed']} failed, {counts['pending']} pending; {work}"
+            f"{manifest.scheduling['model_loads']} model loads"
         )
         if metrics is not None:
             print_summary(manifest, metrics)

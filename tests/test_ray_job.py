@@ -8,6 +8,7 @@ which stops every Ray on the machine).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -279,6 +280,12 @@ def test_a_killed_driver_resumes_from_its_committed_units(cluster, tmp_path, sud
                                "pending": 0}
     assert sum(u.state == "resumed" for u in manifest.units) == committed
     assert_same_as_in_process(prepared.run, sudoku_reference)
+
+    log = io.StringIO()
+    again = execute(prepared, RunProgress(log))
+    assert again.counts["resumed"] == 8 and again.counts["evaluated"] == 0
+    (finished,) = [line for line in log.getvalue().splitlines() if "units evaluated" in line]
+    assert "nothing left to evaluate" in finished and "examples/s" not in finished
 
 
 def tiny_run(tmp_path: Path, **cluster) -> tuple[dict, Path]:
