@@ -57,8 +57,8 @@ class ArchSpec:
             )
         except ValueError as err:  # pydantic.ValidationError
             first = err.errors()[0]  # type: ignore[attr-defined]
-            key = ".".join(str(p) for p in first["loc"])
-            raise InputError(f"{self.source}: arch.{key}: {first['msg']}") from None
+            key = ".".join(["arch", *(str(p) for p in first["loc"])])  # no loc: a check across fields
+            raise InputError(f"{self.source}: {key}: {first['msg']}") from None
 
 
 @dataclass

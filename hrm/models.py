@@ -21,7 +21,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from hrm.layers import (
@@ -66,6 +66,15 @@ class ModelConfig(BaseModel):
     mlp_t: bool = False
     puzzle_emb_len: int = 16
     no_ACT_continue: bool = True
+
+    @model_validator(mode="after")
+    def _prefix_has_embeddings(self) -> ModelConfig:
+        # TRM's puzzle_emb_len reserves prefix positions only puzzle embeddings can fill;
+        # the reference fails on this combination too, with a shape error deep in the model
+        if self.family == "trm" and self.puzzle_emb_ndim == 0 and self.puzzle_emb_len != 0:
+            raise ValueError(f"a TRM without puzzle embeddings (puzzle_emb_ndim 0) needs puzzle_emb_len 0, "
+                             f"not {self.puzzle_emb_len}")
+        return self
 
     @property
     def prefix_len(self) -> int:

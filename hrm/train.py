@@ -392,8 +392,6 @@ def torch_threads(threads: int) -> Iterator[None]:
 def check_sizes(config: TrainConfig, dataset: Dataset) -> None:
     """The model fits the dataset (the reference takes these sizes from the data)."""
     meta, cfg = dataset.metadata("train"), config.model
-    if cfg.puzzle_emb_ndim == 0 and cfg.prefix_len > 0:  # the reference fails on this too, less clearly
-        raise ValueError("a TRM without puzzle embeddings (puzzle_emb_ndim 0) needs puzzle_emb_len 0")
     for name in ("vocab_size", "seq_len", "num_puzzle_identifiers"):
         if getattr(meta, name) != getattr(cfg, name):
             raise InputError(f"{dataset.uri}: train split has {name}={getattr(meta, name)} but the model "

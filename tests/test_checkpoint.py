@@ -68,6 +68,16 @@ def test_an_unknown_architecture_names_the_config_key(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_a_trm_prefix_without_puzzle_embeddings_is_named_before_any_model_is_built(tmp_path):
+    make_checkpoint(tmp_path, "trm")
+    config = yaml.safe_load((tmp_path / "all_config.yaml").read_text())
+    config["arch"]["puzzle_emb_ndim"] = 0  # puzzle_emb_len stays 2
+    (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(config))
+    ckpt = load_checkpoint(tmp_path)
+    with pytest.raises(InputError, match=r"all_config.yaml: arch: .*puzzle_emb_ndim 0\) needs puzzle_emb_len 0, not 2"):
+        ckpt.spec.model_config(11, 16, 3)
+
+
 def test_a_missing_key_is_named(tmp_path):
     (path,) = make_checkpoint(tmp_path)
     state = torch.load(path)
