@@ -59,6 +59,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
+        "--streams", type=int, default=1,
+        help="CPU only: split the batch between this many worker threads, each running single-threaded "
+        "kernels on batch-size/streams examples; one per core is usually fastest on a multi-core CPU "
+        "(see `python -m jobs.bench engine --streams`). Fixed-protocol results equal those of "
+        "--batch-size batch-size/streams with one stream (default: 1)",
+    )
+    parser.add_argument(
         "--output", metavar="URI", help="where predictions.parquet and metrics.json go (default: results/<run>-<step>)"
     )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -93,8 +100,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     model = build_checked_model(
         ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers, dataset=args.data, forward_dtype=args.dtype
     )
-    engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=args.device,
-                    batch_size=args.batch_size)
+    try:
+        engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=args.device,
+                        batch_size=args.batch_size, streams=args.streams)
+    except ValueError as err:  # streams on a GPU, or fewer than one
+        raise InputError(f"--streams: {err}") from None
     output = args.output or str(Path("results") / f"{ckpt.path.parent.name}-{ckpt.path.name}")
     sets = args.sets or dataset.sets(args.split)
     unknown = sorted(set(sets) - set(dataset.sets(args.split)))

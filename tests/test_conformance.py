@@ -28,17 +28,26 @@ METRIC_NAMES = {"token_accuracy": "accuracy", "exact_accuracy": "exact_accuracy"
                 "q_halt_accuracy": "q_halt_accuracy", "mean_steps": "steps", "lm_loss": "lm_loss"}
 
 
-def evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size):
+def evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size, extra=()):
     args = ["evaluate", "--checkpoint", str(CONFORMANCE / vector / "checkpoints" / checkpoint),
             "--data", str(CONFORMANCE / vector / "data"), "--protocol", "fixed", "--dtype", "float32",
-            "--batch-size", str(batch_size), "--output", str(tmp_path), "--json"]
+            "--batch-size", str(batch_size), "--output", str(tmp_path), "--json", *extra]
     assert main(args) == 0
     return json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("vector,checkpoint,batch_size", VECTORS)
 def test_evaluate_reproduces_the_reference_evaluator(capsys, tmp_path, vector, checkpoint, batch_size):
-    report = evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size)
+    assert_reference_results(evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size), vector, checkpoint)
+
+
+def test_two_streams_of_the_reference_batch_size_reproduce_the_reference_evaluator(capsys, tmp_path):
+    vector, checkpoint, batch_size = VECTORS[0]
+    report = evaluate_json(capsys, tmp_path, vector, checkpoint, 2 * batch_size, ["--streams", "2"])
+    assert_reference_results(report, vector, checkpoint)
+
+
+def assert_reference_results(report, vector, checkpoint):
     expected = np.load(CONFORMANCE / vector / "expected" / f"{checkpoint}.npz")
     reference = json.loads((CONFORMANCE / vector / "expected" / f"{checkpoint}.metrics.json").read_text())
 
@@ -69,3 +78,12 @@ def test_the_installed_console_script_prints_one_json_object(tmp_path):
                                              "mean_steps", "lm_loss"}
     assert pq.read_table(report["predictions"]).column_names[:5] == ["set", "example_id", "puzzle_index",
                                                                    "puzzle_identifier", "pred"]
+
+
+def test_streams_below_one_are_refused_naming_the_flag(capsys, tmp_path):
+    vector, checkpoint, batch_size = VECTORS[0]
+    args = ["evaluate", "--checkpoint", str(CONFORMANCE / vector / "checkpoints" / checkpoint),
+            "--data", str(CONFORMANCE / vector / "data"), "--output", str(tmp_path / "out"), "--streams", "0"]
+    assert main(args) == 2
+    assert "--streams: streams must be 1, or more on CPU; got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
