@@ -139,7 +139,7 @@ class Evaluator:
             dataset=self.dataset_uri, forward_dtype=self.eval.dtype,
         )
         engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id,
-                        device=self.device, batch_size=self.eval.batch_size)
+                        device=self.device, batch_size=self.eval.batch_size, compile=self.eval.compile)
         self.engines[checkpoint.name] = engine
         return engine, True
 

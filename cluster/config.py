@@ -76,6 +76,8 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
     dtype: Dtype | None = Field(None, description="activation dtype (default: the checkpoint's forward_dtype)")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="auto: cuda when GPUs are given to actors")
+    compile: bool = Field(False, description="torch.compile the reasoning modules (see hrm.engine): faster after "
+                          "a one-off compilation per actor, equal to eager up to float rounding")
 
 
 class ActorRange(Strict):

@@ -18,11 +18,19 @@ between threads: no thread waits for another at every op, which matters most whe
 are shared with other processes. Examples are independent, so the results are those of any
 other batching: equal up to float rounding (in the fixed protocol, equal to batch_size /
 streams on one stream).
+
+`compile=True` hands each reasoning module to torch.compile, which fuses the elementwise work
+between the matmuls (norms, RoPE, SiLU, residual adds) into generated kernels. The first batch
+pays the compilation (seconds on CPU, where it needs a C++ compiler); the results equal the
+eager ones up to float rounding. It takes one stream: inductor's CPU kernels fix their thread
+count when they are generated.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +42,7 @@ import numpy as np
 import torch
 
 from hrm.losses import LossType, token_losses
-from hrm.models import RecursiveReasoningModel
+from hrm.models import ReasoningModule, RecursiveReasoningModel
 
 Protocol = Literal["fixed", "adaptive"]
 Part = TypeVar("Part")
@@ -92,15 +100,24 @@ class Engine:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
         streams: int = 1,
+        compile: bool = False,
     ):
         """`batch_size` examples are in flight at once, `batch_size / streams` per stream."""
         self.device = torch.device(device)
         if streams < 1 or (streams > 1 and self.device.type != "cpu"):
             raise ValueError(f"streams must be 1, or more on CPU; got {streams} on {self.device}")
+        if compile and streams > 1:
+            raise ValueError(f"compile takes one stream, not {streams}")
+        if compile and self.device.type == "cpu" and not cpu_compiler():
+            raise ValueError("compile on CPU needs a C++ compiler: g++ on PATH, or $CXX")
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model = model.to(self.device).eval()
         cast_weights_(self.model, self.model.config.dtype)
+        if compile:
+            for module in self.model.modules():
+                if isinstance(module, ReasoningModule):  # where the time goes; the heads stay eager
+                    module.compile()
         self.config = model.config
         self.loss_type = loss_type
         self.ignore_label_id = ignore_label_id
@@ -299,6 +316,11 @@ def take_rows(result: EngineResult, rows: np.ndarray) -> EngineResult:
 
 def _exact(pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return ((pred == labels) | ~valid).all(-1)
+
+
+def cpu_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call (its default: $CXX, else g++)."""
+    return shutil.which(os.environ.get("CXX") or "g++")
 
 
 def keep_freed_memory() -> None:

@@ -70,6 +70,8 @@ def configure_engine(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", nargs="+", type=int, default=[1],
                         help="engine worker threads, each with batch/streams examples and threads/streams "
                              "kernel threads (see hrm.engine)")
+    parser.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"],
+                        help="run eager, torch.compile'd (see hrm.engine; one stream only), or both")
     parser.add_argument("--steps", type=int, default=None,
                         help="ACT steps (fixed) / step limit (adaptive); default: the config's halt_max_steps")
     parser.add_argument("--adaptive-batches", type=int, default=4,
@@ -96,9 +98,11 @@ def run_engine(args: argparse.Namespace) -> int:
         report["configs"][name] = {"model": config.model_dump(), "flops_per_example_step": flops,
                                    "flops_per_example_step_total": sum(flops.values())}
         for dtype in args.dtypes:
-            for batch_size, streams in itertools.product(args.batch_sizes, args.streams):
+            for batch_size, streams, compiled in itertools.product(args.batch_sizes, args.streams, args.compile):
+                if compiled == "on" and streams > 1:
+                    continue  # the engine compiles one stream only
                 for protocol in args.protocols:
-                    cell = bench_cell(name, dtype, protocol, batch_size, streams, args, device)
+                    cell = bench_cell(name, dtype, protocol, batch_size, streams, compiled == "on", args, device)
                     cell["roofline_fraction"] = cell["flops_per_s"] / report["matmul"][dtype]["best_flops_per_s"]
                     report["cells"].append(cell)
                     print(format_cell(cell), flush=True)
@@ -137,16 +141,19 @@ def random_batch(config: ModelConfig, count: int, seed: int) -> tuple[np.ndarray
     return inputs, labels, identifiers
 
 
-def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: int, args: argparse.Namespace,
-               device: torch.device) -> dict[str, Any]:
-    """Time one (config, dtype, protocol, batch size, streams): `repeats` runs over the same examples."""
+def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: int, compiled: bool,
+               args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Time one (config, dtype, protocol, batch size, streams, compile): `repeats` runs over the
+    same examples, after a warm-up that also pays any compilation."""
     config = bench_config(name, dtype, args.set)
     engine = Engine(bench_model(config, args.seed), "stablemax_cross_entropy", ignore_label_id=0, device=device,
-                    batch_size=batch_size, streams=streams)
+                    batch_size=batch_size, streams=streams, compile=compiled)
     count = batch_size * (args.adaptive_batches if protocol == "adaptive" else 1)
     data = random_batch(config, count, args.seed)
     steps = args.steps or config.halt_max_steps
-    engine.run(*(a[:batch_size] for a in data), steps=1)  # warm-up: allocator, BLAS and kernel set-up
+    warm_up = time.perf_counter()
+    engine.run(*(a[:batch_size] for a in data), steps=1)  # allocator, BLAS and kernel set-up, compilation
+    warm_up_s = time.perf_counter() - warm_up
     load_before = os.getloadavg()[0]
     seconds, result = [], None
     for _ in range(args.repeats):
@@ -158,6 +165,7 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
     model_rate = model_matmul_rate(config, engine.stream_batch_size, device)
     return {
         "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "streams": streams,
+        "compile": compiled, "warm_up_s": warm_up_s,
         "examples": count,
         "max_steps": steps, "mean_steps": result.forward_steps / count, "seconds": seconds,
         "examples_per_s": examples_per_s, "flops_per_example": flops_per_example,
@@ -253,13 +261,13 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams':>8}{'examples':>9}{'steps':>7}"
+CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams':>8}{'compile':>8}{'examples':>9}{'steps':>7}"
                f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'shapes':>8}{'load':>11}")
 
 
 def format_cell(c: dict[str, Any]) -> str:
     load = "{:.1f}→{:.1f}".format(*c["load_average"])
-    return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{c['examples']:>9}"
+    return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{'on' if c['compile'] else 'off':>8}{c['examples']:>9}"
             f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
             f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
 

@@ -64,7 +64,7 @@ def evaluate_in_process(prepared) -> dict[str, tuple[StatsTable, pa.Table]]:
         model = build_checked_model(ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers,
                                     forward_dtype=config.eval.dtype)
         engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id,
-                        batch_size=config.eval.batch_size)
+                        batch_size=config.eval.batch_size, compile=config.eval.compile)
         stats, tables = StatsTable(), []
         for set_name in prepared.sets:
             batch = dataset.examples(config.dataset.split, set_name)

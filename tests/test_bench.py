@@ -16,7 +16,7 @@ def toy_report(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "engine.json"
     run = subprocess.run(
         [sys.executable, "-m", "jobs.bench", "engine", "--configs", "small", "--set", *TOY, "--batch-sizes", "2",
-         "--streams", "1", "2", "--repeats", "2", "--square-sizes", "32", "64", "--threads", "1", "--json", str(out)],
+         "--streams", "1", "2", "--compile", "off", "on", "--repeats", "2", "--square-sizes", "32", "64", "--threads", "1", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -29,9 +29,12 @@ def positive(value) -> bool:
 
 def test_the_engine_bench_measures_every_protocol_and_dtype_it_was_asked_for(toy_report):
     report, _ = toy_report
-    cells = {(c["config"], c["dtype"], c["protocol"], c["batch_size"], c["streams"]) for c in report["cells"]}
-    assert cells == {("small", dtype, protocol, 2, streams) for dtype in ("float32", "bfloat16")
-                     for protocol in ("fixed", "adaptive") for streams in (1, 2)}
+    cells = [(c["config"], c["dtype"], c["protocol"], c["batch_size"], c["streams"], c["compile"])
+             for c in report["cells"]]
+    layouts = [(1, False), (1, True), (2, False)]  # the engine compiles one stream only
+    assert sorted(cells) == sorted(("small", dtype, protocol, 2, streams, compiled)
+                                   for dtype in ("float32", "bfloat16") for protocol in ("fixed", "adaptive")
+                                   for streams, compiled in layouts)
     assert report["configs"]["small"]["model"]["hidden_size"] == 16
 
 
@@ -46,7 +49,7 @@ def test_every_figure_of_the_engine_bench_is_a_positive_measured_number(toy_repo
     for cell in report["cells"]:
         assert len(cell["seconds"]) == 2 and all(positive(s) for s in cell["seconds"])
         for key in ("examples_per_s", "flops_per_example", "flops_per_s", "roofline_fraction", "mean_steps",
-                    "model_shape_fraction"):
+                    "model_shape_fraction", "warm_up_s"):
             assert positive(cell[key]), key
         assert positive(cell["model_shape_matmul"]["flops_per_s"])
         assert all(positive(row["flops_per_s"]) for row in cell["model_shape_matmul"]["shapes"])
@@ -62,4 +65,5 @@ def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
 def test_the_engine_bench_prints_the_table_and_the_roofline(toy_report):
     _, stdout = toy_report
     assert "float32 square matmul GFLOP/s" in stdout and "bfloat16 square matmul GFLOP/s" in stdout
-    assert stdout.count("small  float32   fixed") == 4  # 2 streams, once as measured, once in the final table
+    # 3 layouts (1 stream eager and compiled, 2 streams), once as measured, once in the final table
+    assert stdout.count("small  float32   fixed") == 6

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from hrm.engine import cpu_compiler
 from hrm.predictions import column_matrix
 from jobs.cli import main
 from tests.factories import CONFORMANCE
@@ -44,6 +45,13 @@ def test_evaluate_reproduces_the_reference_evaluator(capsys, tmp_path, vector, c
 def test_two_streams_of_the_reference_batch_size_reproduce_the_reference_evaluator(capsys, tmp_path):
     vector, checkpoint, batch_size = VECTORS[0]
     report = evaluate_json(capsys, tmp_path, vector, checkpoint, 2 * batch_size, ["--streams", "2"])
+    assert_reference_results(report, vector, checkpoint)
+
+
+@pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
+@pytest.mark.parametrize("vector,checkpoint,batch_size", [VECTORS[0], VECTORS[2]])
+def test_a_compiled_engine_reproduces_the_reference_evaluator(capsys, tmp_path, vector, checkpoint, batch_size):
+    report = evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size, ["--compile"])
     assert_reference_results(report, vector, checkpoint)
 
 

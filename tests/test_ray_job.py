@@ -29,6 +29,7 @@ from cluster import results
 from cluster.config import load_run_config
 from cluster.driver import RunFailed, RunProgress, execute, prepare
 from hrm import storage
+from hrm.engine import cpu_compiler
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
 from tests.factories import make_checkpoint
 
@@ -296,6 +297,15 @@ def tiny_run(tmp_path: Path, **cluster) -> tuple[dict, Path]:
            "cluster": {"actors": 1, "shard_size": 16, "torch_threads": 1, **cluster},
            "output": {"uri": str(tmp_path / "out"), "run_id": "tiny"}}
     return doc, weights
+
+
+@pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
+def test_actors_compile_their_models_when_the_config_says_so_and_match_the_compiled_engine(cluster, tmp_path):
+    doc, _ = tiny_run(tmp_path)
+    doc["eval"]["compile"] = True
+    prepared = prepare(load(tmp_path, doc))
+    assert execute(prepared).status == "completed"
+    assert_same_as_in_process(prepared.run, evaluate_in_process(prepared))
 
 
 def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(cluster, tmp_path):
