@@ -1,4 +1,5 @@
-"""Benchmarks: `python -m jobs.bench SUBCOMMAND [--json OUT] …`.
+"""Benchmarks: `python -m jobs.bench SUBCOMMAND [--json OUT] …`; every run saves its figures
+(by default under results/bench/).
 
 `engine`: examples/s of the ACT engine (fixed and adaptive protocols) on randomly initialised
 models, for several batch sizes and dtypes, set against this machine's dense matmul FLOP/s
@@ -82,10 +83,9 @@ def configure_engine(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="write the full results here")
 
 
-def run_engine(args: argparse.Namespace) -> int:
+def run_engine(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     report: dict[str, Any] = {"benchmark": "engine", "command": args.command, "machine": machine_info(args.threads),
@@ -108,10 +108,7 @@ def run_engine(args: argparse.Namespace) -> int:
                     print(format_cell(cell), flush=True)
     print()
     print(format_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return report
 
 
 def bench_config(name: str, dtype: str, overrides: list[str]) -> ModelConfig:
@@ -289,8 +286,10 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 # -- command line ---------------------------------------------------------------------------
+RESULTS_DIR = Path("results") / "bench"  # under the working directory, like evaluate's results/
 # One entry per sub-command: (help, configure_<name>, run_<name>).
-SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
+                             Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("ACT engine examples/s against the measured matmul roofline", configure_engine, run_engine),
     "cluster": ("the Ray path against the in-process engine: throughput and a checkpoint sweep",
                 configure_cluster, run_cluster),
@@ -303,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, configure, run) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         configure(sub_parser)
+        sub_parser.add_argument("--json", type=Path, default=None,
+                                help=f"where the full results go (default: {RESULTS_DIR}/{name}-<time>.json)")
         sub_parser.set_defaults(run=run)
     return parser
 
@@ -311,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.command = shlex.join(["python", "-m", "jobs.bench", *argv])
-    return args.run(args)
+    out = args.json or RESULTS_DIR / f"{args.subcommand}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    report = args.run(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import tempfile
 import time
@@ -58,7 +57,6 @@ def configure_cluster(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-seconds", type=float, default=200.0,
                         help="total one-thread engine time the sweep is sized to (at least)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a fresh temporary directory")
-    parser.add_argument("--json", type=Path, default=None, help="write the full results here")
 
 
 class CommitTimes(RunProgress):
@@ -73,7 +71,7 @@ class CommitTimes(RunProgress):
         self.commits.append((time.perf_counter(), record.examples, sum(record.timings.values())))
 
 
-def run_cluster(args: argparse.Namespace) -> int:
+def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hrm-bench-cluster-"))
@@ -89,10 +87,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     report["sweep"] = sweep(args, checkpoints, make_data(work / "sweep-data", sweep_n), work)
     report["load_after"] = os.getloadavg()
     print(format_cluster_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return report
 
 
 def round_up(n: int, multiple: int) -> int:

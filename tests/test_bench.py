@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,15 @@ def test_the_engine_bench_prints_the_table_and_the_roofline(toy_report):
     assert "float32 square matmul GFLOP/s" in stdout and "bfloat16 square matmul GFLOP/s" in stdout
     # 3 layouts (1 stream eager and compiled, 2 streams), once as measured, once in the final table
     assert stdout.count("small  float32   fixed") == 6
+
+
+def test_a_bench_without_json_saves_its_figures_under_results_bench(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.bench", "engine", "--configs", "small", "--set", *TOY, "--dtypes", "float32",
+         "--protocols", "fixed", "--batch-sizes", "2", "--repeats", "1", "--square-sizes", "32", "--threads", "1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    (saved,) = (tmp_path / "results" / "bench").glob("engine-*.json")
+    assert f"results: {saved.relative_to(tmp_path)}" in run.stdout
+    assert positive(json.loads(saved.read_text())["cells"][0]["examples_per_s"])
