@@ -308,6 +308,30 @@ def test_actors_compile_their_models_when_the_config_says_so_and_match_the_compi
     assert_same_as_in_process(prepared.run, evaluate_in_process(prepared))
 
 
+def test_adaptive_runs_on_one_and_two_actors_give_identical_metrics_and_predictions(cluster, tmp_path):
+    # Continuous batching refills slots within a unit, so a unit's results depend only on the
+    # unit, never on which actor ran it or what ran beside it.
+    data = make_dataset(tmp_path / "data")
+    (weights,) = make_checkpoint(tmp_path / "run", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS,
+                                 q_scale=0.3, halt_max_steps=6)
+    runs = {}
+    for actors in (1, 2):
+        doc = {"checkpoints": [{"path": str(weights)}], "dataset": {"uri": data},
+               "eval": {"protocol": "adaptive", "batch_size": 8},
+               "cluster": {"actors": actors, "shard_size": 16, "torch_threads": 1},
+               "output": {"uri": str(tmp_path / "out"), "run_id": f"actors-{actors}"}}
+        prepared = prepare(load(tmp_path, doc, f"run-{actors}.yaml"))
+        assert execute(prepared).scheduling["actor_instances"] == actors
+        runs[actors] = prepared.run
+    (name,) = results.read_metrics(runs[1])["checkpoints"]
+    one, two = (results.read_metrics(runs[n])["checkpoints"][name] for n in (1, 2))
+    assert one["stats"] == two["stats"] and one["metrics"] == two["metrics"]
+    predictions = results.read_predictions(runs[1], name)
+    assert predictions.equals(results.read_predictions(runs[2], name))
+    steps = set(predictions.column("steps").to_pylist())
+    assert len(steps) > 1 and max(steps) <= 6  # halting really varied
+
+
 def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(cluster, tmp_path):
     doc, _ = tiny_run(tmp_path, max_attempts=2)
     prepared = prepare(load(tmp_path, doc))
