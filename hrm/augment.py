@@ -364,8 +364,8 @@ def tta_transform(family: str, side: int, copy: int, seed: int) -> GridTransform
     if copy < 1:
         raise ValueError(f"copy 0 is the untransformed data; transformed copies count from 1, got {copy}")
     if family == "sudoku":
-        box = math.isqrt(side)
-        if box * box != side:
+        box = board_side(side)
+        if box is None:
             raise ValueError(f"a Sudoku board side must be a square (4, 9, 16, …), got {side}")
         return SudokuTransform.random(np.random.RandomState([seed, copy]), box)
     if family == "maze":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.augment import DihedralTransform
+from hrm.augment import DihedralTransform, board_side
 from hrm.converters.common import (Clock, csv_rows, add_output_options, add_split_options, check_readable,
                                    publish, single_example_puzzles, split_by_fraction, split_sources)
 from hrm.dataset import PuzzleArrays
@@ -145,8 +145,8 @@ def _read_csv(path: Path) -> list[MazeGrid]:
     for line, row in csv_rows(path, CSV_HEADER):
         where = f"{path}:{line}"
         source, question, answer, _rating = row
-        side = int(round(len(question) ** 0.5))
-        if side * side != len(question) or len(answer) != len(question):
+        side = board_side(len(question))
+        if side is None or len(answer) != len(question):
             raise InputError(f"{where}: question ({len(question)}) and answer ({len(answer)}) must be "
                              "the same square number of characters")
         question_rows = [question[r * side:(r + 1) * side] for r in range(side)]
