@@ -121,7 +121,6 @@ class Engine:
         self.config = model.config
         self.loss_type = loss_type
         self.ignore_label_id = ignore_label_id
-        self.batch_size = batch_size
         self.streams = streams
         self.stream_batch_size = -(batch_size // -streams)  # ceil division
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from hrm.checkpoint import ArchSpec, build_checked_model, load_checkpoint, save_checkpoint
-from hrm.dataset import DatasetMetadata, PuzzleArrays, write_dataset
+from hrm.dataset import DatasetMetadata, PuzzleArrays, open_dataset, write_dataset
 from hrm.engine import Engine
 from hrm.models import build_model
 
@@ -141,8 +141,6 @@ def engine_seconds_per_example(path: Path, threads: int) -> float:
 
 
 def whole_set(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from hrm.dataset import open_dataset
-
     batch = open_dataset(data).examples("test", "all")
     return np.asarray(batch.inputs), np.asarray(batch.labels), np.asarray(batch.puzzle_identifiers)
 

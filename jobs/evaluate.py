@@ -109,8 +109,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     try:
         engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=args.device,
                         batch_size=args.batch_size, streams=args.streams, compile=args.compile)
-    except ValueError as err:  # streams on a GPU, fewer than one, or with --compile
-        raise InputError(f"--streams: {err}") from None
+    except ValueError as err:  # streams below one or on a GPU; compile with streams or no compiler
+        raise InputError(f"{'--compile' if args.compile and args.streams >= 1 else '--streams'}: {err}") from None
     output = args.output or str(Path("results") / f"{ckpt.path.parent.name}-{ckpt.path.name}")
     sets = args.sets or dataset.sets(args.split)
     unknown = sorted(set(sets) - set(dataset.sets(args.split)))
