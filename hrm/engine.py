@@ -22,8 +22,9 @@ streams on one stream).
 `compile=True` hands each reasoning module to torch.compile, which fuses the elementwise work
 between the matmuls (norms, RoPE, SiLU, residual adds) into generated kernels. The first batch
 pays the compilation (seconds on CPU, where it needs a C++ compiler); the results equal the
-eager ones up to float rounding. It takes one stream: inductor's CPU kernels fix their thread
-count when they are generated.
+eager ones up to float rounding. It combines with streams: the generated CPU kernels ask for
+their thread count when they run (inductor's `cpp.dynamic_threads`) instead of fixing the
+count they were generated under, so each stream's kernels stay on that stream's threads.
 """
 
 from __future__ import annotations
@@ -106,8 +107,6 @@ class Engine:
         self.device = torch.device(device)
         if streams < 1 or (streams > 1 and self.device.type != "cpu"):
             raise ValueError(f"streams must be 1, or more on CPU; got {streams} on {self.device}")
-        if compile and streams > 1:
-            raise ValueError(f"compile takes one stream, not {streams}")
         if compile and self.device.type == "cpu" and not cpu_compiler():
             raise ValueError("compile on CPU needs a C++ compiler: g++ on PATH, or $CXX")
         if self.device.type == "cpu":
@@ -117,7 +116,7 @@ class Engine:
         if compile:
             for module in self.model.modules():
                 if isinstance(module, ReasoningModule):  # where the time goes; the heads stay eager
-                    module.compile()
+                    module.compile(options={"cpp.dynamic_threads": True})
         self.config = model.config
         self.loss_type = loss_type
         self.ignore_label_id = ignore_label_id

@@ -72,7 +72,7 @@ def configure_engine(parser: argparse.ArgumentParser) -> None:
                         help="engine worker threads, each with batch/streams examples and threads/streams "
                              "kernel threads (see hrm.engine)")
     parser.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"],
-                        help="run eager, torch.compile'd (see hrm.engine; one stream only), or both")
+                        help="run eager, torch.compile'd (see hrm.engine), or both")
     parser.add_argument("--steps", type=int, default=None,
                         help="ACT steps (fixed) / step limit (adaptive); default: the config's halt_max_steps")
     parser.add_argument("--adaptive-batches", type=int, default=4,
@@ -99,8 +99,6 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
                                    "flops_per_example_step_total": sum(flops.values())}
         for dtype in args.dtypes:
             for batch_size, streams, compiled in itertools.product(args.batch_sizes, args.streams, args.compile):
-                if compiled == "on" and streams > 1:
-                    continue  # the engine compiles one stream only
                 for protocol in args.protocols:
                     cell = bench_cell(name, dtype, protocol, batch_size, streams, compiled == "on", args, device)
                     cell["roofline_fraction"] = cell["flops_per_s"] / report["matmul"][dtype]["best_flops_per_s"]

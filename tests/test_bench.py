@@ -32,7 +32,7 @@ def test_the_engine_bench_measures_every_protocol_and_dtype_it_was_asked_for(toy
     report, _ = toy_report
     cells = [(c["config"], c["dtype"], c["protocol"], c["batch_size"], c["streams"], c["compile"])
              for c in report["cells"]]
-    layouts = [(1, False), (1, True), (2, False)]  # the engine compiles one stream only
+    layouts = [(1, False), (1, True), (2, False), (2, True)]
     assert sorted(cells) == sorted(("small", dtype, protocol, 2, streams, compiled)
                                    for dtype in ("float32", "bfloat16") for protocol in ("fixed", "adaptive")
                                    for streams, compiled in layouts)
@@ -66,8 +66,8 @@ def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
 def test_the_engine_bench_prints_the_table_and_the_roofline(toy_report):
     _, stdout = toy_report
     assert "float32 square matmul GFLOP/s" in stdout and "bfloat16 square matmul GFLOP/s" in stdout
-    # 3 layouts (1 stream eager and compiled, 2 streams), once as measured, once in the final table
-    assert stdout.count("small  float32   fixed") == 6
+    # 4 layouts (1 and 2 streams, eager and compiled), once as measured, once in the final table
+    assert stdout.count("small  float32   fixed") == 8
 
 
 def test_a_bench_without_json_saves_its_figures_under_results_bench(tmp_path):

@@ -42,13 +42,17 @@ def test_evaluate_reproduces_the_reference_evaluator(capsys, tmp_path, vector, c
     assert_reference_results(evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size), vector, checkpoint)
 
 
-def test_two_streams_of_the_reference_batch_size_reproduce_the_reference_evaluator(capsys, tmp_path):
+NEEDS_COMPILER = pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
+
+
+@pytest.mark.parametrize("flags", [[], pytest.param(["--compile"], marks=NEEDS_COMPILER)], ids=["eager", "compiled"])
+def test_two_streams_of_the_reference_batch_size_reproduce_the_reference_evaluator(capsys, tmp_path, flags):
     vector, checkpoint, batch_size = VECTORS[0]
-    report = evaluate_json(capsys, tmp_path, vector, checkpoint, 2 * batch_size, ["--streams", "2"])
+    report = evaluate_json(capsys, tmp_path, vector, checkpoint, 2 * batch_size, ["--streams", "2", *flags])
     assert_reference_results(report, vector, checkpoint)
 
 
-@pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
+@NEEDS_COMPILER
 @pytest.mark.parametrize("vector,checkpoint,batch_size", [VECTORS[0], VECTORS[2]])
 def test_a_compiled_engine_reproduces_the_reference_evaluator(capsys, tmp_path, vector, checkpoint, batch_size):
     report = evaluate_json(capsys, tmp_path, vector, checkpoint, batch_size, ["--compile"])
