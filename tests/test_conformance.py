@@ -99,3 +99,14 @@ def test_streams_below_one_are_refused_naming_the_flag(capsys, tmp_path):
     assert main(args) == 2
     assert "--streams: streams must be 1, or more on CPU; got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_compile_without_a_cpu_compiler_is_refused_naming_the_flag(capsys, tmp_path, monkeypatch):
+    vector, checkpoint, _ = VECTORS[0]
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    args = ["evaluate", "--checkpoint", str(CONFORMANCE / vector / "checkpoints" / checkpoint),
+            "--data", str(CONFORMANCE / vector / "data"), "--output", str(tmp_path / "out"), "--streams", "2",
+            "--compile"]
+    assert main(args) == 2
+    assert "--compile: compile on CPU needs a C++ compiler" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
