@@ -42,8 +42,8 @@ def test_the_engine_bench_measures_every_protocol_and_dtype_it_was_asked_for(toy
 def test_every_figure_of_the_engine_bench_is_a_positive_measured_number(toy_report):
     report, _ = toy_report
     for rate in report["matmul"].values():
-        assert [(row["layout"], row["n"]) for row in rate["square"]] == [
-            (layout, n) for layout in ("nn", "nt", "tn") for n in (32, 64)]
+        assert [(row["when"], row["layout"], row["n"]) for row in rate["square"]] == [
+            (when, layout, n) for when in ("before", "after") for layout in ("nn", "nt", "tn") for n in (32, 64)]
         assert all(positive(row["seconds"]) and positive(row["flops_per_s"]) for row in rate["square"])
         assert positive(rate["best_flops_per_s"])
     assert all(positive(v) for v in report["configs"]["small"]["flops_per_example_step"].values())
@@ -55,6 +55,14 @@ def test_every_figure_of_the_engine_bench_is_a_positive_measured_number(toy_repo
         assert positive(cell["model_shape_matmul"]["flops_per_s"])
         assert all(positive(row["flops_per_s"]) for row in cell["model_shape_matmul"]["shapes"])
         assert len(cell["load_average"]) == 2
+
+
+def test_the_roofline_is_the_best_square_matmul_rate_before_or_after_the_cells(toy_report):
+    report, _ = toy_report
+    for dtype, rate in report["matmul"].items():
+        assert rate["best_flops_per_s"] == max(row["flops_per_s"] for row in rate["square"])
+        for cell in (c for c in report["cells"] if c["dtype"] == dtype):
+            assert cell["roofline_fraction"] == cell["flops_per_s"] / rate["best_flops_per_s"]
 
 
 def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
