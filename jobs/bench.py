@@ -102,9 +102,8 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
             for batch_size, streams, compiled in itertools.product(args.batch_sizes, args.streams, args.compile):
                 for protocol in args.protocols:
                     cell = bench_cell(name, dtype, protocol, batch_size, streams, compiled == "on", args, device)
-                    cell["roofline_fraction"] = cell["flops_per_s"] / before[dtype]["best_flops_per_s"]
                     report["cells"].append(cell)
-                    print(format_cell(cell), flush=True)
+                    print(format_cell(cell, before[dtype]["best_flops_per_s"]), flush=True)
     # A shared machine's matmul rate drifts by tens of percent over minutes: the roofline is the
     # best rate seen before or after the cells, so no cell is flattered by a slow first measurement.
     after = measure_roofline("after")
@@ -168,8 +167,7 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
     model_rate = model_matmul_rate(config, engine.stream_batch_size, device)
     return {
         "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "streams": streams,
-        "compile": compiled, "warm_up_s": warm_up_s,
-        "examples": count,
+        "compile": compiled, "warm_up_s": warm_up_s, "examples": count,
         "max_steps": steps, "mean_steps": result.forward_steps / count, "seconds": seconds,
         "examples_per_s": examples_per_s, "flops_per_example": flops_per_example,
         "flops_per_s": flops_per_example * examples_per_s,
@@ -274,11 +272,11 @@ CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams
                f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'shapes':>8}{'load':>11}")
 
 
-def format_cell(c: dict[str, Any]) -> str:
+def format_cell(c: dict[str, Any], roofline: float) -> str:
     load = "{:.1f}→{:.1f}".format(*c["load_average"])
     return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{'on' if c['compile'] else 'off':>8}{c['examples']:>9}"
             f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
-            f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
+            f"{c['flops_per_s'] / 1e9:>9.1f}{c['flops_per_s'] / roofline:>10.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -294,7 +292,8 @@ def format_report(report: dict[str, Any]) -> str:
     for name, info in report["configs"].items():
         parts = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in info["flops_per_example_step"].items())
         lines.append(f"{name}: MFLOP per example per ACT step {info['flops_per_example_step_total'] / 1e6:.1f} ({parts})")
-    lines += ["", CELL_HEADER, *(format_cell(c) for c in report["cells"]),
+    rooflines = {dtype: rate["best_flops_per_s"] for dtype, rate in report["matmul"].items()}
+    lines += ["", CELL_HEADER, *(format_cell(c, rooflines[c["dtype"]]) for c in report["cells"]),
               "", "steps = mean ACT steps per example; roofline = achieved ÷ best square matmul FLOP/s before or after "
               "the cells (the lines printed as cells finish divide by the rate before); "
               "shapes = achieved ÷ FLOP/s of the model's own matmul shapes; load = 1-min load average before→after"]
