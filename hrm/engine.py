@@ -47,6 +47,7 @@ from hrm.models import ReasoningModule, RecursiveReasoningModel
 
 Protocol = Literal["fixed", "adaptive"]
 Part = TypeVar("Part")
+Output = TypeVar("Output")
 
 
 @dataclass
@@ -141,21 +142,22 @@ class Engine:
             batches = [slice(start, start + size) for start in range(0, len(inputs), size)]
             run_batch = lambda rows: self._fixed_batch(*self._to_device(inputs[rows], labels[rows],
                                                                         puzzle_identifiers[rows]), steps)
-            return EngineResult.concat(self._in_streams(run_batch, batches))
+            return EngineResult.concat(self.in_streams(run_batch, batches))
         if protocol == "adaptive":
             # each stream runs its own continuous batching over every streams-th example
             shares = [np.arange(i, len(inputs), self.streams) for i in range(self.streams)]
             run_share = lambda rows: self._adaptive(inputs[rows], labels[rows], puzzle_identifiers[rows],
                                                     min_steps, steps)
-            merged = EngineResult.concat(self._in_streams(run_share, [rows for rows in shares if len(rows)]))
+            merged = EngineResult.concat(self.in_streams(run_share, [rows for rows in shares if len(rows)]))
             return take_rows(merged, np.argsort(np.concatenate(shares), kind="stable"))
         raise ValueError(f"unknown protocol {protocol!r}")
 
     # -- streams --------------------------------------------------------------------------
-    def _in_streams(self, work: Callable[[Part], EngineResult], parts: Sequence[Part]) -> list[EngineResult]:
+    def in_streams(self, work: Callable[[Part], Output], parts: Sequence[Part]) -> list[Output]:
         """`work` over `parts` under inference mode, in order; with streams > 1 on that many
-        worker threads, each handed the next part as it finishes one."""
-        def in_inference_mode(part: Part) -> EngineResult:
+        worker threads, each handed the next part as it finishes one. Public so that a benchmark
+        can time other work (the model's bare matmuls) laid out exactly as the engine runs."""
+        def in_inference_mode(part: Part) -> Output:
             with torch.inference_mode():  # thread-local, so each worker enters it itself
                 return work(part)
 

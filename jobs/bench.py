@@ -6,7 +6,8 @@ models, for several batch sizes and dtypes, set against this machine's dense mat
 measured in the same run. FLOPs per example are counted from the model config by
 `hrm.flops` (matmuls only; see there for what is counted). The achieved fraction of the
 roofline is FLOPs/example × examples/s ÷ the best matmul FLOP/s measured on large square
-products; the rate at the model's own GEMM shapes is reported next to it.
+products. Next to it, the "ceiling": the rate of the model's own matmul shapes, run on the
+same streams, over that roofline — what the engine would reach if only its matmuls took time.
 
 Every figure is measured in the run that prints it; each cell is timed `--repeats` times and
 reported by its median, with the 1-minute load average before and after, because a busy
@@ -20,11 +21,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import shlex
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +59,9 @@ LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
 # A matmul size (or model shape) whose single product takes longer than this is timed once,
 # and larger square sizes are skipped: bfloat16 without hardware support can be 100× slower.
 SLOW_PRODUCT_S = 2.0
+# A model shape's product is repeated until one timing takes about this long: the timings of
+# short products are mostly clock and loop overhead.
+MIN_TIMED_S = 0.02
 
 
 # -- engine ---------------------------------------------------------------------------------
@@ -110,7 +116,9 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
     for dtype in args.dtypes:
         report["matmul"][dtype] = best_square_rate(before[dtype]["square"] + after[dtype]["square"])
     for cell in report["cells"]:
-        cell["roofline_fraction"] = cell["flops_per_s"] / report["matmul"][cell["dtype"]]["best_flops_per_s"]
+        roofline = report["matmul"][cell["dtype"]]["best_flops_per_s"]
+        cell["roofline_fraction"] = cell["flops_per_s"] / roofline
+        cell["matmul_ceiling"] = cell["model_shape_matmul"]["flops_per_s"] / roofline
     print()
     print(format_report(report))
     return report
@@ -164,7 +172,7 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
         seconds.append(time.perf_counter() - start)
     flops_per_example = sum(flops_per_example_step(config).values()) * result.forward_steps / count
     examples_per_s = count / statistics.median(seconds)
-    model_rate = model_matmul_rate(config, engine.stream_batch_size, device)
+    model_rate = model_matmul_rate(config, engine, device)
     return {
         "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "streams": streams,
         "compile": compiled, "warm_up_s": warm_up_s, "examples": count,
@@ -215,23 +223,44 @@ def best_square_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "best_flops_per_s": best["flops_per_s"]}
 
 
-def model_matmul_rate(config: ModelConfig, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """FLOP/s of the model's own matmul shapes at `batch_size` (a stream's batch), each timed
-    alone with all threads (linear layers as a @ wᵀ, attention as bmm); the aggregate is
-    total FLOPs over total time, as run back to back."""
+def model_matmul_rate(config: ModelConfig, engine: Engine, device: torch.device) -> dict[str, Any]:
+    """FLOP/s of the model's own matmul shapes at a stream's batch, laid out as `engine` runs its
+    streams: one copy of each product per stream, concurrently, on the engine's kernel threads
+    per stream (linear layers as a @ wᵀ, attention as bmm). The aggregate is total FLOPs over
+    total time, as run back to back: divided by the roofline, it is the fraction the engine
+    would reach if all its other work (norms, softmax, SiLU, RoPE, heads) took no time."""
     shapes: dict[tuple[int, int, int, int], list[Matmul]] = {}
-    for matmul in step_matmuls(config, batch_size):
+    for matmul in step_matmuls(config, engine.stream_batch_size):
         shapes.setdefault((matmul.batch, matmul.m, matmul.k, matmul.n), []).append(matmul)
     rows, total_flops, total_seconds = [], 0, 0.0
     for (batch, m, k, n), matmuls in shapes.items():
-        seconds = time_product(shape_product(batch, m, k, n, config.dtype, device))
-        flops_once = 2 * batch * m * k * n
+        products = [shape_product(batch, m, k, n, config.dtype, device) for _ in range(engine.streams)]
+        once = time_product(products[0])
+        repeat = math.ceil(MIN_TIMED_S / once)
+        seconds = min(concurrent_seconds(engine, products, repeat) for _ in range(1 if once > SLOW_PRODUCT_S else 3))
+        flops_once = 2 * batch * m * k * n * engine.streams
         calls = sum(mm.calls for mm in matmuls)
         rows.append({"components": sorted({mm.component for mm in matmuls}), "batch": batch, "m": m, "k": k, "n": n,
-                     "flops_per_s": flops_once / seconds})
+                     "streams": engine.streams, "flops_per_s": flops_once / seconds})
         total_flops += flops_once * calls
         total_seconds += seconds * calls
     return {"shapes": rows, "flops_per_s": total_flops / total_seconds}
+
+
+def concurrent_seconds(engine: Engine, products: list[Callable[[], torch.Tensor]], repeat: int) -> float:
+    """Seconds per product with one product running on every stream at once. Each stream warms up
+    (its thread is new), waits for the others, then times `repeat` products; the slowest counts."""
+    start_together = threading.Barrier(len(products))
+
+    def timed(product: Callable[[], torch.Tensor]) -> float:
+        product()
+        start_together.wait()
+        start = time.perf_counter()
+        for _ in range(repeat):
+            product()
+        return time.perf_counter() - start
+
+    return max(engine.in_streams(timed, products)) / repeat
 
 
 def shape_product(batch: int, m: int, k: int, n: int, dtype: torch.dtype,
@@ -269,14 +298,15 @@ def cpu_model() -> str:
 
 
 CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams':>8}{'compile':>8}{'examples':>9}{'steps':>7}"
-               f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'shapes':>8}{'load':>11}")
+               f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'ceiling':>9}{'shapes':>8}{'load':>11}")
 
 
 def format_cell(c: dict[str, Any], roofline: float) -> str:
     load = "{:.1f}→{:.1f}".format(*c["load_average"])
     return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{'on' if c['compile'] else 'off':>8}{c['examples']:>9}"
             f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
-            f"{c['flops_per_s'] / 1e9:>9.1f}{c['flops_per_s'] / roofline:>10.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
+            f"{c['flops_per_s'] / 1e9:>9.1f}{c['flops_per_s'] / roofline:>10.1%}"
+            f"{c['model_shape_matmul']['flops_per_s'] / roofline:>9.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -296,7 +326,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", CELL_HEADER, *(format_cell(c, rooflines[c["dtype"]]) for c in report["cells"]),
               "", "steps = mean ACT steps per example; roofline = achieved ÷ best square matmul FLOP/s before or after "
               "the cells (the lines printed as cells finish divide by the rate before); "
-              "shapes = achieved ÷ FLOP/s of the model's own matmul shapes; load = 1-min load average before→after"]
+              "ceiling = FLOP/s of the model's own matmul shapes, run on the cell's streams, ÷ the same roofline: "
+              "the fraction reached if everything but the matmuls took no time; "
+              "shapes = achieved ÷ that matmul FLOP/s; load = 1-min load average before→after"]
     return "\n".join(lines)
 
 

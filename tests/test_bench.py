@@ -3,9 +3,15 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from hrm.engine import Engine
+from jobs.bench import bench_config, bench_model, concurrent_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = ["hidden_size=16", "num_heads=2", "H_layers=1", "L_layers=1", "halt_max_steps=2", "puzzle_emb_ndim=16",
@@ -50,19 +56,22 @@ def test_every_figure_of_the_engine_bench_is_a_positive_measured_number(toy_repo
     for cell in report["cells"]:
         assert len(cell["seconds"]) == 2 and all(positive(s) for s in cell["seconds"])
         for key in ("examples_per_s", "flops_per_example", "flops_per_s", "roofline_fraction", "mean_steps",
-                    "model_shape_fraction", "warm_up_s"):
+                    "matmul_ceiling", "model_shape_fraction", "warm_up_s"):
             assert positive(cell[key]), key
         assert positive(cell["model_shape_matmul"]["flops_per_s"])
         assert all(positive(row["flops_per_s"]) for row in cell["model_shape_matmul"]["shapes"])
+        # the bare matmuls are timed laid out as the cell ran: one copy per stream
+        assert {row["streams"] for row in cell["model_shape_matmul"]["shapes"]} == {cell["streams"]}
         assert len(cell["load_average"]) == 2
 
 
-def test_the_roofline_is_the_best_square_matmul_rate_before_or_after_the_cells(toy_report):
+def test_the_roofline_and_the_matmul_ceiling_divide_by_the_best_square_rate_before_or_after_the_cells(toy_report):
     report, _ = toy_report
     for dtype, rate in report["matmul"].items():
         assert rate["best_flops_per_s"] == max(row["flops_per_s"] for row in rate["square"])
         for cell in (c for c in report["cells"] if c["dtype"] == dtype):
             assert cell["roofline_fraction"] == cell["flops_per_s"] / rate["best_flops_per_s"]
+            assert cell["matmul_ceiling"] == cell["model_shape_matmul"]["flops_per_s"] / rate["best_flops_per_s"]
 
 
 def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
@@ -88,3 +97,24 @@ def test_a_bench_without_json_saves_its_figures_under_results_bench(tmp_path):
     (saved,) = (tmp_path / "results" / "bench").glob("engine-*.json")
     assert f"results: {saved.relative_to(tmp_path)}" in run.stdout
     assert positive(json.loads(saved.read_text())["cells"][0]["examples_per_s"])
+
+
+def test_the_matmul_ceiling_times_one_product_per_stream_at_the_same_time():
+    config = bench_config("small", "float32", TOY)
+    engine = Engine(bench_model(config, seed=0), "softmax_cross_entropy", ignore_label_id=0, batch_size=2, streams=2)
+    running, overlapped, threads = [0], [False], set()
+    lock = threading.Lock()
+
+    def product() -> torch.Tensor:
+        with lock:
+            running[0] += 1
+            overlapped[0] |= running[0] == 2
+            threads.add(threading.get_ident())
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+        return torch.zeros(1)
+
+    seconds = concurrent_seconds(engine, [product, product], repeat=3)
+    assert len(threads) == 2 and overlapped[0]
+    assert seconds >= 0.002
