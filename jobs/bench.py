@@ -5,9 +5,11 @@
 models, for several batch sizes and dtypes, set against this machine's dense matmul FLOP/s
 measured in the same run. FLOPs per example are counted from the model config by
 `hrm.flops` (matmuls only; see there for what is counted). The achieved fraction of the
-roofline is FLOPs/example × examples/s ÷ the best matmul FLOP/s measured on large square
-products. Next to it, the "ceiling": the rate of the model's own matmul shapes, run on the
-same streams, over that roofline — what the engine would reach if only its matmuls took time.
+roofline is FLOPs/example × examples/s ÷ the matmul FLOP/s of a large square product (the
+fastest layout and size of a sweep before the cells), re-measured around every repeat because
+a shared machine drifts. Next to it, the "ceiling": the rate of the model's own matmul shapes,
+run on the same streams, over that roofline — what the engine would reach if only its matmuls
+took time.
 
 Every figure is measured in the run that prints it; each cell is timed `--repeats` times and
 reported by its median, with the 1-minute load average before and after, because a busy
@@ -99,6 +101,8 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
     measure_roofline = lambda when: {dtype: square_matmul_rate(args.square_sizes, getattr(torch, dtype), device, when)
                                      for dtype in args.dtypes}
     before = measure_roofline("before")
+    report["roofline_probe"] = {dtype: {"layout": rate["best_layout"], "n": rate["best_n"]} for dtype, rate in before.items()}
+    probes = {dtype: roofline_probe(rate, getattr(torch, dtype), device) for dtype, rate in before.items()}
     for name in args.configs:
         config = bench_config(name, "float32", args.set)
         flops = flops_per_example_step(config)
@@ -107,18 +111,13 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
         for dtype in args.dtypes:
             for batch_size, streams, compiled in itertools.product(args.batch_sizes, args.streams, args.compile):
                 for protocol in args.protocols:
-                    cell = bench_cell(name, dtype, protocol, batch_size, streams, compiled == "on", args, device)
+                    cell = bench_cell(name, dtype, protocol, batch_size, streams, compiled == "on", probes[dtype], args,
+                                      device)
                     report["cells"].append(cell)
-                    print(format_cell(cell, before[dtype]["best_flops_per_s"]), flush=True)
-    # A shared machine's matmul rate drifts by tens of percent over minutes: the roofline is the
-    # best rate seen before or after the cells, so no cell is flattered by a slow first measurement.
+                    print(format_cell(cell), flush=True)
     after = measure_roofline("after")
     for dtype in args.dtypes:
         report["matmul"][dtype] = best_square_rate(before[dtype]["square"] + after[dtype]["square"])
-    for cell in report["cells"]:
-        roofline = report["matmul"][cell["dtype"]]["best_flops_per_s"]
-        cell["roofline_fraction"] = cell["flops_per_s"] / roofline
-        cell["matmul_ceiling"] = cell["model_shape_matmul"]["flops_per_s"] / roofline
     print()
     print(format_report(report))
     return report
@@ -152,9 +151,14 @@ def random_batch(config: ModelConfig, count: int, seed: int) -> tuple[np.ndarray
 
 
 def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: int, compiled: bool,
-               args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+               roofline: Callable[[], float], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Time one (config, dtype, protocol, batch size, streams, compile): `repeats` runs over the
-    same examples, after a warm-up that also pays any compilation."""
+    same examples, after a warm-up that also pays any compilation.
+
+    A shared machine's matmul rate drifts by tens of percent within minutes, so every repeat is
+    paired with rates measured around it: the square-matmul roofline just before and just after
+    it (the better of the two), and the model's bare matmul shapes just after it. Each fraction
+    is taken within its repeat, then the median over repeats is reported."""
     config = bench_config(name, dtype, args.set)
     engine = Engine(bench_model(config, args.seed), "stablemax_cross_entropy", ignore_label_id=0, device=device,
                     batch_size=batch_size, streams=streams, compile=compiled)
@@ -165,22 +169,29 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
     engine.run(*(a[:batch_size] for a in data), steps=1)  # allocator, BLAS and kernel set-up, compilation
     warm_up_s = time.perf_counter() - warm_up
     load_before = os.getloadavg()[0]
-    seconds, result = [], None
+    seconds, rooflines, matmuls, result = [], [], [], None
     for _ in range(args.repeats):
+        roofline_before = roofline()
         start = time.perf_counter()
         result = engine.run(*data, protocol=protocol, steps=steps)
         seconds.append(time.perf_counter() - start)
+        matmuls.append(model_matmul_rate(config, engine, device))
+        rooflines.append(max(roofline_before, roofline()))
     flops_per_example = sum(flops_per_example_step(config).values()) * result.forward_steps / count
+    achieved = [flops_per_example * count / s for s in seconds]
+    matmul_rates = [m["flops_per_s"] for m in matmuls]
     examples_per_s = count / statistics.median(seconds)
-    model_rate = model_matmul_rate(config, engine, device)
     return {
         "config": name, "dtype": dtype, "protocol": protocol, "batch_size": batch_size, "streams": streams,
         "compile": compiled, "warm_up_s": warm_up_s, "examples": count,
         "max_steps": steps, "mean_steps": result.forward_steps / count, "seconds": seconds,
         "examples_per_s": examples_per_s, "flops_per_example": flops_per_example,
         "flops_per_s": flops_per_example * examples_per_s,
-        "model_shape_matmul": model_rate,
-        "model_shape_fraction": flops_per_example * examples_per_s / model_rate["flops_per_s"],
+        "roofline_flops_per_s": rooflines,
+        "model_shape_matmul": matmuls,
+        "roofline_fraction": statistics.median(a / r for a, r in zip(achieved, rooflines)),
+        "matmul_ceiling": statistics.median(m / r for m, r in zip(matmul_rates, rooflines)),
+        "model_shape_fraction": statistics.median(a / m for a, m in zip(achieved, matmul_rates)),
         "load_average": [load_before, os.getloadavg()[0]],
     }
 
@@ -215,6 +226,14 @@ def square_matmul_rate(sizes: list[int], dtype: torch.dtype, device: torch.devic
             if seconds > SLOW_PRODUCT_S:
                 break
     return best_square_rate(rows)
+
+
+def roofline_probe(square: dict[str, Any], dtype: torch.dtype, device: torch.device) -> Callable[[], float]:
+    """A quick re-measurement of the roofline: FLOP/s now of the square product (layout, n) that
+    was fastest in `square` (a `square_matmul_rate` result)."""
+    n, product = square["best_n"], LAYOUTS[square["best_layout"]]
+    a, b, out = (torch.randn(n, n, device=device).to(dtype) for _ in range(3))
+    return lambda: 2 * n**3 / time_product(lambda: sync(product(a, b, out)))
 
 
 def best_square_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -301,12 +320,12 @@ CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams
                f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'ceiling':>9}{'shapes':>8}{'load':>11}")
 
 
-def format_cell(c: dict[str, Any], roofline: float) -> str:
+def format_cell(c: dict[str, Any]) -> str:
     load = "{:.1f}→{:.1f}".format(*c["load_average"])
     return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{'on' if c['compile'] else 'off':>8}{c['examples']:>9}"
             f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
-            f"{c['flops_per_s'] / 1e9:>9.1f}{c['flops_per_s'] / roofline:>10.1%}"
-            f"{c['model_shape_matmul']['flops_per_s'] / roofline:>9.1%}{c['model_shape_fraction']:>8.0%}{load:>11}")
+            f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['matmul_ceiling']:>9.1%}"
+            f"{c['model_shape_fraction']:>8.0%}{load:>11}")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -317,18 +336,19 @@ def format_report(report: dict[str, Any]) -> str:
             sizes = ", ".join(f"{r['layout']} {r['n']}: {r['flops_per_s'] / 1e9:.1f}"
                               for r in rate["square"] if r["when"] == when)
             lines.append(f"{dtype} square matmul GFLOP/s by layout and n, {when} the cells ({sizes})")
-        lines.append(f"{dtype} roofline = {rate['best_flops_per_s'] / 1e9:.1f} GFLOP/s "
-                     f"({rate['best_layout']} {rate['best_n']}, {rate['best_when']} the cells)")
+        probe = report["roofline_probe"][dtype]
+        lines.append(f"{dtype} best square matmul = {rate['best_flops_per_s'] / 1e9:.1f} GFLOP/s "
+                     f"({rate['best_layout']} {rate['best_n']}, {rate['best_when']} the cells); around each repeat "
+                     f"the cells re-measure {probe['layout']} {probe['n']}, the fastest before them")
     for name, info in report["configs"].items():
         parts = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in info["flops_per_example_step"].items())
         lines.append(f"{name}: MFLOP per example per ACT step {info['flops_per_example_step_total'] / 1e6:.1f} ({parts})")
-    rooflines = {dtype: rate["best_flops_per_s"] for dtype, rate in report["matmul"].items()}
-    lines += ["", CELL_HEADER, *(format_cell(c, rooflines[c["dtype"]]) for c in report["cells"]),
-              "", "steps = mean ACT steps per example; roofline = achieved ÷ best square matmul FLOP/s before or after "
-              "the cells (the lines printed as cells finish divide by the rate before); "
-              "ceiling = FLOP/s of the model's own matmul shapes, run on the cell's streams, ÷ the same roofline: "
-              "the fraction reached if everything but the matmuls took no time; "
-              "shapes = achieved ÷ that matmul FLOP/s; load = 1-min load average before→after"]
+    lines += ["", CELL_HEADER, *(format_cell(c) for c in report["cells"]),
+              "", "steps = mean ACT steps per example; roofline = achieved ÷ square matmul FLOP/s measured just "
+              "before and just after the same repeat (the better of the two); ceiling = FLOP/s of the model's own "
+              "matmul shapes, timed on the cell's streams just after the repeat, ÷ the same roofline: the fraction "
+              "reached if everything but the matmuls took no time; shapes = achieved ÷ that matmul FLOP/s "
+              "(all three: median over repeats); load = 1-min load average before→after"]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -58,20 +59,33 @@ def test_every_figure_of_the_engine_bench_is_a_positive_measured_number(toy_repo
         for key in ("examples_per_s", "flops_per_example", "flops_per_s", "roofline_fraction", "mean_steps",
                     "matmul_ceiling", "model_shape_fraction", "warm_up_s"):
             assert positive(cell[key]), key
-        assert positive(cell["model_shape_matmul"]["flops_per_s"])
-        assert all(positive(row["flops_per_s"]) for row in cell["model_shape_matmul"]["shapes"])
-        # the bare matmuls are timed laid out as the cell ran: one copy per stream
-        assert {row["streams"] for row in cell["model_shape_matmul"]["shapes"]} == {cell["streams"]}
+        assert len(cell["roofline_flops_per_s"]) == 2 and all(positive(r) for r in cell["roofline_flops_per_s"])
+        assert len(cell["model_shape_matmul"]) == 2
+        for matmuls in cell["model_shape_matmul"]:
+            assert positive(matmuls["flops_per_s"])
+            assert all(positive(row["flops_per_s"]) for row in matmuls["shapes"])
+            # the bare matmuls are timed laid out as the cell ran: one copy per stream
+            assert {row["streams"] for row in matmuls["shapes"]} == {cell["streams"]}
         assert len(cell["load_average"]) == 2
 
 
-def test_the_roofline_and_the_matmul_ceiling_divide_by_the_best_square_rate_before_or_after_the_cells(toy_report):
+def test_each_repeat_is_divided_by_the_roofline_measured_around_it_and_the_median_is_reported(toy_report):
+    report, _ = toy_report
+    for cell in report["cells"]:
+        achieved = [cell["flops_per_example"] * cell["examples"] / s for s in cell["seconds"]]
+        rooflines = cell["roofline_flops_per_s"]
+        matmuls = [m["flops_per_s"] for m in cell["model_shape_matmul"]]
+        assert cell["roofline_fraction"] == pytest.approx(statistics.median(a / r for a, r in zip(achieved, rooflines)))
+        assert cell["matmul_ceiling"] == pytest.approx(statistics.median(m / r for m, r in zip(matmuls, rooflines)))
+        assert cell["model_shape_fraction"] == pytest.approx(statistics.median(a / m for a, m in zip(achieved, matmuls)))
+
+
+def test_the_cells_re_measure_the_square_product_that_was_fastest_before_them(toy_report):
     report, _ = toy_report
     for dtype, rate in report["matmul"].items():
         assert rate["best_flops_per_s"] == max(row["flops_per_s"] for row in rate["square"])
-        for cell in (c for c in report["cells"] if c["dtype"] == dtype):
-            assert cell["roofline_fraction"] == cell["flops_per_s"] / rate["best_flops_per_s"]
-            assert cell["matmul_ceiling"] == cell["model_shape_matmul"]["flops_per_s"] / rate["best_flops_per_s"]
+        fastest_before = max((row for row in rate["square"] if row["when"] == "before"), key=lambda r: r["flops_per_s"])
+        assert report["roofline_probe"][dtype] == {"layout": fastest_before["layout"], "n": fastest_before["n"]}
 
 
 def test_the_adaptive_bench_model_halts_some_examples_early(toy_report):
