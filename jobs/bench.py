@@ -7,9 +7,9 @@ measured in the same run. FLOPs per example are counted from the model config by
 `hrm.flops` (matmuls only; see there for what is counted). The achieved fraction of the
 roofline is FLOPs/example × examples/s ÷ the matmul FLOP/s of a large square product (the
 fastest layout and size of a sweep before the cells), re-measured around every repeat because
-a shared machine drifts. Next to it, the "ceiling": the rate of the model's own matmul shapes,
-run on the same streams, over that roofline — what the engine would reach if only its matmuls
-took time.
+a shared machine drifts. Next to it, "matmuls": the rate of the model's own matmul shapes
+alone, run on the same streams, over that roofline — roughly what the engine would reach if
+only its matmuls took time.
 
 Every figure is measured in the run that prints it; each cell is timed `--repeats` times and
 reported by its median, with the 1-minute load average before and after, because a busy
@@ -190,7 +190,7 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
         "roofline_flops_per_s": rooflines,
         "model_shape_matmul": matmuls,
         "roofline_fraction": statistics.median(a / r for a, r in zip(achieved, rooflines)),
-        "matmul_ceiling": statistics.median(m / r for m, r in zip(matmul_rates, rooflines)),
+        "matmul_fraction": statistics.median(m / r for m, r in zip(matmul_rates, rooflines)),
         "model_shape_fraction": statistics.median(a / m for a, m in zip(achieved, matmul_rates)),
         "load_average": [load_before, os.getloadavg()[0]],
     }
@@ -246,8 +246,10 @@ def model_matmul_rate(config: ModelConfig, engine: Engine, device: torch.device)
     """FLOP/s of the model's own matmul shapes at a stream's batch, laid out as `engine` runs its
     streams: one copy of each product per stream, concurrently, on the engine's kernel threads
     per stream (linear layers as a @ wᵀ, attention as bmm). The aggregate is total FLOPs over
-    total time, as run back to back: divided by the roofline, it is the fraction the engine
-    would reach if all its other work (norms, softmax, SiLU, RoPE, heads) took no time."""
+    total time, as run back to back: divided by the roofline, about the fraction the engine
+    would reach if all its other work (norms, softmax, SiLU, RoPE, heads) took no time. Only
+    about: streams running the same shape in lockstep contend for the shared cache more than
+    the engine's streams, which drift apart, so with several streams the engine can beat it."""
     shapes: dict[tuple[int, int, int, int], list[Matmul]] = {}
     for matmul in step_matmuls(config, engine.stream_batch_size):
         shapes.setdefault((matmul.batch, matmul.m, matmul.k, matmul.n), []).append(matmul)
@@ -317,14 +319,14 @@ def cpu_model() -> str:
 
 
 CELL_HEADER = (f"{'config':<7}{'dtype':<10}{'protocol':<10}{'batch':>6}{'streams':>8}{'compile':>8}{'examples':>9}{'steps':>7}"
-               f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'ceiling':>9}{'shapes':>8}{'load':>11}")
+               f"{'ex/s':>10}{'GFLOP/ex':>10}{'GFLOP/s':>9}{'roofline':>10}{'matmuls':>9}{'shapes':>8}{'load':>11}")
 
 
 def format_cell(c: dict[str, Any]) -> str:
     load = "{:.1f}→{:.1f}".format(*c["load_average"])
     return (f"{c['config']:<7}{c['dtype']:<10}{c['protocol']:<10}{c['batch_size']:>6}{c['streams']:>8}{'on' if c['compile'] else 'off':>8}{c['examples']:>9}"
             f"{c['mean_steps']:>7.2f}{c['examples_per_s']:>10.3f}{c['flops_per_example'] / 1e9:>10.2f}"
-            f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['matmul_ceiling']:>9.1%}"
+            f"{c['flops_per_s'] / 1e9:>9.1f}{c['roofline_fraction']:>10.1%}{c['matmul_fraction']:>9.1%}"
             f"{c['model_shape_fraction']:>8.0%}{load:>11}")
 
 
@@ -345,9 +347,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name}: MFLOP per example per ACT step {info['flops_per_example_step_total'] / 1e6:.1f} ({parts})")
     lines += ["", CELL_HEADER, *(format_cell(c) for c in report["cells"]),
               "", "steps = mean ACT steps per example; roofline = achieved ÷ square matmul FLOP/s measured just "
-              "before and just after the same repeat (the better of the two); ceiling = FLOP/s of the model's own "
-              "matmul shapes, timed on the cell's streams just after the repeat, ÷ the same roofline: the fraction "
-              "reached if everything but the matmuls took no time; shapes = achieved ÷ that matmul FLOP/s "
+              "before and just after the same repeat (the better of the two); matmuls = FLOP/s of the model's own "
+              "matmul shapes alone, timed just after the repeat with each shape on every stream at once, ÷ the same "
+              "roofline (in lockstep, the streams contend for the shared cache more than the engine's do, so with "
+              "several streams the engine can beat it); shapes = achieved ÷ that matmul FLOP/s "
               "(all three: median over repeats); load = 1-min load average before→after"]
     return "\n".join(lines)
 
