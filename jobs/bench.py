@@ -274,7 +274,11 @@ def concurrent_seconds(engine: Engine, products: list[Callable[[], torch.Tensor]
     start_together = threading.Barrier(len(products))
 
     def timed(product: Callable[[], torch.Tensor]) -> float:
-        product()
+        try:
+            product()
+        except BaseException:
+            start_together.abort()  # the other streams raise instead of waiting for this one forever
+            raise
         start_together.wait()
         start = time.perf_counter()
         for _ in range(repeat):

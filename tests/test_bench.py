@@ -132,3 +132,23 @@ def test_the_bare_matmuls_are_timed_with_one_product_per_stream_at_the_same_time
     seconds = concurrent_seconds(engine, [product, product], repeat=3)
     assert len(threads) == 2 and overlapped[0]
     assert seconds >= 0.002
+
+
+def test_a_failing_product_on_one_stream_raises_instead_of_leaving_the_others_waiting():
+    config = bench_config("small", "float32", TOY)
+    engine = Engine(bench_model(config, seed=0), "softmax_cross_entropy", ignore_label_id=0, batch_size=2, streams=2)
+    raised: list[BaseException] = []
+
+    def failing() -> torch.Tensor:
+        raise RuntimeError("out of memory")
+
+    def measure() -> None:
+        try:
+            concurrent_seconds(engine, [lambda: torch.zeros(1), failing], repeat=1)
+        except (RuntimeError, threading.BrokenBarrierError) as error:
+            raised.append(error)
+
+    caller = threading.Thread(target=measure, daemon=True)  # a hang fails the test instead of the suite
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive() and len(raised) == 1
