@@ -50,6 +50,15 @@ Part = TypeVar("Part")
 Output = TypeVar("Output")
 
 
+class EngineSettingError(ValueError):
+    """A setting the engine cannot run with; `setting` names it, so that a command line can
+    name its own flag for it."""
+
+    def __init__(self, setting: Literal["streams", "compile"], message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 @dataclass
 class EngineResult:
     """Per-example outputs, aligned with the input rows."""
@@ -107,9 +116,9 @@ class Engine:
         """`batch_size` examples are in flight at once, `batch_size / streams` per stream."""
         self.device = torch.device(device)
         if streams < 1 or (streams > 1 and self.device.type != "cpu"):
-            raise ValueError(f"streams must be 1, or more on CPU; got {streams} on {self.device}")
+            raise EngineSettingError("streams", f"streams must be 1, or more on CPU; got {streams} on {self.device}")
         if compile and self.device.type == "cpu" and not cpu_compiler():
-            raise ValueError("compile on CPU needs a C++ compiler: g++ on PATH, or $CXX")
+            raise EngineSettingError("compile", "compile on CPU needs a C++ compiler: g++ on PATH, or $CXX")
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model = model.to(self.device).eval()

@@ -17,7 +17,7 @@ import torch
 from hrm import storage
 from hrm.checkpoint import build_checked_model, load_checkpoint
 from hrm.dataset import Dataset, open_dataset
-from hrm.engine import Engine
+from hrm.engine import Engine, EngineSettingError
 from hrm.errors import InputError
 from hrm.metrics import StatsTable
 from hrm.predictions import prediction_table
@@ -109,8 +109,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     try:
         engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=args.device,
                         batch_size=args.batch_size, streams=args.streams, compile=args.compile)
-    except ValueError as err:  # streams below one or on a GPU; compile without a C++ compiler
-        raise InputError(f"{'--streams' if 'streams' in str(err) else '--compile'}: {err}") from None
+    except EngineSettingError as err:  # streams below one or on a GPU; compile without a C++ compiler
+        raise InputError(f"--{err.setting}: {err}") from None
     output = args.output or str(Path("results") / f"{ckpt.path.parent.name}-{ckpt.path.name}")
     sets = args.sets or dataset.sets(args.split)
     unknown = sorted(set(sets) - set(dataset.sets(args.split)))
