@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,13 +170,14 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
     engine.run(*(a[:batch_size] for a in data), steps=1)  # allocator, BLAS and kernel set-up, compilation
     warm_up_s = time.perf_counter() - warm_up
     load_before = os.getloadavg()[0]
+    matmul_rate = model_matmul_probe(config, engine, device)
     seconds, rooflines, matmuls, result = [], [], [], None
     for _ in range(args.repeats):
         roofline_before = roofline()
         start = time.perf_counter()
         result = engine.run(*data, protocol=protocol, steps=steps)
         seconds.append(time.perf_counter() - start)
-        matmuls.append(model_matmul_rate(config, engine, device))
+        matmuls.append(matmul_rate())
         rooflines.append(max(roofline_before, roofline()))
     flops_per_example = sum(flops_per_example_step(config).values()) * result.forward_steps / count
     achieved = [flops_per_example * count / s for s in seconds]
@@ -218,10 +220,9 @@ def square_matmul_rate(sizes: list[int], dtype: torch.dtype, device: torch.devic
     Layouts matter where a dtype has no hardware support: PyTorch's fallback bfloat16 kernel
     on AVX2 CPUs is several times faster for some than for others."""
     rows = []
-    for layout, product in LAYOUTS.items():
+    for layout in LAYOUTS:
         for n in sorted(sizes):
-            a, b, out = (torch.randn(n, n, device=device).to(dtype) for _ in range(3))
-            seconds = time_product(lambda: sync(product(a, b, out)))
+            seconds = time_product(square_product(layout, n, dtype, device))
             rows.append({"when": when, "n": n, "layout": layout, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds})
             if seconds > SLOW_PRODUCT_S:
                 break
@@ -231,9 +232,14 @@ def square_matmul_rate(sizes: list[int], dtype: torch.dtype, device: torch.devic
 def roofline_probe(square: dict[str, Any], dtype: torch.dtype, device: torch.device) -> Callable[[], float]:
     """A quick re-measurement of the roofline: FLOP/s now of the square product (layout, n) that
     was fastest in `square` (a `square_matmul_rate` result)."""
-    n, product = square["best_n"], LAYOUTS[square["best_layout"]]
+    n = square["best_n"]
+    product = square_product(square["best_layout"], n, dtype, device)
+    return lambda: 2 * n**3 / time_product(product)
+
+
+def square_product(layout: str, n: int, dtype: torch.dtype, device: torch.device) -> Callable[[], torch.Tensor]:
     a, b, out = (torch.randn(n, n, device=device).to(dtype) for _ in range(3))
-    return lambda: 2 * n**3 / time_product(lambda: sync(product(a, b, out)))
+    return lambda: sync(LAYOUTS[layout](a, b, out))
 
 
 def best_square_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,30 +248,50 @@ def best_square_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "best_flops_per_s": best["flops_per_s"]}
 
 
-def model_matmul_rate(config: ModelConfig, engine: Engine, device: torch.device) -> dict[str, Any]:
-    """FLOP/s of the model's own matmul shapes at a stream's batch, laid out as `engine` runs its
-    streams: one copy of each product per stream, concurrently, on the engine's kernel threads
-    per stream (linear layers as a @ wᵀ, attention as bmm). The aggregate is total FLOPs over
-    total time, as run back to back: divided by the roofline, about the fraction the engine
-    would reach if all its other work (norms, softmax, SiLU, RoPE, heads) took no time. Only
-    about: streams running the same shape in lockstep contend for the shared cache more than
-    the engine's streams, which drift apart, so with several streams the engine can beat it."""
-    shapes: dict[tuple[int, int, int, int], list[Matmul]] = {}
+@dataclass(frozen=True)
+class ShapeTiming:
+    """One model matmul shape, set up for timing: a product per stream and how often to run it."""
+
+    matmuls: list[Matmul]  # every matmul of the step with this shape
+    products: list[Callable[[], torch.Tensor]]
+    repeat: int  # products per timing
+    timings: int  # the best of this many timings counts
+
+
+def model_matmul_probe(config: ModelConfig, engine: Engine, device: torch.device) -> Callable[[], dict[str, Any]]:
+    """Measures, on each call, the FLOP/s of the model's own matmul shapes at a stream's batch,
+    laid out as `engine` runs its streams: one copy of each product per stream, concurrently, on
+    the engine's kernel threads per stream (linear layers as a @ wᵀ, attention as bmm). Operands
+    and repeat counts are set up once, here. The aggregate is total FLOPs over total time, as
+    run back to back: divided by the roofline, about the fraction the engine would reach if all
+    its other work (norms, softmax, SiLU, RoPE, heads) took no time. Only about: streams running
+    the same shape in lockstep contend for the shared cache more than the engine's streams,
+    which drift apart, so with several streams the engine can beat it."""
+    by_shape: dict[tuple[int, int, int, int], list[Matmul]] = {}
     for matmul in step_matmuls(config, engine.stream_batch_size):
-        shapes.setdefault((matmul.batch, matmul.m, matmul.k, matmul.n), []).append(matmul)
-    rows, total_flops, total_seconds = [], 0, 0.0
-    for (batch, m, k, n), matmuls in shapes.items():
+        by_shape.setdefault((matmul.batch, matmul.m, matmul.k, matmul.n), []).append(matmul)
+    shapes = []
+    for (batch, m, k, n), matmuls in by_shape.items():
         products = [shape_product(batch, m, k, n, config.dtype, device) for _ in range(engine.streams)]
         once = time_product(products[0])
-        repeat = math.ceil(MIN_TIMED_S / once)
-        seconds = min(concurrent_seconds(engine, products, repeat) for _ in range(1 if once > SLOW_PRODUCT_S else 3))
-        flops_once = 2 * batch * m * k * n * engine.streams
-        calls = sum(mm.calls for mm in matmuls)
-        rows.append({"components": sorted({mm.component for mm in matmuls}), "batch": batch, "m": m, "k": k, "n": n,
-                     "streams": engine.streams, "flops_per_s": flops_once / seconds})
-        total_flops += flops_once * calls
-        total_seconds += seconds * calls
-    return {"shapes": rows, "flops_per_s": total_flops / total_seconds}
+        shapes.append(ShapeTiming(matmuls, products, repeat=math.ceil(MIN_TIMED_S / once),
+                                  timings=1 if once > SLOW_PRODUCT_S else 3))
+
+    def measure() -> dict[str, Any]:
+        rows, total_flops, total_seconds = [], 0, 0.0
+        for shape in shapes:
+            first = shape.matmuls[0]
+            seconds = min(concurrent_seconds(engine, shape.products, shape.repeat) for _ in range(shape.timings))
+            flops_once = 2 * first.batch * first.m * first.k * first.n * engine.streams
+            calls = sum(mm.calls for mm in shape.matmuls)
+            rows.append({"components": sorted({mm.component for mm in shape.matmuls}), "batch": first.batch,
+                         "m": first.m, "k": first.k, "n": first.n, "streams": engine.streams,
+                         "flops_per_s": flops_once / seconds})
+            total_flops += flops_once * calls
+            total_seconds += seconds * calls
+        return {"shapes": rows, "flops_per_s": total_flops / total_seconds}
+
+    return measure
 
 
 def concurrent_seconds(engine: Engine, products: list[Callable[[], torch.Tensor]], repeat: int) -> float:
