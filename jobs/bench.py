@@ -171,14 +171,15 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
     warm_up_s = time.perf_counter() - warm_up
     load_before = os.getloadavg()[0]
     matmul_rate = model_matmul_probe(config, engine, device)
-    seconds, rooflines, matmuls, result = [], [], [], None
+    seconds, matmuls, result = [], [], None
+    probed = [roofline()]  # before the first repeat, then after each: one repeat's "after" is the next's "before"
     for _ in range(args.repeats):
-        roofline_before = roofline()
         start = time.perf_counter()
         result = engine.run(*data, protocol=protocol, steps=steps)
         seconds.append(time.perf_counter() - start)
         matmuls.append(matmul_rate())
-        rooflines.append(max(roofline_before, roofline()))
+        probed.append(roofline())
+    rooflines = [max(before, after) for before, after in zip(probed, probed[1:])]
     flops_per_example = sum(flops_per_example_step(config).values()) * result.forward_steps / count
     achieved = [flops_per_example * count / s for s in seconds]
     matmul_rates = [m["flops_per_s"] for m in matmuls]
