@@ -7,7 +7,7 @@ Not counted: RMSNorm, RoPE, softmax, SiLU, residual adds and embedding lookups â
 memory-bound work that a matmul roofline should see as overhead.
 
 The matmuls are listed with the shapes the model runs them in (SwiGLU's gate and up are two
-products, see `hrm.layers.SwiGLU`), so that a benchmark can time the model's own GEMM shapes
+products, see `hrm.model.layers.SwiGLU`), so that a benchmark can time the model's own GEMM shapes
 from the same description.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hrm.layers import swiglu_width
-from hrm.models import ModelConfig
+from hrm.model.layers import swiglu_width
+from hrm.model.models import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -126,8 +126,7 @@ class Attention(nn.Module):
 
 def swiglu_width(hidden_size: int, expansion: float) -> int:
     """The reference's intermediate width: 2/3 of expansion×hidden, rounded up to 256."""
-    width = round(expansion * hidden_size * 2 / 3)
-    return -(width // -256) * 256
+    return math.ceil(round(expansion * hidden_size * 2 / 3) / 256) * 256
 
 
 class SwiGLU(nn.Module):

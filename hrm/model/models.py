@@ -12,7 +12,7 @@ from z_H and two halting logits (q_halt, q_continue) from z_H's first position. 
   by an MLP over the sequence axis (`mlp_t`).
 
 Only the last inner cycle gets gradients (the "1-step gradient" of both papers); that only
-matters to the small trainer in `hrm.train`, evaluation runs under inference mode.
+matters to the small trainer in `hrm.train`; evaluation runs under inference mode.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
-from hrm.layers import (
+from hrm.model.layers import (
     Attention,
     CastedEmbedding,
     CastedLinear,
@@ -36,6 +36,7 @@ from hrm.layers import (
 )
 
 Family = Literal["hrm", "trm"]
+Dtype = Literal["float32", "bfloat16", "float16"]  # activation dtypes the reference trains with
 
 
 class ModelConfig(BaseModel):
@@ -61,7 +62,7 @@ class ModelConfig(BaseModel):
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    forward_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    forward_dtype: Dtype = "bfloat16"
     # TRM only
     mlp_t: bool = False
     puzzle_emb_len: int = 16
@@ -79,10 +80,9 @@ class ModelConfig(BaseModel):
     @property
     def prefix_len(self) -> int:
         """Number of puzzle-embedding positions prepended to the sequence."""
-        from_width = -(self.puzzle_emb_ndim // -self.hidden_size)  # ceil division
         if self.family == "trm" and self.puzzle_emb_len != 0:
             return self.puzzle_emb_len
-        return from_width
+        return math.ceil(self.puzzle_emb_ndim / self.hidden_size)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -1,2 +1,3 @@
-"""Converters behind `hrm-eval convert KIND`: each module exposes `configure(parser)` and
-`convert(args) -> dict` (the summary, also written into the output's dataset.json)."""
+"""Puzzle kinds: per kind its raw format, its encoding as the reference builders do it, its
+invertible transforms and (for Sudoku and mazes) a generator. `publish` is what every
+converter shares; the command lines live in `jobs.convert`."""

@@ -1,4 +1,4 @@
-"""ARC JSON (kaggle-combined files or one JSON per puzzle) → ARC puzzles with augmentations.
+"""ARC: puzzles read from their JSON files and built into splits of augmented puzzles.
 
 Input, one or more SOURCEs of either form:
   * a kaggle-combined prefix: SOURCE_<subset>_challenges.json (puzzle name → {"train":
@@ -35,7 +35,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import zlib
@@ -45,33 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.augment import ARC_SIDE, ArcAugmentation, ArcIdentifier, grid_hash, grid_to_tokens
-from hrm.converters.common import Clock, add_output_options, publish
-from hrm.dataset import PuzzleArrays
+from hrm.data.schema import TEST_PUZZLES_FILE, PuzzleArrays
 from hrm.errors import InputError
+from hrm.puzzles.arc_grids import ARC_SIDE, ArcAugmentation, ArcIdentifier, grid_hash, grid_to_tokens, parse_grid
+from hrm.puzzles.publish import Clock, Destination, publish
 
 VOCAB_SIZE = 12  # pad, eos, colours 0..9
 RETRIES_PER_AUGMENTATION = 5  # as the reference: give up on a puzzle after 5N draws
 DEFAULT_TEST_SUBSETS = "evaluation,evaluation2"
 
 Pair = tuple[np.ndarray, np.ndarray]
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="+", metavar="SOURCE",
-                        help="a kaggle-combined file prefix or a directory of puzzle JSON files")
-    parser.add_argument("--subsets", metavar="NAMES",
-                        help="comma-separated subsets to read from kaggle-combined prefixes (default: all found)")
-    parser.add_argument("--test-subsets", default=DEFAULT_TEST_SUBSETS, metavar="NAMES",
-                        help="subsets whose test pairs form the test split "
-                             f"(default {DEFAULT_TEST_SUBSETS})")
-    parser.add_argument("--augment", type=int, default=0, metavar="N",
-                        help="augmented versions per puzzle: dihedral x colour permutation (default 0)")
-    parser.add_argument("--id-style", choices=("trm", "hrm"), default="trm",
-                        help="identifier convention: name|||t<k>|||<perm> (trm) or name_t<k>_<perm> (hrm)")
-    parser.add_argument("--no-translate", action="store_true",
-                        help="keep every train pair at the top-left of its canvas")
-    add_output_options(parser, default_seed=42)
 
 
 @dataclass
@@ -125,22 +107,24 @@ class _SplitBuilder:
         )
 
 
-def convert(args: argparse.Namespace) -> dict:
+def convert_arc(sources: list[str], destination: Destination, *, seed: int = 42, subsets: str | None = None,
+                test_subsets: str = DEFAULT_TEST_SUBSETS, augment: int = 0, id_style: str = "trm",
+                translate: bool = True) -> dict:
+    """Read every source, build the augmented splits and publish; returns the summary.
+    `subsets` / `test_subsets` are comma-separated subset names."""
     clock = Clock()
-    if args.augment < 0:
-        raise InputError(f"--augment: must be >= 0, got {args.augment}")
-    wanted = set(args.subsets.split(",")) if args.subsets else None
-    test_subsets = set(args.test_subsets.split(",")) if args.test_subsets else set()
-    puzzles = load_puzzles(args.sources, wanted)
-    splits, identifiers, shortfalls = build_splits(puzzles, test_subsets, args.augment, args.id_style,
-                                                   translate=not args.no_translate, seed=args.seed)
-    subsets = Counter(puzzle.subset for puzzle in puzzles)
-    return publish(args, "arc", splits, vocab_size=VOCAB_SIZE, seq_len=ARC_SIDE * ARC_SIDE,
+    if augment < 0:
+        raise InputError(f"--augment: must be >= 0, got {augment}")
+    wanted = set(subsets.split(",")) if subsets else None
+    tested = set(test_subsets.split(",")) if test_subsets else set()
+    puzzles = load_puzzles(sources, wanted)
+    splits, identifiers, shortfalls = build_splits(puzzles, tested, augment, id_style, translate=translate, seed=seed)
+    found = Counter(puzzle.subset for puzzle in puzzles)
+    return publish(destination, "arc", splits, seed=seed, vocab_size=VOCAB_SIZE, seq_len=ARC_SIDE * ARC_SIDE,
                    identifiers=identifiers, clock=clock,
-                   extra_files={"test_puzzles.json": {p.name: p.original for p in puzzles if p.subset in test_subsets}},
-                   details={"subsets": dict(subsets), "test_subsets": sorted(test_subsets & set(subsets)),
-                            "augment": args.augment, "id_style": args.id_style,
-                            "augmentation_shortfalls": shortfalls})
+                   extra_files={TEST_PUZZLES_FILE: {p.name: p.original for p in puzzles if p.subset in tested}},
+                   details={"subsets": dict(found), "test_subsets": sorted(tested & set(found)),
+                            "augment": augment, "id_style": id_style, "augmentation_shortfalls": shortfalls})
 
 
 def build_splits(puzzles: list[ArcPuzzle], test_subsets: set[str], augment: int, id_style: str, *,
@@ -330,20 +314,3 @@ def _parse_pair(pair: object, where: str) -> Pair:
     if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
         raise InputError(f"{where}: expected an object with 'input' and 'output' grids")
     return parse_grid(pair["input"], f"{where}.input"), parse_grid(pair["output"], f"{where}.output")
-
-
-def parse_grid(value: object, where: str) -> np.ndarray:
-    """A JSON grid → uint8 array; rows must be equally long lists of ints 0..9, 1..30 a side."""
-    if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
-        raise InputError(f"{where}: a grid must be a non-empty list of rows")
-    widths = {len(row) for row in value}
-    if len(widths) != 1:
-        raise InputError(f"{where}: ragged grid, row lengths {sorted(widths)}")
-    height, width = len(value), widths.pop()
-    if not (1 <= height <= ARC_SIDE and 1 <= width <= ARC_SIDE):
-        raise InputError(f"{where}: grid is {height}x{width}; ARC grids are 1..{ARC_SIDE} a side")
-    for r, row in enumerate(value):
-        for c, cell in enumerate(row):
-            if not isinstance(cell, int) or isinstance(cell, bool) or not 0 <= cell <= 9:
-                raise InputError(f"{where}[{r}][{c}]: colour {cell!r} is not an integer 0..9")
-    return np.array(value, dtype=np.uint8)

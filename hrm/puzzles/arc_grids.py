@@ -1,11 +1,10 @@
-"""Invertible puzzle augmentations: ARC, Sudoku and maze, each with its exact inverse.
+"""ARC grids as the reference encodes them: the token canvas, cropping, hashing, augmentations
+and the identifiers that name them.
 
-The ARC and maze transforms follow the reference code (`dataset/common.py`,
-`dataset/build_arc_dataset.py` and `evaluators/arc.py` of TRM; the same functions in HRM):
+These follow the reference code (`dataset/build_arc_dataset.py` and `evaluators/arc.py` of
+TRM; the same functions in HRM):
 
-* dihedral ids 0..7: identity, rot90, rot180, rot270 (numpy `rot90`, counter-clockwise),
-  flip left-right, flip up-down, transpose, anti-transpose (`fliplr(rot90(x))`);
-  the inverse of 1 is 3 and vice versa, every other id is its own inverse.
+* an augmentation is a dihedral transform (`hrm.puzzles.grids`) after a colour permutation;
 * a colour permutation string such as "0124365987" is the forward map: augmented colour =
   perm[original colour]; the reference inverts it with `argsort(perm)`.
 * a grid is stored in a 30x30 token canvas at the top-left (translation only in the
@@ -18,14 +17,13 @@ All grid functions work on a single grid or a batch: the last two axes are the g
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from hrm.errors import InputError
+from hrm.puzzles.grids import dihedral_transform, inverse_dihedral_transform
 
 ARC_SIDE = 30
 ARC_PAD = 0
@@ -38,80 +36,6 @@ TRM_SEPARATOR = "|||"
 # first "_", which assumes underscore-free names; anchoring on the suffix gives the same
 # answer for those and stays right for names that contain "_".
 _HRM_SUFFIX = re.compile(r"^(?P<name>.+)_t(?P<tid>\d+)_(?P<perm>\d{10})$")
-
-DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
-
-
-class GridTransform(Protocol):
-    """What test-time-augmentation voting needs: a transform and its exact inverse."""
-
-    def apply(self, grid: np.ndarray) -> np.ndarray: ...
-
-    def invert(self, grid: np.ndarray) -> np.ndarray: ...
-
-
-# --------------------------------------------------------------------------- dihedral
-
-
-def dihedral_transform(grid: np.ndarray, tid: int) -> np.ndarray:
-    """The reference's dihedral transform `tid` applied to the last two axes."""
-    axes = (-2, -1)
-    if tid == 0:
-        return grid
-    if tid in (1, 2, 3):
-        return np.rot90(grid, k=tid, axes=axes)
-    if tid == 4:
-        return np.flip(grid, axis=-1)
-    if tid == 5:
-        return np.flip(grid, axis=-2)
-    if tid == 6:
-        return np.swapaxes(grid, -2, -1)
-    if tid == 7:
-        return np.flip(np.rot90(grid, k=1, axes=axes), axis=-1)
-    # The reference silently returns the grid for an unknown id; we refuse instead.
-    raise ValueError(f"dihedral transform id must be 0..7, got {tid}")
-
-
-def inverse_dihedral_transform(grid: np.ndarray, tid: int) -> np.ndarray:
-    return dihedral_transform(grid, DIHEDRAL_INVERSE[tid])
-
-
-def _as_square(seq: np.ndarray, side: int) -> tuple[np.ndarray, bool]:
-    """View flat sequences (..., side*side) as grids; report whether we reshaped."""
-    if seq.shape[-2:] == (side, side):
-        return seq, False
-    if seq.shape[-1:] == (side * side,):
-        return seq.reshape(*seq.shape[:-1], side, side), True
-    raise ValueError(f"expected trailing shape ({side}, {side}) or ({side * side},), got {seq.shape}")
-
-
-def _restore(grid: np.ndarray, flat: bool) -> np.ndarray:
-    return grid.reshape(*grid.shape[:-2], -1) if flat else np.ascontiguousarray(grid)
-
-
-@dataclass(frozen=True)
-class DihedralTransform:
-    """A dihedral transform of square token grids (mazes, or any square board)."""
-
-    tid: int
-    side: int = ARC_SIDE
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.tid < 8:
-            raise ValueError(f"dihedral transform id must be 0..7, got {self.tid}")
-
-    def apply(self, grid: np.ndarray) -> np.ndarray:
-        square, flat = _as_square(np.asarray(grid), self.side)
-        return _restore(dihedral_transform(square, self.tid), flat)
-
-    def invert(self, grid: np.ndarray) -> np.ndarray:
-        square, flat = _as_square(np.asarray(grid), self.side)
-        return _restore(inverse_dihedral_transform(square, self.tid), flat)
-
-
-def maze_transforms(side: int = ARC_SIDE) -> list[DihedralTransform]:
-    """All 8 dihedral transforms of a side x side maze, id order."""
-    return [DihedralTransform(tid, side) for tid in range(8)]
 
 
 # --------------------------------------------------------------------------- ARC colours
@@ -262,114 +186,18 @@ def grid_hash(grid: np.ndarray) -> str:
     return hashlib.sha256(header + grid.tobytes()).hexdigest()
 
 
-# --------------------------------------------------------------------------- Sudoku
-
-SUDOKU_BOX = 3  # a 9x9 board has 3x3 boxes; the 4x4 demo board has 2x2
-
-
-@dataclass(frozen=True)
-class SudokuTransform:
-    """A validity-preserving Sudoku shuffle, as the reference's `shuffle_sudoku`, for any box
-    size (side = box * box: 9x9 boards by default, 4x4 with box=2).
-
-    On a digit board: optionally transpose, then new[i, j] = old[row_perm[i], col_perm[j]],
-    then relabel digits with digit_map (blank 0 stays 0). Boards here are token boards
-    (token = digit + 1, pad 0 untouched), shape (..., side, side) or (..., side * side).
-    """
-
-    digit_map: tuple[int, ...] = tuple(range(10))
-    row_perm: tuple[int, ...] = tuple(range(9))
-    col_perm: tuple[int, ...] = tuple(range(9))
-    transpose: bool = False
-    box: int = SUDOKU_BOX
-
-    def __post_init__(self) -> None:
-        side = self.side
-        if self.box < 1 or self.digit_map[:1] != (0,) or sorted(self.digit_map) != list(range(side + 1)):
-            raise ValueError(f"digit_map must permute 1..{side} and keep 0, got {self.digit_map}")
-        for label, perm in (("row_perm", self.row_perm), ("col_perm", self.col_perm)):
-            if not _is_band_preserving(perm, self.box):
-                raise ValueError(f"{label} must permute bands and rows within bands, got {perm}")
-
-    @property
-    def side(self) -> int:
-        return self.box * self.box
-
-    @classmethod
-    def identity(cls, box: int = SUDOKU_BOX) -> SudokuTransform:
-        side = box * box
-        return cls(tuple(range(side + 1)), tuple(range(side)), tuple(range(side)), False, box)
-
-    @classmethod
-    def random(cls, rng: np.random.RandomState, box: int = SUDOKU_BOX) -> SudokuTransform:
-        """Draw in the reference's order: digits, transpose, bands+rows, stacks+columns."""
-        side = box * box
-        digit_map = (0, *(int(d) for d in rng.permutation(np.arange(1, side + 1))))
-        transpose = bool(rng.rand() < 0.5)
-        row_perm = [int(b * box + r) for b in rng.permutation(box) for r in rng.permutation(box)]
-        col_perm = [int(s * box + c) for s in rng.permutation(box) for c in rng.permutation(box)]
-        return cls(digit_map, tuple(row_perm), tuple(col_perm), transpose, box)
-
-    @classmethod
-    def from_seed(cls, seed: int, box: int = SUDOKU_BOX) -> SudokuTransform:
-        return cls.random(np.random.RandomState(seed), box)
-
-    def _token_map(self) -> np.ndarray:
-        return np.array([0, *(d + 1 for d in self.digit_map)], dtype=np.int64)
-
-    def apply(self, board: np.ndarray) -> np.ndarray:
-        square, flat = _as_square(np.asarray(board), self.side)
-        if self.transpose:
-            square = np.swapaxes(square, -2, -1)
-        moved = square[..., list(self.row_perm), :][..., list(self.col_perm)]
-        return _restore(self._token_map()[moved].astype(square.dtype), flat)
-
-    def invert(self, board: np.ndarray) -> np.ndarray:
-        square, flat = _as_square(np.asarray(board), self.side)
-        relabelled = np.argsort(self._token_map())[square].astype(square.dtype)
-        rows, cols = np.argsort(self.row_perm), np.argsort(self.col_perm)
-        moved = relabelled[..., rows, :][..., cols]
-        if self.transpose:
-            moved = np.swapaxes(moved, -2, -1)
-        return _restore(moved, flat)
-
-
-def _is_band_preserving(perm: tuple[int, ...], box: int) -> bool:
-    """A permutation of 0..box²-1 that moves whole bands of `box` rows and shuffles rows inside them."""
-    side = box * box
-    if sorted(perm) != list(range(side)):
-        return False
-    bands = [{p // box for p in perm[i : i + box]} for i in range(0, side, box)]
-    return all(len(band) == 1 for band in bands)
-
-
-# --------------------------------------------------------------------------- test-time augmentation
-
-TTA_FAMILIES = ("sudoku", "maze")
-
-
-def board_side(seq_len: int) -> int | None:
-    """The side of a square board flattened to seq_len tokens, or None if it is not one."""
-    side = math.isqrt(seq_len)
-    return side if side * side == seq_len else None
-
-
-def tta_transform(family: str, side: int, copy: int, seed: int) -> GridTransform:
-    """Copy `copy` (1, 2, …) of a test-time augmentation; copy 0 is the plain data.
-
-    sudoku: a random shuffle drawn from RandomState([seed, copy]), so each copy's transform
-    depends only on its own index (a run with more copies keeps the first ones).
-    maze: dihedral transform number `copy` (1..7); there are no more distinct ones.
-    """
-    if copy < 1:
-        raise ValueError(f"copy 0 is the untransformed data; transformed copies count from 1, got {copy}")
-    if family == "sudoku":
-        box = board_side(side)
-        if box is None:
-            raise ValueError(f"a Sudoku board side must be a square (4, 9, 16, …), got {side}")
-        return SudokuTransform.random(np.random.RandomState([seed, copy]), box)
-    if family == "maze":
-        if copy >= 8:
-            raise ValueError(f"a maze has 7 non-identity dihedral transforms, copy {copy} does not exist")
-        return DihedralTransform(copy, side)
-    raise ValueError(f"test-time augmentation family must be one of {', '.join(TTA_FAMILIES)}, got {family!r}")
+def parse_grid(value: object, where: str) -> np.ndarray:
+    """A JSON grid → uint8 array; rows must be equally long lists of ints 0..9, 1..30 a side."""
+    if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
+        raise InputError(f"{where}: a grid must be a non-empty list of rows")
+    widths = {len(row) for row in value}
+    if len(widths) != 1:
+        raise InputError(f"{where}: ragged grid, row lengths {sorted(widths)}")
+    height, width = len(value), widths.pop()
+    if not (1 <= height <= ARC_SIDE and 1 <= width <= ARC_SIDE):
+        raise InputError(f"{where}: grid is {height}x{width}; ARC grids are 1..{ARC_SIDE} a side")
+    for r, row in enumerate(value):
+        for c, cell in enumerate(row):
+            if not isinstance(cell, int) or isinstance(cell, bool) or not 0 <= cell <= 9:
+                raise InputError(f"{where}[{r}][{c}]: colour {cell!r} is not an integer 0..9")
+    return np.array(value, dtype=np.uint8)

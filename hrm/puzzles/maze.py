@@ -1,4 +1,5 @@
-"""Maze text grids → maze puzzles whose labels mark the shortest start-to-goal path.
+"""Mazes: text grids read and encoded as puzzles whose labels mark the shortest start-to-goal
+path, and random mazes generated for the tests and benchmarks.
 
 Input files, either form (chosen by the file extension):
   * text (any extension but .csv): grids separated by one empty line, one text row per
@@ -18,6 +19,10 @@ other dihedral transforms of each train maze (square grids only) to its group.
 Columns kept per example: source, path_length (steps from S to G), augmentation (dihedral
 id, 0 for the original).
 
+Generated mazes (`generate_maze`): a random perfect maze (every open cell reachable by
+exactly one path), optionally with extra walls opened to make loops, start and goal placed far
+apart, labelled with the unique shortest path found by breadth-first search.
+
 Examples:
   hrm-eval convert maze --test mazes.txt --output data/mazes
   hrm-eval convert maze --train train.csv --test test.csv --augment --output s3://bucket/maze
@@ -25,29 +30,32 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hrm.augment import DihedralTransform, board_side
-from hrm.converters.common import (Clock, csv_rows, add_output_options, add_split_options, check_readable,
-                                   publish, single_example_puzzles, split_by_fraction, split_sources)
-from hrm.dataset import PuzzleArrays
+from hrm.data.schema import PuzzleArrays
 from hrm.errors import InputError
-from hrm.generators import MAZE_GOAL, MAZE_PATH, MAZE_START, shortest_paths, solve_maze
+from hrm.puzzles.grids import DihedralTransform, board_side
+from hrm.puzzles.publish import (
+    Clock,
+    Destination,
+    Sources,
+    check_readable,
+    child_seed,
+    csv_rows,
+    publish,
+    single_example_puzzles,
+    split_by_fraction,
+)
 
-CHARSET = "# SGo"  # token = position + 1; pad is 0
+MAZE_WALL, MAZE_OPEN, MAZE_START, MAZE_GOAL, MAZE_PATH = "#", " ", "S", "G", "o"
+CHARSET = MAZE_WALL + MAZE_OPEN + MAZE_START + MAZE_GOAL + MAZE_PATH  # token = position + 1; pad is 0
 MAX_SIDE = 30
 CSV_HEADER = ["source", "question", "answer", "rating"]
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_split_options(parser, "maze text or CSV file")
-    parser.add_argument("--augment", action="store_true",
-                        help="add the 7 other dihedral transforms of every train maze to its group")
-    add_output_options(parser)
 
 
 @dataclass
@@ -58,22 +66,24 @@ class MazeGrid:
     where: str  # file:line of the grid, for messages
 
 
-def convert(args: argparse.Namespace) -> dict:
+def convert_mazes(sources: Sources, destination: Destination, *, seed: int = 0, augment: bool = False) -> dict:
+    """Read, validate, label, encode and publish; returns the summary. With `augment`, each
+    train maze's group also holds its 7 other dihedral transforms."""
     clock = Clock()
-    mazes = {name: read_mazes(path) for name, path in split_sources(args).items()}
+    mazes = {name: read_mazes(path) for name, path in sources.files().items()}
     if "input" in mazes:
         table = mazes.pop("input")
         mazes = {name: [table[i] for i in idx]
-                 for name, idx in split_by_fraction(len(table), args.test_fraction, args.seed).items()}
+                 for name, idx in split_by_fraction(len(table), sources.test_fraction, seed).items()}
     shape = _common_shape(mazes)
-    if args.augment and shape[0] != shape[1]:
+    if augment and shape[0] != shape[1]:
         raise InputError(f"{next(iter(mazes.values()))[0].where}: --augment needs square grids, "
                          f"these are {shape[0]}x{shape[1]}")
-    splits = {name: encode_mazes(grids, augment=args.augment and name == "train")
+    splits = {name: encode_mazes(grids, augment=augment and name == "train")
               for name, grids in mazes.items()}
-    return publish(args, "maze", splits, vocab_size=len(CHARSET) + 1, seq_len=shape[0] * shape[1],
-                   identifiers=["<blank>"], clock=clock,
-                   details={"grid": f"{shape[0]}x{shape[1]}", "augment": bool(args.augment)})
+    return publish(destination, "maze", splits, seed=seed, vocab_size=len(CHARSET) + 1,
+                   seq_len=shape[0] * shape[1], identifiers=["<blank>"], clock=clock,
+                   details={"grid": f"{shape[0]}x{shape[1]}", "augment": bool(augment)})
 
 
 def encode_mazes(mazes: list[MazeGrid], augment: bool = False) -> PuzzleArrays:
@@ -193,3 +203,150 @@ def _is_shortest_path(question: list[str], answer: list[str]) -> bool:
     if len(walk) - 1 != from_start[goal]:
         return False
     return all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(walk, walk[1:]))
+
+
+# --------------------------------------------------------------------------- solving and generating
+
+_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+@dataclass(frozen=True)
+class Maze:
+    """A maze as text rows: `question` without the path, `answer` with the path marked 'o'."""
+
+    question: tuple[str, ...]
+    answer: tuple[str, ...]
+
+    @property
+    def path_length(self) -> int:
+        return sum(row.count(MAZE_PATH) for row in self.answer) + 1  # steps from S to G
+
+    def text(self, solved: bool = False) -> str:
+        return "\n".join(self.answer if solved else self.question)
+
+
+def shortest_paths(grid: list[str], start: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """BFS from `start` over non-wall cells: (distance, number of shortest paths) per cell.
+
+    Distance is -1 where unreachable; path counts saturate at 2 (we only need "unique or not").
+    """
+    height, width = len(grid), len(grid[0])
+    distance = np.full((height, width), -1, dtype=np.int32)
+    paths = np.zeros((height, width), dtype=np.int8)
+    distance[start], paths[start] = 0, 1
+    queue = deque([start])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in _STEPS:
+            nr, nc = r + dr, c + dc
+            if not (0 <= nr < height and 0 <= nc < width) or grid[nr][nc] == MAZE_WALL:
+                continue
+            if distance[nr, nc] < 0:
+                distance[nr, nc] = distance[r, c] + 1
+                queue.append((nr, nc))
+            if distance[nr, nc] == distance[r, c] + 1:
+                paths[nr, nc] = min(2, paths[nr, nc] + paths[r, c])
+    return distance, paths
+
+
+def solve_maze(grid: list[str]) -> tuple[list[str], bool]:
+    """Mark a shortest S→G path with 'o'; also say whether that shortest path is unique.
+
+    Raises ValueError if the grid lacks exactly one S and one G, or G is unreachable.
+    """
+    start, goal = _find_one(grid, MAZE_START), _find_one(grid, MAZE_GOAL)
+    distance, paths = shortest_paths(grid, start)
+    if distance[goal] < 0:
+        raise ValueError("the goal G cannot be reached from the start S")
+    # Walk back from G, always to a neighbour one step closer to S.
+    rows = [list(row) for row in grid]
+    cell = goal
+    while distance[cell] > 1:
+        r, c = cell
+        cell = next((r + dr, c + dc) for dr, dc in _STEPS
+                    if 0 <= r + dr < len(grid) and 0 <= c + dc < len(grid[0])
+                    and distance[r + dr, c + dc] == distance[cell] - 1)
+        rows[cell[0]][cell[1]] = MAZE_PATH
+    return ["".join(row) for row in rows], bool(paths[goal] == 1)
+
+
+def _find_one(grid: list[str], char: str) -> tuple[int, int]:
+    found = [(r, c) for r, row in enumerate(grid) for c, ch in enumerate(row) if ch == char]
+    if len(found) != 1:
+        raise ValueError(f"a maze needs exactly one {char!r}, found {len(found)}")
+    return found[0]
+
+
+def generate_maze(size: int, seed: int = 0, loops: float = 0.0, max_attempts: int = 100) -> Maze:
+    """A size×size maze (5 ≤ size ≤ 30) with a unique shortest S→G path, deterministic for `seed`.
+
+    Passages are carved by a randomised depth-first search on a lattice of odd cells (for an
+    even size the last row/column stays wall). `loops` is the fraction of remaining inner
+    walls between two passages that is knocked out; loops are what make "shortest" matter,
+    and a draw whose shortest path is not unique is redrawn.
+    """
+    if not 5 <= size <= 30:
+        raise ValueError(f"maze size must be 5..30, got {size}")
+    rng = np.random.default_rng(seed)
+    for _ in range(max_attempts):
+        grid = _carve(size, rng)
+        _knock_out_walls(grid, loops, rng)
+        _place_start_and_goal(grid, rng)
+        text = ["".join(row) for row in grid]
+        answer, unique = solve_maze(text)
+        if unique:
+            return Maze(tuple(text), tuple(answer))
+    raise ValueError(f"no maze with a unique shortest path in {max_attempts} attempts; lower `loops`")
+
+
+def generate_mazes(count: int, size: int, seed: int = 0, loops: float = 0.0) -> Iterator[Maze]:
+    """Mazes 0..count-1 of the stream for `seed` (each seeded by (seed, i))."""
+    for index in range(count):
+        yield generate_maze(size, seed=child_seed(seed, index), loops=loops)
+
+
+def _carve(size: int, rng: np.random.Generator) -> list[list[str]]:
+    """Randomised DFS over cells (odd, odd): a perfect maze of passages between walls."""
+    grid = [[MAZE_WALL] * size for _ in range(size)]
+    last = size - 2 if size % 2 == 0 else size - 1  # highest odd index with a wall beyond it
+    start = (1, 1)
+    grid[1][1] = MAZE_OPEN
+    stack = [start]
+    while stack:
+        r, c = stack[-1]
+        options = [(r + 2 * dr, c + 2 * dc, r + dr, c + dc) for dr, dc in _STEPS
+                   if 1 <= r + 2 * dr <= last and 1 <= c + 2 * dc <= last
+                   and grid[r + 2 * dr][c + 2 * dc] == MAZE_WALL]
+        if not options:
+            stack.pop()
+            continue
+        nr, nc, wr, wc = options[rng.integers(len(options))]
+        grid[wr][wc] = grid[nr][nc] = MAZE_OPEN
+        stack.append((nr, nc))
+    return grid
+
+
+def _knock_out_walls(grid: list[list[str]], fraction: float, rng: np.random.Generator) -> None:
+    """Open `fraction` of the inner walls that separate two passages (creates loops)."""
+    if fraction <= 0:
+        return
+    size = len(grid)
+    candidates = [(r, c) for r in range(1, size - 1) for c in range(1, size - 1)
+                  if grid[r][c] == MAZE_WALL and (
+                      (grid[r - 1][c] == MAZE_OPEN and grid[r + 1][c] == MAZE_OPEN)
+                      or (grid[r][c - 1] == MAZE_OPEN and grid[r][c + 1] == MAZE_OPEN))]
+    for index in rng.permutation(len(candidates))[: int(round(fraction * len(candidates)))]:
+        r, c = candidates[index]
+        grid[r][c] = MAZE_OPEN
+
+
+def _place_start_and_goal(grid: list[list[str]], rng: np.random.Generator) -> None:
+    """S at a random open cell, G at a random cell among the farthest from S (hard mazes)."""
+    text = ["".join(row) for row in grid]
+    open_cells = [(r, c) for r, row in enumerate(text) for c, ch in enumerate(row) if ch == MAZE_OPEN]
+    start = open_cells[rng.integers(len(open_cells))]
+    distance, _ = shortest_paths(text, start)
+    far = np.argwhere(distance >= max(1, int(distance.max() * 0.9)))
+    goal = tuple(int(x) for x in far[rng.integers(len(far))])
+    grid[start[0]][start[1]] = MAZE_START
+    grid[goal[0]][goal[1]] = MAZE_GOAL

@@ -1,21 +1,23 @@
-"""Plumbing the raw-data converters share: options, input splits, array assembly, publishing.
+"""What the raw-data converters share: where the input splits come from, reading CSV, array
+assembly, and publishing.
 
 Every converter reads its raw files into puzzles, then calls `publish`, which fills in the
 metadata and summary the same way for all of them and writes through
-`hrm.dataset.write_dataset` (atomic: nothing is published when a step fails).
+`hrm.data.writer.write_dataset` (atomic: nothing is published when a step fails).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hrm.dataset import DatasetMetadata, PuzzleArrays, write_dataset
+from hrm.data.schema import DatasetMetadata, PuzzleArrays
+from hrm.data.writer import write_dataset
 from hrm.errors import InputError
 
 SET_NAME = "all"  # the reference builders put everything of a split in one set
@@ -41,46 +43,39 @@ def csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, list[str]]]:
             yield reader.line_num, row
 
 
-# --------------------------------------------------------------------------- options
+# --------------------------------------------------------------------------- sources and destination
 
 
-def add_output_options(parser: argparse.ArgumentParser, default_seed: int = 0) -> None:
-    """--output, --format and --seed, the same for every converter."""
-    group = parser.add_argument_group("output")
-    group.add_argument("--output", required=True, metavar="URI",
-                       help="dataset destination: a local directory, file://… or s3://bucket/prefix")
-    group.add_argument("--format", choices=("parquet", "reference"), default="parquet",
-                       help="our Parquet shards (default) or the reference numpy layout")
-    group.add_argument("--seed", type=int, default=default_seed,
-                       help=f"seed for every random choice; the same seed gives the same dataset "
-                            f"(default {default_seed})")
+@dataclass(frozen=True)
+class Sources:
+    """The input files of a converter: one per split, or one `input` file that is split into
+    train and test by `test_fraction` (drawn with the converter's seed)."""
+
+    train: Path | None = None
+    test: Path | None = None
+    input: Path | None = None
+    test_fraction: float = 1.0
+
+    def files(self) -> dict[str, Path]:
+        """The split → file mapping ('input' when one file is to be split)."""
+        if self.input is not None:
+            if self.train is not None or self.test is not None:
+                raise InputError("--input: give either --input or --train/--test, not both")
+            if not 0.0 <= self.test_fraction <= 1.0:
+                raise InputError(f"--test-fraction: must be between 0 and 1, got {self.test_fraction}")
+            return {"input": self.input}
+        files = {name: path for name, path in (("train", self.train), ("test", self.test)) if path is not None}
+        if not files:
+            raise InputError("no input: give --train and/or --test, or --input")
+        return files
 
 
-def add_split_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """--train / --test files, or one --input file split by --test-fraction."""
-    group = parser.add_argument_group("input splits")
-    group.add_argument("--train", type=Path, metavar="FILE", help=f"{what} for the train split")
-    group.add_argument("--test", type=Path, metavar="FILE", help=f"{what} for the test split")
-    group.add_argument("--input", type=Path, metavar="FILE",
-                       help=f"{what} to split into train and test by --test-fraction "
-                            "(instead of --train/--test)")
-    group.add_argument("--test-fraction", type=float, default=1.0, metavar="F",
-                       help="with --input: the fraction of records that goes to the test split, "
-                            "drawn with --seed (default 1.0: all of it, for evaluation)")
+@dataclass(frozen=True)
+class Destination:
+    """Where a converter writes (a local directory, file://… or s3://…) and in which layout."""
 
-
-def split_sources(args: argparse.Namespace) -> dict[str, Path]:
-    """The split → file mapping the split options name ('input' when one file is split)."""
-    if args.input is not None:
-        if args.train is not None or args.test is not None:
-            raise InputError("--input: give either --input or --train/--test, not both")
-        if not 0.0 <= args.test_fraction <= 1.0:
-            raise InputError(f"--test-fraction: must be between 0 and 1, got {args.test_fraction}")
-        return {"input": args.input}
-    sources = {name: path for name, path in (("train", args.train), ("test", args.test)) if path is not None}
-    if not sources:
-        raise InputError("no input: give --train and/or --test, or --input")
-    return sources
+    uri: str
+    format: str = "parquet"
 
 
 def check_readable(path: Path) -> None:
@@ -95,6 +90,11 @@ def split_by_fraction(count: int, test_fraction: float, seed: int) -> dict[str, 
     is_test[chosen] = True
     splits = {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
     return {name: indices for name, indices in splits.items() if len(indices)}
+
+
+def child_seed(seed: int, index: int) -> int:
+    """An independent seed for item `index` of the stream `seed`."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def subsample(count: int, keep: int | None, seed: int) -> np.ndarray:
@@ -142,7 +142,7 @@ class Clock:
         return round(time.perf_counter() - self.start, 3)
 
 
-def publish(args: argparse.Namespace, kind: str, splits: dict[str, PuzzleArrays], *,
+def publish(destination: Destination, kind: str, splits: dict[str, PuzzleArrays], *, seed: int,
             vocab_size: int, seq_len: int, identifiers: list[str], clock: Clock,
             pad_id: int = 0, ignore_label_id: int | None = 0, truncations: int = 0,
             details: dict | None = None, extra_files: dict[str, object] | None = None) -> dict:
@@ -156,8 +156,8 @@ def publish(args: argparse.Namespace, kind: str, splits: dict[str, PuzzleArrays]
                 for name, arrays in splits.items()}
     summary = {
         "kind": kind,
-        "output": args.output,
-        "format": args.format,
+        "output": destination.uri,
+        "format": destination.format,
         "examples": sum(len(a.inputs) for a in splits.values()),
         "puzzles": sum(len(a.puzzle_identifiers) for a in splits.values()),
         "groups": sum(len(a.group_indices) - 1 for a in splits.values()),
@@ -166,12 +166,12 @@ def publish(args: argparse.Namespace, kind: str, splits: dict[str, PuzzleArrays]
         "vocab_size": vocab_size,
         "seq_len": seq_len,
         "truncations": truncations,
-        "seed": args.seed,
+        "seed": seed,
         **(details or {}),
         "convert_seconds": clock.seconds(),
     }
-    write_dataset(args.output, {name: {SET_NAME: arrays} for name, arrays in splits.items()},
-                  metadata, identifiers, format=args.format, extra_files=extra_files, summary=summary)
+    write_dataset(destination.uri, {name: {SET_NAME: arrays} for name, arrays in splits.items()},
+                  metadata, identifiers, format=destination.format, extra_files=extra_files, summary=summary)
     return {**summary, "total_seconds": clock.seconds()}
 
 

@@ -1,4 +1,5 @@
-"""Sudoku CSV (source,question,answer,rating) → Sudoku puzzles in the reference encoding.
+"""Sudoku: the CSV the reference datasets come in, the reference encoding, and the
+validity-preserving shuffles used for augmentation and test-time augmentation.
 
 Input: a CSV whose first line is the header `source,question,answer,rating`, then one
 puzzle per line: `question` is the board read row by row (81 characters for 9x9, 16 for
@@ -25,34 +26,29 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hrm.augment import SudokuTransform
-from hrm.converters.common import (Clock, csv_rows, add_output_options, add_split_options, check_readable,
-                                   publish, single_example_puzzles, split_by_fraction, split_sources,
-                                   subsample)
-from hrm.dataset import PuzzleArrays
+from hrm.data.schema import PuzzleArrays
 from hrm.errors import InputError
+from hrm.puzzles.grids import as_square, restore
+from hrm.puzzles.publish import (
+    Clock,
+    Destination,
+    Sources,
+    check_readable,
+    csv_rows,
+    publish,
+    single_example_puzzles,
+    split_by_fraction,
+    subsample,
+)
 
 HEADER = ["source", "question", "answer", "rating"]
 BOX_FOR_CELLS = {16: 2, 81: 3}  # board cells → box side (4x4 and 9x9 boards)
 DEFAULT_TIERS = "0,1,5,20,50"
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_split_options(parser, "Sudoku CSV")
-    parser.add_argument("--augment", type=int, default=0, metavar="N",
-                        help="N shuffled copies of every train puzzle (9x9 only; default 0)")
-    parser.add_argument("--tiers", default=DEFAULT_TIERS, metavar="EDGES",
-                        help="increasing rating edges; tier k holds ratings in [edge k, edge k+1), "
-                             f"the last tier is open-ended (default {DEFAULT_TIERS})")
-    parser.add_argument("--subsample", type=int, metavar="N",
-                        help="keep a seeded random N puzzles of each split (before augmentation)")
-    add_output_options(parser)
 
 
 @dataclass
@@ -71,17 +67,20 @@ class SudokuRows:
                           [self.sources[i] for i in indices], self.lines[indices])
 
 
-def convert(args: argparse.Namespace) -> dict:
+def convert_sudoku_csv(sources: Sources, destination: Destination, *, seed: int = 0, augment: int = 0,
+                       tiers: str = DEFAULT_TIERS, keep: int | None = None) -> dict:
+    """Read, validate, encode and publish; returns the summary. `augment` shuffled copies of
+    every train puzzle; `tiers` the rating edges; `keep` a seeded random subsample per split."""
     clock = Clock()
-    edges = parse_tiers(args.tiers)
-    if args.augment < 0:
-        raise InputError(f"--augment: must be >= 0, got {args.augment}")
-    rows = {name: read_sudoku_csv(path) for name, path in split_sources(args).items()}
+    edges = parse_tiers(tiers)
+    if augment < 0:
+        raise InputError(f"--augment: must be >= 0, got {augment}")
+    rows = {name: read_sudoku_csv(path) for name, path in sources.files().items()}
     if "input" in rows:
         table = rows.pop("input")
         rows = {name: table.take(idx) for name, idx in
-                split_by_fraction(len(table.ratings), args.test_fraction, args.seed).items()}
-    if args.augment and "train" not in rows:
+                split_by_fraction(len(table.ratings), sources.test_fraction, seed).items()}
+    if augment and "train" not in rows:
         raise InputError("--augment: augmentation applies to the train split, and there is none")
     cells = {table.questions.shape[1] for table in rows.values()}
     if len(cells) > 1:
@@ -90,14 +89,14 @@ def convert(args: argparse.Namespace) -> dict:
 
     splits: dict[str, PuzzleArrays] = {}
     for offset, (name, table) in enumerate(sorted(rows.items())):
-        table = table.take(subsample(len(table.ratings), args.subsample, args.seed + offset))
+        table = table.take(subsample(len(table.ratings), keep, seed + offset))
         splits[name] = encode_sudoku(table.questions, table.answers, table.ratings, table.sources,
                                      tiers=_tiers_of(table, edges),
-                                     augment=args.augment if name == "train" else 0, seed=args.seed)
+                                     augment=augment if name == "train" else 0, seed=seed)
     tier_counts = {name: _tier_counts(arrays, tier_labels(edges)) for name, arrays in splits.items()}
-    return publish(args, "sudoku-csv", splits, vocab_size=_side(cells_per_board) + 2, seq_len=cells_per_board,
-                   identifiers=["<blank>"], clock=clock,
-                   details={"augment": args.augment, "tiers": tier_counts})
+    return publish(destination, "sudoku-csv", splits, seed=seed, vocab_size=_side(cells_per_board) + 2,
+                   seq_len=cells_per_board, identifiers=["<blank>"], clock=clock,
+                   details={"augment": augment, "tiers": tier_counts})
 
 
 def parse_tiers(text: str) -> np.ndarray:
@@ -252,3 +251,80 @@ def _tier_counts(arrays: PuzzleArrays, labels: list[str]) -> dict[str, int]:
     """Examples per tier, tiers in edge order, empty tiers left out."""
     counts = {label: int(np.count_nonzero(arrays.columns["tier"] == label)) for label in labels}
     return {label: count for label, count in counts.items() if count}
+
+
+# --------------------------------------------------------------------------- shuffles
+
+SUDOKU_BOX = 3  # a 9x9 board has 3x3 boxes; the 4x4 demo board has 2x2
+
+
+@dataclass(frozen=True)
+class SudokuTransform:
+    """A validity-preserving Sudoku shuffle, as the reference's `shuffle_sudoku`, for any box
+    size (side = box * box: 9x9 boards by default, 4x4 with box=2).
+
+    On a digit board: optionally transpose, then new[i, j] = old[row_perm[i], col_perm[j]],
+    then relabel digits with digit_map (blank 0 stays 0). Boards here are token boards
+    (token = digit + 1, pad 0 untouched), shape (..., side, side) or (..., side * side).
+    """
+
+    digit_map: tuple[int, ...] = tuple(range(10))
+    row_perm: tuple[int, ...] = tuple(range(9))
+    col_perm: tuple[int, ...] = tuple(range(9))
+    transpose: bool = False
+    box: int = SUDOKU_BOX
+
+    def __post_init__(self) -> None:
+        side = self.side
+        if self.box < 1 or self.digit_map[:1] != (0,) or sorted(self.digit_map) != list(range(side + 1)):
+            raise ValueError(f"digit_map must permute 1..{side} and keep 0, got {self.digit_map}")
+        for label, perm in (("row_perm", self.row_perm), ("col_perm", self.col_perm)):
+            if not _is_band_preserving(perm, self.box):
+                raise ValueError(f"{label} must permute bands and rows within bands, got {perm}")
+
+    @property
+    def side(self) -> int:
+        return self.box * self.box
+
+    @classmethod
+    def identity(cls, box: int = SUDOKU_BOX) -> SudokuTransform:
+        side = box * box
+        return cls(tuple(range(side + 1)), tuple(range(side)), tuple(range(side)), False, box)
+
+    @classmethod
+    def random(cls, rng: np.random.RandomState, box: int = SUDOKU_BOX) -> SudokuTransform:
+        """Draw in the reference's order: digits, transpose, bands+rows, stacks+columns."""
+        side = box * box
+        digit_map = (0, *(int(d) for d in rng.permutation(np.arange(1, side + 1))))
+        transpose = bool(rng.rand() < 0.5)
+        row_perm = [int(b * box + r) for b in rng.permutation(box) for r in rng.permutation(box)]
+        col_perm = [int(s * box + c) for s in rng.permutation(box) for c in rng.permutation(box)]
+        return cls(digit_map, tuple(row_perm), tuple(col_perm), transpose, box)
+
+    def _token_map(self) -> np.ndarray:
+        return np.array([0, *(d + 1 for d in self.digit_map)], dtype=np.int64)
+
+    def apply(self, board: np.ndarray) -> np.ndarray:
+        square, flat = as_square(np.asarray(board), self.side)
+        if self.transpose:
+            square = np.swapaxes(square, -2, -1)
+        moved = square[..., list(self.row_perm), :][..., list(self.col_perm)]
+        return restore(self._token_map()[moved].astype(square.dtype), flat)
+
+    def invert(self, board: np.ndarray) -> np.ndarray:
+        square, flat = as_square(np.asarray(board), self.side)
+        relabelled = np.argsort(self._token_map())[square].astype(square.dtype)
+        rows, cols = np.argsort(self.row_perm), np.argsort(self.col_perm)
+        moved = relabelled[..., rows, :][..., cols]
+        if self.transpose:
+            moved = np.swapaxes(moved, -2, -1)
+        return restore(moved, flat)
+
+
+def _is_band_preserving(perm: tuple[int, ...], box: int) -> bool:
+    """A permutation of 0..box²-1 that moves whole bands of `box` rows and shuffles rows inside them."""
+    side = box * box
+    if sorted(perm) != list(range(side)):
+        return False
+    bands = [{p // box for p in perm[i : i + box]} for i in range(0, side, box)]
+    return all(len(band) == 1 for band in bands)

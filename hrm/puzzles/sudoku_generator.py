@@ -1,14 +1,13 @@
-"""Puzzle generators for the demo, the tests and the benchmarks: Sudoku and mazes.
+"""Sudoku puzzles made here, for the demo, the tests and the benchmarks.
 
-Sudoku: `generate_sudoku` draws a random solved board, then blanks cells in a random order,
+`generate_sudoku` draws a random solved board, then blanks cells in a random order,
 keeping a blank only while the puzzle still has exactly one solution, until the requested
 number of givens is reached. Uniqueness is proved by `SudokuSolver.count_solutions(limit=2)`,
 a bitmask backtracking solver that always branches on the cell with the fewest candidates.
 Boards are 4x4 (2x2 boxes, digits 1..4, what the demo trains on) or 9x9.
 
-Mazes: `generate_maze` carves a random perfect maze (every open cell reachable by exactly one
-path), optionally opens extra walls to make loops, places start and goal far apart, and
-labels the unique shortest path found by breadth-first search.
+The demo's data (`demo_sudoku_puzzles`) is 4x4 puzzles whose test split holds solution
+grids no training puzzle has.
 
 Everything is deterministic for a seed: puzzle `i` of a batch uses its own generator seeded
 with (seed, i), so a batch does not depend on how it is split into chunks.
@@ -16,18 +15,21 @@ with (seed, i), so a batch does not depend on how it is split into chunks.
 
 from __future__ import annotations
 
-import csv
-from collections import deque
+import itertools
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from hrm.converters.sudoku import DEFAULT_TIERS, encode_sudoku, parse_tiers, rating_tiers
-from hrm.dataset import PuzzleArrays
+from hrm import storage
+from hrm.data.dataset import Dataset
+from hrm.data.reader import open_dataset
+from hrm.data.schema import META_FILE, PuzzleArrays
+from hrm.puzzles.publish import Clock, Destination, child_seed, publish
+from hrm.puzzles.sudoku import DEFAULT_TIERS, encode_sudoku, parse_tiers, rating_tiers
 
 # --------------------------------------------------------------------------- Sudoku solver
 
@@ -237,25 +239,13 @@ def generate_sudokus(count: int, givens: int, box: int = 3, seed: int = 0,
 
     Puzzle i is seeded by (seed, i), so the stream is the same for any number of workers.
     """
-    seeds = (_child_seed(seed, index) for index in range(count))
+    seeds = (child_seed(seed, index) for index in range(count))
     if workers <= 1:
         for child in seeds:
             yield generate_sudoku(givens, box, seed=child)
         return
     with ProcessPoolExecutor(workers) as pool:
         yield from pool.map(partial(generate_sudoku, givens, box), seeds, chunksize=256)
-
-
-def write_sudoku_csv(path: str | Path, puzzles: Iterable[SudokuPuzzle], source: str = "generated") -> int:
-    """Write the `source,question,answer,rating` CSV the `sudoku-csv` converter reads."""
-    written = 0
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["source", "question", "answer", "rating"])
-        for puzzle in puzzles:
-            writer.writerow([source, puzzle.question_string(), puzzle.answer_string(), puzzle.rating])
-            written += 1
-    return written
 
 
 def sudoku_puzzle_arrays(puzzles: Iterable[SudokuPuzzle], source: str = "generated",
@@ -269,154 +259,38 @@ def sudoku_puzzle_arrays(puzzles: Iterable[SudokuPuzzle], source: str = "generat
                          tiers=rating_tiers(ratings, parse_tiers(tiers)))
 
 
-def _child_seed(seed: int, index: int) -> int:
-    """An independent seed for item `index` of the stream `seed`."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+# --------------------------------------------------------------------------- the demo's data
+
+DEMO_BLANKS = range(4, 9)  # blanks per demo puzzle: 4..8 of the 16 cells
 
 
-# --------------------------------------------------------------------------- mazes
+def demo_sudoku_puzzles(train_size: int, test_size: int, seed: int = 0) -> dict[str, list[SudokuPuzzle]]:
+    """4×4 Sudoku puzzles with 4–8 blanks (equally many of each) and a unique solution.
 
-MAZE_WALL, MAZE_OPEN, MAZE_START, MAZE_GOAL, MAZE_PATH = "#", " ", "S", "G", "o"
-_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
-
-
-@dataclass(frozen=True)
-class Maze:
-    """A maze as text rows: `question` without the path, `answer` with the path marked 'o'."""
-
-    question: tuple[str, ...]
-    answer: tuple[str, ...]
-
-    @property
-    def path_length(self) -> int:
-        return sum(row.count(MAZE_PATH) for row in self.answer) + 1  # steps from S to G
-
-    def text(self, solved: bool = False) -> str:
-        return "\n".join(self.answer if solved else self.question)
-
-
-def shortest_paths(grid: list[str], start: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """BFS from `start` over non-wall cells: (distance, number of shortest paths) per cell.
-
-    Distance is -1 where unreachable; path counts saturate at 2 (we only need "unique or not").
+    A 4×4 board has only 288 solution grids, so a model could memorise them; the test split
+    uses grids that no training puzzle has (a grid is held out when its CRC-32 is 0 mod 5,
+    about a fifth of them), so test accuracy measures solving, not recall.
     """
-    height, width = len(grid), len(grid[0])
-    distance = np.full((height, width), -1, dtype=np.int32)
-    paths = np.zeros((height, width), dtype=np.int8)
-    distance[start], paths[start] = 0, 1
-    queue = deque([start])
-    while queue:
-        r, c = queue.popleft()
-        for dr, dc in _STEPS:
-            nr, nc = r + dr, c + dc
-            if not (0 <= nr < height and 0 <= nc < width) or grid[nr][nc] == MAZE_WALL:
-                continue
-            if distance[nr, nc] < 0:
-                distance[nr, nc] = distance[r, c] + 1
-                queue.append((nr, nc))
-            if distance[nr, nc] == distance[r, c] + 1:
-                paths[nr, nc] = min(2, paths[nr, nc] + paths[r, c])
-    return distance, paths
+    streams = [generate_sudokus(10**9, givens=16 - blanks, box=2, seed=seed * 16 + blanks) for blanks in DEMO_BLANKS]
+    splits: dict[str, list[SudokuPuzzle]] = {"train": [], "test": []}
+    wanted = {"train": train_size, "test": test_size}
+    for puzzle in itertools.chain.from_iterable(zip(*streams)):
+        split = "test" if zlib.crc32(bytes(puzzle.answer)) % 5 == 0 else "train"
+        if len(splits[split]) < wanted[split]:
+            splits[split].append(puzzle)
+        if all(len(splits[name]) == wanted[name] for name in splits):
+            return splits
+    raise AssertionError("unreachable: the streams are endless")
 
 
-def solve_maze(grid: list[str]) -> tuple[list[str], bool]:
-    """Mark a shortest S→G path with 'o'; also say whether that shortest path is unique.
-
-    Raises ValueError if the grid lacks exactly one S and one G, or G is unreachable.
-    """
-    start, goal = _find_one(grid, MAZE_START), _find_one(grid, MAZE_GOAL)
-    distance, paths = shortest_paths(grid, start)
-    if distance[goal] < 0:
-        raise ValueError("the goal G cannot be reached from the start S")
-    # Walk back from G, always to a neighbour one step closer to S.
-    rows = [list(row) for row in grid]
-    cell = goal
-    while distance[cell] > 1:
-        r, c = cell
-        cell = next((r + dr, c + dc) for dr, dc in _STEPS
-                    if 0 <= r + dr < len(grid) and 0 <= c + dc < len(grid[0])
-                    and distance[r + dr, c + dc] == distance[cell] - 1)
-        rows[cell[0]][cell[1]] = MAZE_PATH
-    return ["".join(row) for row in rows], bool(paths[goal] == 1)
-
-
-def _find_one(grid: list[str], char: str) -> tuple[int, int]:
-    found = [(r, c) for r, row in enumerate(grid) for c, ch in enumerate(row) if ch == char]
-    if len(found) != 1:
-        raise ValueError(f"a maze needs exactly one {char!r}, found {len(found)}")
-    return found[0]
-
-
-def generate_maze(size: int, seed: int = 0, loops: float = 0.0, max_attempts: int = 100) -> Maze:
-    """A size×size maze (5 ≤ size ≤ 30) with a unique shortest S→G path, deterministic for `seed`.
-
-    Passages are carved by a randomised depth-first search on a lattice of odd cells (for an
-    even size the last row/column stays wall). `loops` is the fraction of remaining inner
-    walls between two passages that is knocked out; loops are what make "shortest" matter,
-    and a draw whose shortest path is not unique is redrawn.
-    """
-    if not 5 <= size <= 30:
-        raise ValueError(f"maze size must be 5..30, got {size}")
-    rng = np.random.default_rng(seed)
-    for _ in range(max_attempts):
-        grid = _carve(size, rng)
-        _knock_out_walls(grid, loops, rng)
-        _place_start_and_goal(grid, rng)
-        text = ["".join(row) for row in grid]
-        answer, unique = solve_maze(text)
-        if unique:
-            return Maze(tuple(text), tuple(answer))
-    raise ValueError(f"no maze with a unique shortest path in {max_attempts} attempts; lower `loops`")
-
-
-def generate_mazes(count: int, size: int, seed: int = 0, loops: float = 0.0) -> Iterator[Maze]:
-    """Mazes 0..count-1 of the stream for `seed` (each seeded by (seed, i))."""
-    for index in range(count):
-        yield generate_maze(size, seed=_child_seed(seed, index), loops=loops)
-
-
-def _carve(size: int, rng: np.random.Generator) -> list[list[str]]:
-    """Randomised DFS over cells (odd, odd): a perfect maze of passages between walls."""
-    grid = [[MAZE_WALL] * size for _ in range(size)]
-    last = size - 2 if size % 2 == 0 else size - 1  # highest odd index with a wall beyond it
-    start = (1, 1)
-    grid[1][1] = MAZE_OPEN
-    stack = [start]
-    while stack:
-        r, c = stack[-1]
-        options = [(r + 2 * dr, c + 2 * dc, r + dr, c + dc) for dr, dc in _STEPS
-                   if 1 <= r + 2 * dr <= last and 1 <= c + 2 * dc <= last
-                   and grid[r + 2 * dr][c + 2 * dc] == MAZE_WALL]
-        if not options:
-            stack.pop()
-            continue
-        nr, nc, wr, wc = options[rng.integers(len(options))]
-        grid[wr][wc] = grid[nr][nc] = MAZE_OPEN
-        stack.append((nr, nc))
-    return grid
-
-
-def _knock_out_walls(grid: list[list[str]], fraction: float, rng: np.random.Generator) -> None:
-    """Open `fraction` of the inner walls that separate two passages (creates loops)."""
-    if fraction <= 0:
-        return
-    size = len(grid)
-    candidates = [(r, c) for r in range(1, size - 1) for c in range(1, size - 1)
-                  if grid[r][c] == MAZE_WALL and (
-                      (grid[r - 1][c] == MAZE_OPEN and grid[r + 1][c] == MAZE_OPEN)
-                      or (grid[r][c - 1] == MAZE_OPEN and grid[r][c + 1] == MAZE_OPEN))]
-    for index in rng.permutation(len(candidates))[: int(round(fraction * len(candidates)))]:
-        r, c = candidates[index]
-        grid[r][c] = MAZE_OPEN
-
-
-def _place_start_and_goal(grid: list[list[str]], rng: np.random.Generator) -> None:
-    """S at a random open cell, G at a random cell among the farthest from S (hard mazes)."""
-    text = ["".join(row) for row in grid]
-    open_cells = [(r, c) for r, row in enumerate(text) for c, ch in enumerate(row) if ch == MAZE_OPEN]
-    start = open_cells[rng.integers(len(open_cells))]
-    distance, _ = shortest_paths(text, start)
-    far = np.argwhere(distance >= max(1, int(distance.max() * 0.9)))
-    goal = tuple(int(x) for x in far[rng.integers(len(far))])
-    grid[start[0]][start[1]] = MAZE_START
-    grid[goal[0]][goal[1]] = MAZE_GOAL
+def write_demo_sudoku(uri: str, train_size: int = 20000, test_size: int = 1000, seed: int = 0) -> Dataset:
+    """The demo dataset at `uri` (our Parquet layout, encoded as the reference encodes Sudoku:
+    pad 0, token = digit + 1 with blank 1, vocab 6, seq_len 16, one set "all" per split);
+    a dataset already there is opened as it is."""
+    if not storage.exists(storage.join(uri, META_FILE)):
+        splits = {name: sudoku_puzzle_arrays(puzzles, source="demo-4x4")
+                  for name, puzzles in demo_sudoku_puzzles(train_size, test_size, seed).items()}
+        publish(Destination(uri), "demo-sudoku-4x4", splits, seed=seed,
+                vocab_size=6, seq_len=16, identifiers=["<blank>"], clock=Clock(),
+                details={"blanks": list(DEMO_BLANKS), "held_out": "solution grids with crc32 % 5 == 0"})
+    return open_dataset(uri)

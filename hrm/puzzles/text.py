@@ -1,4 +1,4 @@
-"""Prompt/completion JSONL → text puzzles, with an explicit tokenizer.
+"""Text: prompt/completion JSONL read and encoded as text puzzles, with an explicit tokenizer.
 
 Input: one JSON object per line with string fields "prompt" and "completion" (names set by
 --prompt-key/--completion-key), optionally "source" and a difficulty (--tier-key, default
@@ -29,7 +29,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections import Counter
@@ -38,31 +37,29 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.converters.common import (Clock, add_output_options, add_split_options, check_readable,
-                                   publish, single_example_puzzles, split_by_fraction, split_sources)
-from hrm.dataset import PuzzleArrays
+from hrm.data.schema import PuzzleArrays
 from hrm.errors import InputError
+from hrm.puzzles.publish import (
+    Clock,
+    Destination,
+    Sources,
+    check_readable,
+    publish,
+    single_example_puzzles,
+    split_by_fraction,
+)
 
 PAD, EOS, FIRST_TOKEN = 0, 1, 2
 WORD = re.compile(r"[a-z0-9_]+")
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_split_options(parser, "JSONL file")
-    parser.add_argument("--tokenizer", required=True, metavar="bytes|FILE",
-                        help="'bytes' (lossless) or a keyword vocabulary file (lossy)")
-    parser.add_argument("--allow-lossy", action="store_true",
-                        help="accept a keyword vocabulary, which drops words it has no token for")
-    parser.add_argument("--seq-len", type=int, metavar="N",
-                        help="sequence length (default: the longest prompt or completion + eos)")
-    parser.add_argument("--truncate", action="store_true",
-                        help="cut sequences longer than --seq-len instead of refusing them")
-    parser.add_argument("--prompt-key", default="prompt", help="field holding the prompt (default prompt)")
-    parser.add_argument("--completion-key", default="completion",
-                        help="field holding the completion (default completion)")
-    parser.add_argument("--tier-key", default="difficulty",
-                        help="field holding the difficulty tier (default difficulty)")
-    add_output_options(parser)
+@dataclass(frozen=True)
+class TextFields:
+    """The JSONL field names of prompt, completion and difficulty tier."""
+
+    prompt: str = "prompt"
+    completion: str = "completion"
+    tier: str = "difficulty"
 
 
 @dataclass
@@ -108,23 +105,28 @@ class KeywordTokenizer:
         return [self.ids[w] for w in words if w in self.ids], [w for w in words if w not in self.ids]
 
 
-def convert(args: argparse.Namespace) -> dict:
+def convert_jsonl(sources: Sources, destination: Destination, *, tokenizer: str, seed: int = 0,
+                  allow_lossy: bool = False, seq_len: int | None = None, truncate: bool = False,
+                  fields: TextFields = TextFields()) -> dict:
+    """Read, tokenise, encode and publish; returns the summary. `tokenizer` is "bytes" or a
+    keyword vocabulary file (refused unless `allow_lossy`); `seq_len` defaults to the longest
+    sequence, and a longer record is refused unless `truncate`."""
     clock = Clock()
-    tokenizer = make_tokenizer(args.tokenizer, args.allow_lossy)
+    encoder = make_tokenizer(tokenizer, allow_lossy)
     unknown: Counter[str] = Counter()
-    records = {name: read_records(path, tokenizer, args, unknown) for name, path in split_sources(args).items()}
+    records = {name: read_records(path, encoder, fields, unknown) for name, path in sources.files().items()}
     if "input" in records:
         table = records.pop("input")
         records = {name: [table[i] for i in idx]
-                   for name, idx in split_by_fraction(len(table), args.test_fraction, args.seed).items()}
-    seq_len = _seq_len(records, args)
-    splits = {name: encode_records(recs, seq_len, tokenizer.vocab_size) for name, recs in records.items()}
+                   for name, idx in split_by_fraction(len(table), sources.test_fraction, seed).items()}
+    seq_len = _seq_len(records, seq_len, truncate)
+    splits = {name: encode_records(recs, seq_len, encoder.vocab_size) for name, recs in records.items()}
     truncated_prompts = sum(len(r.prompt) + 1 > seq_len for recs in records.values() for r in recs)
     truncated_completions = sum(len(r.completion) + 1 > seq_len for recs in records.values() for r in recs)
     truncated = sum(max(len(r.prompt), len(r.completion)) + 1 > seq_len for recs in records.values() for r in recs)
-    return publish(args, "jsonl", splits, vocab_size=tokenizer.vocab_size, seq_len=seq_len,
+    return publish(destination, "jsonl", splits, seed=seed, vocab_size=encoder.vocab_size, seq_len=seq_len,
                    identifiers=["<blank>"], clock=clock, truncations=truncated,
-                   details={"tokenizer": tokenizer.name,
+                   details={"tokenizer": encoder.name,
                             "truncated_prompts": truncated_prompts,
                             "truncated_completions": truncated_completions,
                             "words_without_token": sum(unknown.values()),
@@ -141,7 +143,7 @@ def make_tokenizer(spec: str, allow_lossy: bool) -> ByteTokenizer | KeywordToken
     return KeywordTokenizer(Path(spec))
 
 
-def read_records(path: Path, tokenizer: ByteTokenizer | KeywordTokenizer, args: argparse.Namespace,
+def read_records(path: Path, tokenizer: ByteTokenizer | KeywordTokenizer, fields: TextFields,
                  unknown: Counter[str]) -> list[Record]:
     """Tokenised records of a JSONL file; words with no token are tallied in `unknown`."""
     check_readable(path)
@@ -157,10 +159,10 @@ def read_records(path: Path, tokenizer: ByteTokenizer | KeywordTokenizer, args: 
                 raise InputError(f"{where}: not valid JSON: {err.msg}") from None
             if not isinstance(data, dict):
                 raise InputError(f"{where}: expected a JSON object")
-            texts = [_text(data, key, where) for key in (args.prompt_key, args.completion_key)]
+            texts = [_text(data, key, where) for key in (fields.prompt, fields.completion)]
             (prompt, lost_p), (completion, lost_c) = (tokenizer.encode(t) for t in texts)
             unknown.update(lost_p + lost_c)
-            tier = data.get(args.tier_key)
+            tier = data.get(fields.tier)
             records.append(Record(prompt, completion, str(data.get("source", path.name)),
                                   "" if tier is None else str(tier), where))
     if not records:
@@ -175,21 +177,21 @@ def _text(data: dict, key: str, where: str) -> str:
     return value
 
 
-def _seq_len(records: dict[str, list[Record]], args: argparse.Namespace) -> int:
+def _seq_len(records: dict[str, list[Record]], seq_len: int | None, truncate: bool) -> int:
     """--seq-len, or the longest sequence; an overflow without --truncate is refused."""
     everything = [r for recs in records.values() for r in recs]
     longest = max(max(len(r.prompt), len(r.completion)) + 1 for r in everything)
-    if args.seq_len is None:
+    if seq_len is None:
         return longest
-    if args.seq_len < 1:
-        raise InputError(f"--seq-len: must be positive, got {args.seq_len}")
-    overflowing = [r for r in everything if max(len(r.prompt), len(r.completion)) + 1 > args.seq_len]
-    if overflowing and not args.truncate:
+    if seq_len < 1:
+        raise InputError(f"--seq-len: must be positive, got {seq_len}")
+    overflowing = [r for r in everything if max(len(r.prompt), len(r.completion)) + 1 > seq_len]
+    if overflowing and not truncate:
         first = overflowing[0]
         raise InputError(f"{first.where}: {max(len(first.prompt), len(first.completion)) + 1} tokens exceed "
-                         f"--seq-len {args.seq_len} ({len(overflowing)} records overflow); "
+                         f"--seq-len {seq_len} ({len(overflowing)} records overflow); "
                          "raise --seq-len or pass --truncate")
-    return args.seq_len
+    return seq_len
 
 
 def encode_records(records: list[Record], seq_len: int, vocab_size: int) -> PuzzleArrays:

@@ -3,8 +3,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hrm.flops import block_evaluations, flops_per_example_step, step_matmuls
-from hrm.models import ModelConfig, build_model
+from hrm.model.flops import block_evaluations, flops_per_example_step, step_matmuls
+from hrm.model.models import ModelConfig, build_model
 
 TINY = dict(vocab_size=11, seq_len=16, num_puzzle_identifiers=3, hidden_size=32, num_heads=2, expansion=2,
             L_layers=2, H_cycles=2, L_cycles=3, halt_max_steps=4, puzzle_emb_ndim=32, forward_dtype="float32")

@@ -1,6 +1,6 @@
 import torch
 
-from hrm.layers import Attention, RotaryEmbedding, SwiGLU, apply_rope
+from hrm.model.layers import Attention, RotaryEmbedding, SwiGLU, apply_rope
 
 
 def reference_rope(x: torch.Tensor, positions: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hrm.augment import crop_tokens, parse_arc_identifier
-from hrm.dataset import open_dataset
-from jobs.cli import main
-from tests.factories import convert_cli
+from hrm.data.reader import open_dataset
+from hrm.puzzles.arc_grids import crop_tokens, parse_arc_identifier
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from jobs.cli import main
+
+from tests.factories import SHARED, convert_cli
+
 ARC = SHARED / "data" / "arc"
 CONFORMANCE_ARC = SHARED / "conformance" / "trm-arc-tiny" / "data"
 TRAINING = ["007bbfb7", "00d62c1b", "025d127b"]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hrm.augment import DihedralTransform
-from hrm.converters.maze import CHARSET
-from hrm.dataset import open_dataset
-from hrm.generators import generate_mazes
+from hrm.data.reader import open_dataset
+from hrm.puzzles.grids import DihedralTransform
+from hrm.puzzles.maze import CHARSET, generate_mazes
+
 from jobs.cli import main
+
 from tests.factories import convert_cli
 
 # S at the left, G at the right; the only shortest path runs along the middle row.

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hrm.dataset import open_dataset
-from hrm.generators import generate_sudokus, sudoku_solver, write_sudoku_csv
+from hrm.data.reader import open_dataset
+from hrm.puzzles.sudoku import SudokuTransform
+from hrm.puzzles.sudoku_generator import generate_sudokus, sudoku_solver
+
 from jobs.cli import main
-from tests.factories import convert_cli
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-
+from tests.factories import CONFORMANCE, convert_cli, write_sudoku_csv
 
 convert, refused = convert_cli("sudoku-csv")
 
@@ -186,3 +186,70 @@ def test_blank_lines_are_skipped(capsys, tmp_path):
     path = tmp_path / "blank.csv"
     path.write_text(f"source,question,answer,rating\n\ns,{GOOD_Q},{GOOD_A},1\n\n")
     assert convert(capsys, "--test", path, "--output", tmp_path / "out")["examples"] == 1
+
+
+def test_sudoku_transform_is_deterministic_from_its_random_state():
+    assert SudokuTransform.random(np.random.RandomState(7)) == SudokuTransform.random(np.random.RandomState(7))
+    assert SudokuTransform.random(np.random.RandomState(7)) != SudokuTransform.random(np.random.RandomState(8))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sudoku_transform_inverts_on_boards_and_flat_batches(seed):
+    transform = SudokuTransform.random(np.random.RandomState(seed))
+    boards = np.random.default_rng(seed).integers(1, 11, (4, 81))
+    moved = transform.apply(boards)
+    assert moved.shape == (4, 81)
+    assert np.array_equal(transform.invert(moved), boards)
+    assert np.array_equal(transform.invert(transform.apply(boards[0].reshape(9, 9))), boards[0].reshape(9, 9))
+
+
+def test_sudoku_transform_follows_the_reference_position_and_digit_mapping():
+    transform = SudokuTransform(
+        digit_map=(0, 2, 3, 4, 5, 6, 7, 8, 9, 1),
+        row_perm=(3, 4, 5, 0, 1, 2, 6, 7, 8),
+        col_perm=(0, 1, 2, 3, 4, 5, 8, 7, 6),
+        transpose=True,
+    )
+    digits = np.random.default_rng(0).integers(0, 10, (9, 9))
+    expected = np.array(transform.digit_map)[digits.T[list(transform.row_perm)][:, list(transform.col_perm)]]
+    assert np.array_equal(transform.apply(digits + 1), expected + 1)
+
+
+def test_sudoku_transform_keeps_blank_and_pad_tokens():
+    transform = SudokuTransform.random(np.random.RandomState(0))
+    assert np.all(transform.apply(np.ones((9, 9), dtype=np.int64)) == 1)
+    assert np.all(transform.apply(np.zeros(81, dtype=np.int64)) == 0)
+
+
+def test_sudoku_transform_rejects_a_row_permutation_that_breaks_bands():
+    with pytest.raises(ValueError, match="row_perm"):
+        SudokuTransform(row_perm=(0, 1, 3, 2, 4, 5, 6, 7, 8))
+
+
+def test_sudoku_transform_with_box_3_draws_the_same_shuffles_as_before_box_sizes_existed():
+    # The draws of the 9x9 reference order, spelled out: box=3 must not change them.
+    rng = np.random.RandomState(5)
+    digit_map = (0, *(int(d) for d in rng.permutation(np.arange(1, 10))))
+    transpose = bool(rng.rand() < 0.5)
+    row_perm = tuple(int(b * 3 + r) for b in rng.permutation(3) for r in rng.permutation(3))
+    col_perm = tuple(int(s * 3 + c) for s in rng.permutation(3) for c in rng.permutation(3))
+    assert SudokuTransform.random(np.random.RandomState(5)) == SudokuTransform(digit_map, row_perm, col_perm, transpose)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_4x4_sudoku_transform_inverts_and_keeps_a_solved_board_valid(seed):
+    transform = SudokuTransform.random(np.random.RandomState(seed), box=2)
+    solved = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
+    moved_tokens = transform.apply((solved + 1).reshape(16))
+    assert np.array_equal(transform.invert(moved_tokens), (solved + 1).reshape(16))
+    board = moved_tokens.reshape(4, 4) - 1
+    groups = [*board, *board.T, *(board[r:r + 2, c:c + 2].reshape(-1) for r in (0, 2) for c in (0, 2))]
+    assert all(sorted(g) == [1, 2, 3, 4] for g in groups)
+
+
+def test_4x4_sudoku_transform_keeps_the_blank_token_and_rejects_9x9_permutations():
+    assert np.all(SudokuTransform.random(np.random.RandomState(1), box=2).apply(np.ones(16, dtype=np.int64)) == 1)
+    with pytest.raises(ValueError, match="row_perm"):
+        SudokuTransform((0, 2, 1, 3, 4), (0, 2, 1, 3), (1, 0, 3, 2), box=2)
+    with pytest.raises(ValueError, match="digit_map"):
+        SudokuTransform(box=2)

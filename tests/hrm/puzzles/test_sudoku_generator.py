@@ -5,9 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hrm.generators import (MAZE_GOAL, MAZE_PATH, MAZE_START, MAZE_WALL, SudokuSolver, generate_maze,
-                            generate_mazes, generate_sudoku, generate_sudokus, shortest_paths, solve_maze,
-                            sudoku_puzzle_arrays, sudoku_solver)
+from hrm.puzzles.maze import (
+    MAZE_GOAL,
+    MAZE_PATH,
+    MAZE_START,
+    MAZE_WALL,
+    generate_maze,
+    generate_mazes,
+    shortest_paths,
+    solve_maze,
+)
+from hrm.puzzles.sudoku_generator import (
+    SudokuSolver,
+    generate_sudoku,
+    generate_sudokus,
+    sudoku_puzzle_arrays,
+    sudoku_solver,
+)
 
 # A well-known 9x9 puzzle with a unique solution (17 givens would be slow to generate).
 KNOWN = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hrm.dataset import open_dataset
+from hrm.data.reader import open_dataset
+
 from jobs.cli import main
+
 from tests.factories import convert_cli
 
 KEYWORDS = ["start", "test", "agent", "data", "security", "performance", "integration",
