@@ -19,32 +19,26 @@ examples:
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from hrm import storage
-from hrm.dataset import DEFAULT_SHARD_BYTES, FORMATS, IDENTIFIERS_FILE, META_FILE, open_dataset, write_dataset
+from hrm.data.reader import open_dataset
+from hrm.data.schema import DEFAULT_SHARD_BYTES, IDENTIFIERS_FILE, META_FILE
+from hrm.data.writer import write_dataset
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="dataset to read, in either layout (path, file:// or s3://)")
-    parser.add_argument("output", help="where to write the converted dataset (path, file:// or s3://)")
-    parser.add_argument("--to", choices=FORMATS, default=None,
-                        help="output layout (default: the other layout than the input's)")
-    parser.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20,
-                        help="target uncompressed size of one Parquet part in MiB (default: %(default)g)")
-
-
-def convert(args: argparse.Namespace) -> dict:
+def convert_layout(input: str, output: str, to: str | None = None, shard_bytes: int = DEFAULT_SHARD_BYTES) -> dict:
+    """Copy the dataset at `input` to `output` in layout `to` (default: the other one); returns
+    the summary, which our layout also keeps in its dataset.json."""
     started = time.perf_counter()
-    source = open_dataset(args.input)
-    target_format = args.to or ("reference" if source.format == "parquet" else "parquet")
+    source = open_dataset(input)
+    target_format = to or ("reference" if source.format == "parquet" else "parquet")
     metadata = {split: source.metadata(split) for split in source.splits}
     splits = {split: {name: source.read_set(split, name) for name in source.sets(split)}
               for split in source.splits}
     summary = {
-        "input": args.input, "input_format": source.format, "input_hash": source.content_hash(),
-        "output": args.output, "output_format": target_format,
+        "input": input, "input_format": source.format, "input_hash": source.content_hash(),
+        "output": output, "output_format": target_format,
         "splits": {split: {name: arrays.inputs.shape[0] for name, arrays in sets.items()}
                    for split, sets in splits.items()},
         "examples": sum(a.inputs.shape[0] for sets in splits.values() for a in sets.values()),
@@ -55,10 +49,10 @@ def convert(args: argparse.Namespace) -> dict:
         "seq_len": _one_or_per_split({split: meta.seq_len for split, meta in metadata.items()}),
     }
     # Other top-level files (test_puzzles.json) travel as raw bytes: carried over, not re-serialised.
-    extra = {name: storage.read_bytes(storage.join(args.input, name)) for name in source.files()
+    extra = {name: storage.read_bytes(storage.join(input, name)) for name in source.files()
              if "/" not in name and name not in (META_FILE, IDENTIFIERS_FILE)}
-    write_dataset(args.output, splits, metadata, source.identifiers, format=target_format,
-                  extra_files=extra, summary=summary, shard_bytes=int(args.shard_mb * 2**20))
+    write_dataset(output, splits, metadata, source.identifiers, format=target_format,
+                  extra_files=extra, summary=summary, shard_bytes=shard_bytes)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 

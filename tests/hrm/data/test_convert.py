@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from hrm import storage
-from hrm.dataset import open_dataset
+from hrm.data.reader import open_dataset
+
 from jobs.cli import main
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+from tests.factories import CONFORMANCE
+
 CONFORMANCE_DATA = sorted(CONFORMANCE.glob("*/data"))
 needs_conformance = pytest.mark.skipif(not CONFORMANCE_DATA, reason=f"no conformance datasets under {CONFORMANCE}")
 
@@ -138,7 +140,7 @@ BAD_INPUTS = {
     "truncated file": (lambda r: (r / "test" / "all__inputs.npy").write_bytes(
         (r / "test" / "all__inputs.npy").read_bytes()[:-5]), r"test/all__inputs.npy: 171 bytes but its header promises 176"),
     "missing metadata key": (lambda r: edit_meta(r, lambda m: m.pop("vocab_size")),
-                             r"test/dataset.json: key 'vocab_size': Field required"),
+                             r"test/dataset.json: vocab_size: Field required"),
     "metadata not json": (lambda r: (r / "test" / "dataset.json").write_text("{'pad_id': 0}"),
                           r"test/dataset.json: not valid JSON: line 1"),
     "set without files": (lambda r: edit_meta(r, lambda m: m.update(sets=["all", "extra"])),

@@ -7,12 +7,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hrm import dataset as ds
 from hrm import storage
-from hrm.dataset import DatasetMetadata, PuzzleArrays, Shard, open_dataset, write_dataset
+from hrm.data import parquet
+from hrm.data.arrays import slice_examples
+from hrm.data.reader import open_dataset
+from hrm.data.schema import ARRAY_FIELDS, DatasetMetadata, PuzzleArrays, Shard
+from hrm.data.writer import write_dataset
 from hrm.errors import InputError
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+from tests.factories import CONFORMANCE
+
 CONFORMANCE_DATA = sorted(CONFORMANCE.glob("*/data"))
 needs_conformance = pytest.mark.skipif(not CONFORMANCE_DATA, reason=f"no conformance datasets under {CONFORMANCE}")
 
@@ -45,7 +49,7 @@ def write(uri, splits: dict[str, dict[str, PuzzleArrays]], **kwargs) -> None:
 
 
 def assert_same_arrays(got: PuzzleArrays, want: PuzzleArrays) -> None:
-    for key in ds.ARRAY_FIELDS:
+    for key in ARRAY_FIELDS:
         a, b = getattr(got, key), getattr(want, key)
         assert a.dtype == b.dtype and np.array_equal(a, b), key
     assert sorted(got.columns) == sorted(want.columns)
@@ -70,7 +74,7 @@ def test_reference_builder_output_reads_exactly_like_numpy(root: Path):
     for split in dataset.splits:
         meta = json.loads((root / split / "dataset.json").read_text())
         assert dataset.metadata(split).model_dump(mode="json") == meta
-        files = {key: np.load(root / split / f"all__{key}.npy") for key in ds.ARRAY_FIELDS}
+        files = {key: np.load(root / split / f"all__{key}.npy") for key in ARRAY_FIELDS}
         total = dataset.num_examples(split, "all")
         assert total == len(files["inputs"])
         batch = dataset.examples(split, "all", 3, total - 2)
@@ -122,7 +126,7 @@ def test_parquet_round_trip_keeps_arrays_dtypes_and_extra_columns(tmp_path):
     write_dataset(tmp_path / "ref", {"test": {name: dataset.read_set("test", name) for name in sets}},
                   {"test": dataset.metadata("test")}, dataset.identifiers, format="reference")
     for name, arrays in sets.items():
-        for key in ds.ARRAY_FIELDS:
+        for key in ARRAY_FIELDS:
             assert (tmp_path / "ref" / "test" / f"{name}__{key}.npy").read_bytes() == npy_bytes(getattr(arrays, key))
         assert np.array_equal(np.load(tmp_path / "ref" / "test" / f"{name}__name.npy"), arrays.columns["name"])
 
@@ -143,7 +147,7 @@ def test_a_range_across_parts_reads_the_same_examples_as_the_source(tmp_path):
     arrays = make_set([3] * 30, seed=4, tier=np.arange(1000))
     write(tmp_path / "pq", {"test": {"all": arrays}}, shard_bytes=12 * 25)
     batch = open_dataset(tmp_path / "pq").examples("test", "all", 17, 83)
-    want = ds._slice(arrays, "all", 17, 83)
+    want = slice_examples(arrays, "all", 17, 83)
     for key in ("example_id", "inputs", "labels", "puzzle_identifiers", "puzzle_index", "group_index"):
         assert np.array_equal(getattr(batch, key), getattr(want, key)), key
     assert np.array_equal(batch.columns["tier"], np.arange(17, 83))
@@ -151,7 +155,7 @@ def test_a_range_across_parts_reads_the_same_examples_as_the_source(tmp_path):
 
 def test_ranges_read_in_order_decode_only_their_row_groups_and_each_once(tmp_path, monkeypatch):
     arrays = make_set([50] * 40, seed=5)
-    monkeypatch.setattr(ds, "ROW_GROUP_BYTES", 12 * 100)  # row groups of 100 examples
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 12 * 100)  # row groups of 100 examples
     write(tmp_path / "pq", {"test": {"all": arrays}})
     decoded = []
     original = pq.ParquetFile.read_row_group
@@ -280,7 +284,7 @@ def corrupt_parquet_index(root: Path, change) -> None:
     (lambda i: i["splits"]["test"]["parts"][0].update(file="part-00009.parquet"),
      r"test/part-00009.parquet: not found, but listed in dataset.json"),
     (lambda i: i["splits"]["test"]["sets"]["all"].pop("examples"),
-     r"dataset.json: key 'splits.test.sets.all.examples': Field required"),
+     r"dataset.json: splits.test.sets.all.examples: Field required"),
 ], ids=["seq_len", "vocab_size", "num_puzzle_identifiers", "part rows", "missing part", "missing key"])
 def test_a_damaged_parquet_dataset_names_the_file_and_key(tmp_path, change, message):
     write(tmp_path / "pq", {"test": {"all": make_set([2] * 5, seed=11)}})
@@ -305,3 +309,14 @@ def test_bad_arrays_are_refused_before_anything_is_written(tmp_path, damage, mes
     with pytest.raises(InputError, match=r"split 'test' set 'all' " + message):
         write(tmp_path / "out", {"test": {"all": arrays}})
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("test_puzzles, problem", [
+    ({"p": {"train": []}}, "puzzle 'p' has no 'test' list"),
+    ({"p": {"test": [{"input": [[1]]}]}}, r"puzzle 'p' test\[0\] needs an 'input' and an 'output'"),
+    ([1, 2], "expected a JSON object of puzzles"),
+])
+def test_a_malformed_test_puzzles_json_is_refused_naming_the_file_and_the_puzzle(tmp_path, test_puzzles, problem):
+    write(tmp_path / "pq", {"test": {"all": make_set([2] * 3)}}, extra_files={"test_puzzles.json": test_puzzles})
+    with pytest.raises(InputError, match=f"test_puzzles.json: {problem}"):
+        _ = open_dataset(tmp_path / "pq").test_puzzles
