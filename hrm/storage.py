@@ -10,6 +10,10 @@ Writes are atomic: data goes to a temporary key next to the final one and is the
 into place (a rename locally, copy + delete on S3), so a reader never sees half an object.
 Every failure caused by the URI itself (missing key, missing bucket, unreachable endpoint,
 bad settings) is an `InputError` naming the URI.
+
+Code that needs a real file (torch's memory-mapped checkpoint loading) asks `local_copy`,
+which returns a local path as it is and downloads a remote object once per node into a
+cache keyed by its size and modification time.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import itertools
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,6 +64,22 @@ def join(uri: str | os.PathLike, *parts: str) -> str:
     scheme, netloc, path, query, fragment = urlsplit(uri)
     path = "/".join([path.rstrip("/"), *(part.strip("/") for part in parts)])
     return urlunsplit((scheme, netloc, path, query, fragment))
+
+
+def sibling(uri: str, name: str) -> str:
+    """The object `name` in the same directory as `uri` (keeping an s3 URI's ?settings)."""
+    base, sep, query = uri.partition("?")
+    return posixpath.join(posixpath.dirname(base), name) + sep + query
+
+
+def parent(uri: str) -> str:
+    """The directory holding `uri`, without the URI's ?settings."""
+    return posixpath.dirname(uri.partition("?")[0].rstrip("/"))
+
+
+def basename(uri: str) -> str:
+    """The last path component of `uri`, without the URI's ?settings."""
+    return posixpath.basename(uri.partition("?")[0].rstrip("/"))
 
 
 def _missing_bucket(uri: str, fs: pafs.FileSystem, path: str) -> InputError | None:
@@ -134,6 +156,37 @@ def sha256(uri: str) -> str:
         while chunk := stream.read(READ_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def default_cache_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), "hrm-eval-downloads")
+
+
+def local_copy(uri: str, cache_dir: str | None = None) -> Path:
+    """A local path holding the object's bytes: the path itself for local URIs; for remote ones
+    a download into `cache_dir` (default: a directory under the system's temp dir), shared by
+    every process of a node and reused while the object keeps its size and modification time."""
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return Path(path)
+    with _input_errors(uri, fs, path):
+        info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise InputError(f"{uri}: not found")
+    key = hashlib.sha256(f"{uri}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()[:24]
+    target = Path(cache_dir or default_cache_dir()) / key / posixpath.basename(path)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex}")
+    try:
+        with open_input_stream(uri) as stream, open(partial, "wb") as out:
+            while chunk := stream.read(READ_CHUNK_BYTES):
+                out.write(chunk)
+        os.replace(partial, target)  # concurrent downloaders on one node: the last rename wins, same bytes
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 @contextmanager

@@ -24,24 +24,21 @@ option; HRM's trainer saves the raw weights), and no puzzle embedding training (
 uses puzzle_emb_ndim 0; a model with puzzle embeddings trains with them frozen at zero, as
 they are buffers).
 
-Data: the train split of any dataset `hrm.dataset.open_dataset` reads (ours or the reference
-layout). Output: a local run directory like the reference's, `all_config.yaml` (the training
-config dump, `arch:` + top-level keys) and `step_<N>` files (`hrm.checkpoint.save_checkpoint`:
-state dicts with keys `model.inner.<parameter name>`), plus `train_log.jsonl` (progress) and
-`train_summary.json` (written last: the run finished). `python -m hrm.train WORKDIR` makes the
-demo dataset, trains the demo model and prints held-out exact accuracy per checkpoint.
+Data: the train split of any dataset `hrm.data.reader.open_dataset` reads (ours or the
+reference layout). Output: a local run directory like the reference's, `all_config.yaml` (the
+training config dump, `arch:` + top-level keys) and `step_<N>` files
+(`hrm.checkpoint.loading.save_checkpoint`: state dicts with keys `model.inner.<parameter
+name>`), plus `train_log.jsonl` (progress) and `train_summary.json` (written last: the run
+finished). `hrm-eval demo` trains the demo model with it.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import itertools
 import json
 import logging
 import math
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,28 +47,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pydantic import BaseModel, ConfigDict
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hrm import storage
-from hrm.checkpoint import build_checked_model, list_steps, load_checkpoint, read_arch_spec, save_checkpoint
-from hrm.converters.common import Clock, publish
-from hrm.dataset import META_FILE, Dataset, open_dataset
-from hrm.engine import Engine
+from hrm.checkpoint.discovery import step_files
+from hrm.checkpoint.loading import ARCH_NAMES, CONFIG_FILE, LOSS_HEAD, read_arch_spec, save_checkpoint
+from hrm.data.dataset import Dataset
 from hrm.errors import InputError
-from hrm.generators import SudokuPuzzle, generate_sudokus, sudoku_puzzle_arrays
-from hrm.losses import LossType, token_losses
-from hrm.metrics import wilson_interval
-from hrm.models import ModelConfig, RecursiveReasoningModel, build_model
+from hrm.model.losses import LossType, token_losses
+from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
 log = logging.getLogger(__name__)
 
-ARCH_NAMES = {
-    "hrm": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
-    "trm": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
-}
-LOSS_HEAD = "losses@ACTLossHead"
-CONFIG_FILE, LOG_FILE, SUMMARY_FILE = "all_config.yaml", "train_log.jsonl", "train_summary.json"
+LOG_FILE, SUMMARY_FILE = "train_log.jsonl", "train_summary.json"
 TRM_ONLY_FIELDS = ("mlp_t", "puzzle_emb_len", "no_ACT_continue")
 NOT_ARCH_FIELDS = ("family", "vocab_size", "seq_len", "num_puzzle_identifiers")
 
@@ -120,7 +109,6 @@ DEMO_MODELS = {
         pos_encodings="rope", forward_dtype="float32",
     ),
 }
-DEMO_BLANKS = range(4, 9)  # blanks per demo puzzle: 4..8 of the 16 cells
 
 
 @dataclass(frozen=True)
@@ -442,102 +430,14 @@ def prepare_run_dir(out_dir: Path, doc: dict[str, Any]) -> None:
     """Start a fresh run in `out_dir`. An unfinished (or damaged) run of the same config is
     overwritten; a different run there is refused rather than clobbered."""
     config_file = out_dir / CONFIG_FILE
-    if config_file.exists() or (out_dir.is_dir() and list_steps(out_dir)):
+    steps = [out_dir / name for name in step_files(str(out_dir))] if out_dir.is_dir() else []
+    if config_file.exists() or steps:
         if not (config_file.is_file() and yaml.safe_load(config_file.read_text()) == doc):
             raise InputError(f"{out_dir}: holds another training run ({CONFIG_FILE} differs or is missing); "
                              f"use a new directory or delete it")
-        for _, path in list_steps(out_dir):
+        for path in steps:
             path.unlink()
         for name in (LOG_FILE, SUMMARY_FILE):
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage.write_bytes_atomic(str(config_file), yaml.safe_dump(doc, sort_keys=True).encode())
-
-
-# --------------------------------------------------------------------------- demo data
-
-
-def demo_sudoku_puzzles(train_size: int, test_size: int, seed: int = 0) -> dict[str, list[SudokuPuzzle]]:
-    """4×4 Sudoku puzzles with 4–8 blanks (equally many of each) and a unique solution.
-
-    A 4×4 board has only 288 solution grids, so a model could memorise them; the test split
-    uses grids that no training puzzle has (a grid is held out when its CRC-32 is 0 mod 5,
-    about a fifth of them), so test accuracy measures solving, not recall.
-    """
-    streams = [generate_sudokus(10**9, givens=16 - blanks, box=2, seed=seed * 16 + blanks) for blanks in DEMO_BLANKS]
-    splits: dict[str, list[SudokuPuzzle]] = {"train": [], "test": []}
-    wanted = {"train": train_size, "test": test_size}
-    for puzzle in itertools.chain.from_iterable(zip(*streams)):
-        split = "test" if zlib.crc32(bytes(puzzle.answer)) % 5 == 0 else "train"
-        if len(splits[split]) < wanted[split]:
-            splits[split].append(puzzle)
-        if all(len(splits[name]) == wanted[name] for name in splits):
-            return splits
-    raise AssertionError("unreachable: the streams are endless")
-
-
-def write_demo_sudoku(uri: str, train_size: int = 20000, test_size: int = 1000, seed: int = 0) -> Dataset:
-    """The demo dataset at `uri` (our Parquet layout, encoded as the reference encodes Sudoku:
-    pad 0, token = digit + 1 with blank 1, vocab 6, seq_len 16, one set "all" per split);
-    a dataset already there is opened as it is."""
-    if not storage.exists(storage.join(uri, META_FILE)):
-        splits = {name: sudoku_puzzle_arrays(puzzles, source="demo-4x4")
-                  for name, puzzles in demo_sudoku_puzzles(train_size, test_size, seed).items()}
-        publish(argparse.Namespace(output=uri, format="parquet", seed=seed), "demo-sudoku-4x4", splits,
-                vocab_size=6, seq_len=16, identifiers=["<blank>"], clock=Clock(),
-                details={"blanks": list(DEMO_BLANKS), "held_out": "solution grids with crc32 % 5 == 0"})
-    return open_dataset(uri)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def held_out_exact(paths: list[Path], dataset: Dataset) -> list[tuple[Path, int, int]]:
-    """(checkpoint, exact, examples) on the test split, loaded and run as hrm-eval runs any
-    reference checkpoint (fixed protocol: every example runs halt_max_steps ACT steps)."""
-    meta, test = dataset.metadata("test"), read_examples(dataset, "test")
-    scores = []
-    for path in paths:
-        ckpt = load_checkpoint(path)
-        model = build_checked_model(ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers, dataset.uri)
-        engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, batch_size=1024)
-        result = engine.run(test.inputs, test.labels, test.puzzle_identifiers)
-        scores.append((path, int(result.exact.sum()), len(result)))
-    return scores
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m hrm.train",
-        description="Train the demo model on 4×4 Sudoku (CPU) and print held-out exact accuracy per checkpoint. "
-                    "WORKDIR/data holds the dataset, WORKDIR/<family> the run; both are reused when present.")
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("--family", choices=sorted(DEMO_MODELS), default="hrm")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, default=None, help="training time budget (default 4.5)")
-    budget.add_argument("--steps", type=int, default=None, help="training step budget instead of time")
-    parser.add_argument("--checkpoint-every", type=float, default=None,
-                        help="in the budget's unit (default: an eighth of the budget)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (the data stays the same)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: fastest on a small shared box)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.steps is None and args.minutes is None:
-        args.minutes = 4.5
-    every = args.checkpoint_every or (args.steps / 8 if args.steps else args.minutes / 8)
-
-    started = time.monotonic()
-    dataset = write_demo_sudoku(str(args.workdir / "data"))  # fixed data; --seed varies the training
-    log.info("data ready in %.1fs: %s", time.monotonic() - started, dataset.uri)
-    config = TrainConfig(model=DEMO_MODELS[args.family], seed=args.seed)
-    paths = train(config, dataset, args.workdir / args.family, steps=args.steps, minutes=args.minutes,
-                  checkpoint_every=every, threads=args.threads)
-    torch.set_num_threads(args.threads)
-    for path, exact, total in held_out_exact(paths, dataset):
-        low, high = wilson_interval(exact, total)
-        print(f"{path}  held-out exact {exact / total:.3f}  [{low:.3f}, {high:.3f}]  ({exact}/{total})")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from hrm.checkpoint import Checkpoint
+from hrm.checkpoint.loading import Checkpoint
 
 # Components in model order; a tensor belongs to the first whose prefix it starts with.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -89,7 +89,7 @@ def describe(ckpt: Checkpoint) -> dict:
     """Everything `hrm-eval inspect` shows for one checkpoint, JSON-able."""
     arch = {k: v for k, v in ckpt.spec.arch.items() if k != "loss"}
     return {
-        "checkpoint": str(ckpt.path),
+        "checkpoint": ckpt.uri,
         "step": ckpt.step,
         "family": ckpt.spec.family,
         "loss_type": ckpt.spec.loss_type,

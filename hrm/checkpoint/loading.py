@@ -1,17 +1,18 @@
-"""Finding, reading and validating reference checkpoints.
+"""Reading, checking and writing reference checkpoints.
 
 A run directory (what the reference trainer writes) holds `all_config.yaml` and `step_<N>`
 files, each a `torch.save`d state dict of the loss-head-wrapped model (`model.inner.…`, with
 an `_orig_mod.` prefix when the model was torch.compile'd). A checkpoint is untrusted input:
 it is only ever read with `weights_only=True`, and every way it can be wrong becomes one
-`InputError` naming the file and the key.
+`InputError` naming the file and the key. Checkpoints on object storage are read from a
+local copy (`hrm.storage.local_copy`), since torch memory-maps the file.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import pickle
-import re
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,21 +20,30 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 
-from hrm.errors import InputError
-from hrm.losses import LossType
-from hrm.models import Family, ModelConfig, RecursiveReasoningModel, build_model
+from hrm import storage
+from hrm.checkpoint.discovery import resolve_checkpoint, step_number
+from hrm.data.schema import DatasetSizes
+from hrm.errors import InputError, invalid_input
+from hrm.model.losses import LossType
+from hrm.model.models import Family, ModelConfig, RecursiveReasoningModel, build_model
 
-# arch.name in all_config.yaml → model family. TRM's repository ships its own copy of HRM.
-ARCH_FAMILIES: dict[str, Family] = {
-    "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1": "hrm",
-    "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1": "hrm",
-    "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1": "trm",
+CONFIG_FILE = "all_config.yaml"
+# arch.name in all_config.yaml per family, as the reference trainers write it.
+ARCH_NAMES: dict[Family, str] = {
+    "hrm": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
+    "trm": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
 }
+# Every arch.name we read. TRM's repository ships its own copy of HRM, under another name.
+ARCH_FAMILIES: dict[str, Family] = {
+    **{name: family for family, name in ARCH_NAMES.items()},
+    "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1": "hrm",
+}
+LOSS_HEAD = "losses@ACTLossHead"  # arch.loss.name: the loss head the reference wraps the model in
 LOSS_TYPES: tuple[LossType, ...] = ("stablemax_cross_entropy", "softmax_cross_entropy")
 # Prefixes the reference puts in front of the model's own parameter names.
 KEY_PREFIXES = ("_orig_mod.", "model.", "inner.")
-STEP_FILE = re.compile(r"^step_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -45,97 +55,64 @@ class ArchSpec:
     arch: dict[str, Any]
     source: str  # the file it came from, for error messages
 
-    def model_config(self, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> ModelConfig:
+    def model_config(self, sizes: DatasetSizes) -> ModelConfig:
         fields = {k: v for k, v in self.arch.items() if k in ModelConfig.model_fields}
         try:
-            return ModelConfig(
-                family=self.family,
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                num_puzzle_identifiers=num_puzzle_identifiers,
-                **fields,
-            )
-        except ValueError as err:  # pydantic.ValidationError
-            first = err.errors()[0]  # type: ignore[attr-defined]
-            key = ".".join(["arch", *(str(p) for p in first["loc"])])  # no loc: a check across fields
-            raise InputError(f"{self.source}: {key}: {first['msg']}") from None
+            return ModelConfig(family=self.family, **sizes.model_dump(), **fields)
+        except ValidationError as err:
+            raise invalid_input(self.source, err, within="arch") from None
 
 
 @dataclass
 class Checkpoint:
-    path: Path
+    uri: str  # the step file, as the user or the run names it
+    path: Path  # a local file holding its bytes (the file itself, or a downloaded copy)
     step: int | None
     spec: ArchSpec
     state: dict[str, torch.Tensor] = field(repr=False)
 
     @property
     def name(self) -> str:
-        return f"{self.path.parent.name}/{self.path.name}"
+        return f"{storage.basename(storage.parent(self.uri))}/{storage.basename(self.uri)}"
 
     def content_hash(self) -> str:
-        return file_sha256(self.path)
+        return storage.sha256(str(self.path))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def resolve_checkpoint_file(path: str | Path) -> Path:
-    """A `step_N` file as given, or a run directory's newest `step_N`."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        steps = list_steps(path)
-        if not steps:
-            raise InputError(f"{path}: run directory has no step_<N> checkpoint files")
-        return steps[-1][1]
-    raise InputError(f"{path}: no such checkpoint file or run directory")
-
-
-def list_steps(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every `step_N` file in a run directory, by increasing step."""
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_file() and (m := STEP_FILE.match(p.name))]
-    return sorted(found)
-
-
-def read_arch_spec(config_path: str | Path) -> ArchSpec:
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        raise InputError(f"{config_path}: missing (a checkpoint needs all_config.yaml beside it, or --config)")
+def read_arch_spec(config_uri: str | os.PathLike) -> ArchSpec:
+    config_uri = os.fspath(config_uri)
+    if not storage.exists(config_uri):
+        raise InputError(f"{config_uri}: missing (a checkpoint needs {CONFIG_FILE} beside it, or --config)")
     try:
-        doc = yaml.safe_load(config_path.read_text())
+        doc = yaml.safe_load(storage.read_bytes(config_uri))
     except yaml.YAMLError as err:
-        raise InputError(f"{config_path}: not valid YAML: {err}") from None
+        raise InputError(f"{config_uri}: not valid YAML: {err}") from None
     arch = doc.get("arch") if isinstance(doc, dict) else None
     if not isinstance(arch, dict):
-        raise InputError(f"{config_path}: key 'arch' is missing or not a mapping")
+        raise InputError(f"{config_uri}: key 'arch' is missing or not a mapping")
     name = arch.get("name")
     if name not in ARCH_FAMILIES:
         known = ", ".join(ARCH_FAMILIES)
-        raise InputError(f"{config_path}: arch.name {name!r} is not a supported architecture (known: {known})")
+        raise InputError(f"{config_uri}: arch.name {name!r} is not a supported architecture (known: {known})")
     loss = arch.get("loss") or {}
     loss_type = loss.get("loss_type", "softmax_cross_entropy") if isinstance(loss, dict) else None
     if loss_type not in LOSS_TYPES:
-        raise InputError(f"{config_path}: arch.loss.loss_type {loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
-    return ArchSpec(family=ARCH_FAMILIES[name], loss_type=loss_type, arch=arch, source=str(config_path))
+        raise InputError(f"{config_uri}: arch.loss.loss_type {loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
+    return ArchSpec(family=ARCH_FAMILIES[name], loss_type=loss_type, arch=arch, source=config_uri)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load tensors only; strip the reference's wrapper prefixes."""
+def read_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
+    """Load tensors only from the local file `path` (errors name `source`); strip the
+    reference's wrapper prefixes."""
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         reason = str(err).splitlines()[0]
-        raise InputError(f"{path}: refused to load: it is not a plain tensor checkpoint ({reason})") from None
+        raise InputError(f"{source}: refused to load: it is not a plain tensor checkpoint ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise InputError(f"{path}: not a torch checkpoint file ({str(err).splitlines()[0]})") from None
+        raise InputError(f"{source}: not a torch checkpoint file ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise InputError(f"{path}: expected a state dict (name → tensor), got {type(raw).__name__}")
+        raise InputError(f"{source}: expected a state dict (name → tensor), got {type(raw).__name__}")
     return {strip_prefixes(k): v for k, v in raw.items()}
 
 
@@ -145,19 +122,23 @@ def strip_prefixes(key: str) -> str:
     return key
 
 
-def load_checkpoint(path: str | Path, config: str | Path | None = None) -> Checkpoint:
-    """Read a checkpoint (file or run directory) and its architecture; no model is built yet."""
-    file = resolve_checkpoint_file(path)
-    spec = read_arch_spec(config if config is not None else file.parent / "all_config.yaml")
-    match = STEP_FILE.match(file.name)
-    return Checkpoint(path=file, step=int(match.group(1)) if match else None, spec=spec, state=read_state_dict(file))
+def load_checkpoint(uri: str | os.PathLike, config: str | os.PathLike | None = None,
+                    cache_dir: str | None = None) -> Checkpoint:
+    """Read a checkpoint (a step file or a run directory, local or on object storage) and its
+    architecture (`config`, default the all_config.yaml beside it); no model is built yet.
+    Remote files are downloaded into `cache_dir` once per node."""
+    file = resolve_checkpoint(os.fspath(uri))
+    spec = read_arch_spec(config if config is not None else storage.sibling(file, CONFIG_FILE))
+    path = storage.local_copy(file, cache_dir)
+    return Checkpoint(uri=file, path=path, step=step_number(storage.basename(file)), spec=spec,
+                      state=read_state_dict(path, file))
 
 
 def check_finite(ckpt: Checkpoint) -> None:
     for key, tensor in ckpt.state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise InputError(f"{ckpt.path}: tensor {key!r} has {bad} NaN/Inf values")
+            raise InputError(f"{ckpt.uri}: tensor {key!r} has {bad} NaN/Inf values")
 
 
 def check_state_dict(ckpt: Checkpoint, model: RecursiveReasoningModel) -> None:
@@ -166,51 +147,53 @@ def check_state_dict(ckpt: Checkpoint, model: RecursiveReasoningModel) -> None:
     missing = sorted(set(expected) - set(ckpt.state))
     unexpected = sorted(set(ckpt.state) - set(expected))
     if missing:
-        raise InputError(f"{ckpt.path}: missing keys for {ckpt.spec.family}: {', '.join(missing)}")
+        raise InputError(f"{ckpt.uri}: missing keys for {ckpt.spec.family}: {', '.join(missing)}")
     if unexpected:
-        raise InputError(f"{ckpt.path}: unexpected keys for {ckpt.spec.family}: {', '.join(unexpected)}")
+        raise InputError(f"{ckpt.uri}: unexpected keys for {ckpt.spec.family}: {', '.join(unexpected)}")
     for key, want in expected.items():
         got = ckpt.state[key]
         if got.shape != want.shape:
             raise InputError(
-                f"{ckpt.path}: tensor {key!r} has shape {tuple(got.shape)}, the config and dataset "
+                f"{ckpt.uri}: tensor {key!r} has shape {tuple(got.shape)}, the config and dataset "
                 f"give {tuple(want.shape)}"
             )
 
 
-def build_checked_model(
-    ckpt: Checkpoint,
-    vocab_size: int,
-    seq_len: int,
-    num_puzzle_identifiers: int,
-    dataset: str = "dataset",
-    forward_dtype: str | None = None,
-) -> RecursiveReasoningModel:
-    """Build the model for the dataset's sizes and load the checkpoint into it, checking
-    sizes against the tensors first (a vocab or identifier mismatch names the dataset too).
-    `forward_dtype` overrides the trained activation dtype (e.g. bfloat16 for speed)."""
-    check_dataset_sizes(ckpt, vocab_size, num_puzzle_identifiers, dataset)
-    config = ckpt.spec.model_config(vocab_size, seq_len, num_puzzle_identifiers)
+def check_fits(ckpt: Checkpoint, sizes: DatasetSizes, dataset: str = "dataset") -> ModelConfig:
+    """The model config for the dataset's sizes, after checking that the checkpoint fits it:
+    the sizes against the tensors (a vocab or identifier mismatch names the dataset), then
+    every tensor's name and shape against a model built on the meta device. Reads no tensor
+    data: on a memory-mapped checkpoint this costs its header."""
+    _check_dataset_sizes(ckpt, sizes, dataset)
+    config = ckpt.spec.model_config(sizes)
+    with torch.device("meta"):
+        check_state_dict(ckpt, build_model(config))
+    return config
+
+
+def build_checked_model(ckpt: Checkpoint, sizes: DatasetSizes, dataset: str = "dataset",
+                        forward_dtype: str | None = None) -> RecursiveReasoningModel:
+    """The checkpoint's model, built for the dataset's sizes and loaded, after `check_fits`
+    and a NaN/Inf check. `forward_dtype` overrides the trained activation dtype (e.g.
+    bfloat16 for speed)."""
+    config = check_fits(ckpt, sizes, dataset)
     if forward_dtype is not None:
         config = config.model_copy(update={"forward_dtype": forward_dtype})
-    with torch.device("meta"):
-        skeleton = build_model(config)
-    check_state_dict(ckpt, skeleton)
     check_finite(ckpt)
     model = build_model(config)
     model.load_state_dict(ckpt.state, strict=True)
     return model.eval()
 
 
-def check_dataset_sizes(ckpt: Checkpoint, vocab_size: int, num_puzzle_identifiers: int, dataset: str) -> None:
+def _check_dataset_sizes(ckpt: Checkpoint, sizes: DatasetSizes, dataset: str) -> None:
     state = ckpt.state
-    checks = [("embed_tokens.embedding_weight", 0, vocab_size, "vocab_size"),
-              ("lm_head.weight", 0, vocab_size, "vocab_size"),
-              ("puzzle_emb.weights", 0, num_puzzle_identifiers, "num_puzzle_identifiers")]
+    checks = [("embed_tokens.embedding_weight", 0, sizes.vocab_size, "vocab_size"),
+              ("lm_head.weight", 0, sizes.vocab_size, "vocab_size"),
+              ("puzzle_emb.weights", 0, sizes.num_puzzle_identifiers, "num_puzzle_identifiers")]
     for key, dim, want, name in checks:
         if key in state and state[key].shape[dim] != want:
             raise InputError(
-                f"{ckpt.path}: tensor {key!r} has shape {tuple(state[key].shape)} but {dataset} has "
+                f"{ckpt.uri}: tensor {key!r} has shape {tuple(state[key].shape)} but {dataset} has "
                 f"{name}={want}: the checkpoint was trained on a different dataset"
             )
 
@@ -224,13 +207,13 @@ def save_checkpoint(
     tables left out since the reference does not persist them."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "all_config.yaml"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         config_path.write_text(yaml.safe_dump({**(extra or {}), "arch": spec.arch}, sort_keys=True))
     prefix = ("_orig_mod." if compiled_prefix else "") + "model.inner."
     state = {prefix + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     path = run_dir / f"step_{step}"
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")  # a name discovery skips
     torch.save(state, tmp)
     tmp.replace(path)
     return path

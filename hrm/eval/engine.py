@@ -30,6 +30,7 @@ count they were generated under, so each stream's kernels stay on that stream's 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import shutil
 import sys
@@ -42,8 +43,8 @@ from typing import Literal, TypeVar
 import numpy as np
 import torch
 
-from hrm.losses import LossType, token_losses
-from hrm.models import ReasoningModule, RecursiveReasoningModel
+from hrm.model.losses import LossType, token_losses
+from hrm.model.models import ReasoningModule, RecursiveReasoningModel
 
 Protocol = Literal["fixed", "adaptive"]
 Part = TypeVar("Part")
@@ -131,7 +132,7 @@ class Engine:
         self.loss_type = loss_type
         self.ignore_label_id = ignore_label_id
         self.streams = streams
-        self.stream_batch_size = -(batch_size // -streams)  # ceil division
+        self.stream_batch_size = math.ceil(batch_size / streams)
 
     # -- public ---------------------------------------------------------------------------
     def run(

@@ -18,17 +18,15 @@ nowhere; token accuracy is the mean over examples of correct/valid; q_halt is "r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
+
+from hrm.eval.stats import auroc, expected_calibration_error, reliability_bins, wilson_interval
 
 FIXED_POINT_BITS = 32
-WILSON_Z = 1.959963984540054  # standard normal 97.5% quantile: a two-sided 95% interval
-CALIBRATION_BINS = 10
 TOTAL_KEY = "all"
 
 GroupKey = tuple[str, str | None]  # (set, tier)
@@ -53,75 +51,6 @@ def _fixed_point(values: np.ndarray) -> np.ndarray:
 
 def _from_fixed_point(total: int, count: int) -> float:
     return total / (count << FIXED_POINT_BITS)  # int / int: correctly rounded
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """float64 sigmoid computed by torch, as the reference's ARC evaluator does, so that
-    confidences (and the vote tie-breaks built on them) match it bit for bit."""
-    return torch.from_numpy(np.asarray(logits, dtype=np.float64)).sigmoid().numpy()
-
-
-def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion."""
-    if trials <= 0:
-        raise ValueError("the Wilson interval needs at least one trial")
-    p = successes / trials
-    z2 = z * z
-    denominator = 1 + z2 / trials
-    centre = (p + z2 / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def auroc(halt_table: Mapping[float, tuple[int, int]]) -> float | None:
-    """Exact AUROC (ties count 1/2) of score vs label from {score: (positives, negatives)}.
-
-    None when only one class is present. The logit ranks like sigmoid(logit) does —
-    sigmoid is strictly increasing — without float saturation creating spurious ties.
-    """
-    positives = sum(pos for pos, _ in halt_table.values())
-    negatives = sum(neg for _, neg in halt_table.values())
-    if positives == 0 or negatives == 0:
-        return None
-    twice_wins = 0  # 2 * (#pairs positive ranked above negative) + #tied pairs
-    negatives_below = 0
-    for score in sorted(halt_table):
-        pos, neg = halt_table[score]
-        twice_wins += pos * (2 * negatives_below + neg)
-        negatives_below += neg
-    return twice_wins / (2 * positives * negatives)
-
-
-def reliability_bins(halt_table: Mapping[float, tuple[int, int]]) -> list[dict[str, Any]]:
-    """Equal-width bins of sigmoid(q_halt): count, mean confidence, accuracy (exact rate)."""
-    counts = [0] * CALIBRATION_BINS
-    hits = [0] * CALIBRATION_BINS
-    confidences: list[list[float]] = [[] for _ in range(CALIBRATION_BINS)]
-    logits = sorted(halt_table)
-    for logit, confidence in zip(logits, sigmoid(np.array(logits, dtype=np.float64)).tolist()):
-        pos, neg = halt_table[logit]
-        b = min(int(confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1)
-        counts[b] += pos + neg
-        hits[b] += pos
-        confidences[b].append(confidence * (pos + neg))
-    return [
-        {
-            "low": b / CALIBRATION_BINS,
-            "high": (b + 1) / CALIBRATION_BINS,
-            "count": counts[b],
-            "mean_confidence": math.fsum(confidences[b]) / counts[b] if counts[b] else None,
-            "accuracy": hits[b] / counts[b] if counts[b] else None,
-        }
-        for b in range(CALIBRATION_BINS)
-    ]
-
-
-def expected_calibration_error(bins: list[dict[str, Any]]) -> float | None:
-    total = sum(b["count"] for b in bins)
-    if total == 0:
-        return None
-    gaps = [b["count"] * abs(b["accuracy"] - b["mean_confidence"]) for b in bins if b["count"]]
-    return math.fsum(gaps) / total
 
 
 @dataclass

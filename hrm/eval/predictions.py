@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from hrm.engine import EngineResult
+
+from hrm.data.arrow import fixed_size_list
+from hrm.eval.engine import EngineResult
 
 
 def prediction_table(
@@ -29,7 +31,7 @@ def prediction_table(
         "example_id": pa.array(np.asarray(example_id, np.int64)),
         "puzzle_index": pa.array(np.asarray(puzzle_index, np.int64)),
         "puzzle_identifier": pa.array(np.asarray(puzzle_identifier, np.int32)),
-        "pred": _fixed_size_list(result.pred.astype(np.int32)),
+        "pred": fixed_size_list(result.pred.astype(np.int32)),
         "q_halt_logit": pa.array(result.q_halt_logit),
         "q_continue_logit": pa.array(result.q_continue_logit),
         "steps": pa.array(result.steps),
@@ -39,19 +41,7 @@ def prediction_table(
         "lm_loss": pa.array(result.lm_loss),
     }
     if result.exact_per_step is not None:
-        data["exact_per_step"] = _fixed_size_list(result.exact_per_step)
+        data["exact_per_step"] = fixed_size_list(result.exact_per_step)
     for name, values in (columns or {}).items():
         data[name] = pa.array(values)
     return pa.table(data)
-
-
-def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-
-
-def column_matrix(table: pa.Table, name: str) -> np.ndarray:
-    """A fixed-size-list column (pred, exact_per_step) back as a 2-D numpy array."""
-    column = table.column(name).combine_chunks()
-    width = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-

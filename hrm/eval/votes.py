@@ -1,10 +1,10 @@
-"""Votes over stored predictions: ARC augmentation voting, test-time augmentation voting,
-checkpoint ensembles, and a paired McNemar test. Nothing here runs a model.
+"""Votes over predictions: ARC augmentation voting, and the majorities that test-time
+augmentation and checkpoint ensembles use. Nothing here runs a model.
 
 ARC voting follows TRM's `evaluators/arc.py` (HRM's `arc_eval.ipynb` does the same up to
 the final scoring rule):
 
-* each example's input and prediction are cropped (`hrm.augment.crop_tokens`) and mapped
+* each example's input and prediction are cropped (`hrm.puzzles.arc_grids.crop_tokens`) and mapped
   back with the inverse of the augmentation named by its puzzle identifier;
 * the example votes for (original puzzle, hash of its un-augmented input): that is how an
   augmented row is matched to the test input it came from;
@@ -23,21 +23,19 @@ the final scoring rule):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from hrm.augment import ArcIdentifier, GridTransform, crop_tokens, grid_hash, parse_arc_identifier
+from hrm.data.schema import TEST_PUZZLES_FILE
 from hrm.errors import InputError
-from hrm.metrics import sigmoid
+from hrm.eval.stats import sigmoid
+from hrm.puzzles.arc_grids import ArcIdentifier, crop_tokens, grid_hash, parse_arc_identifier, parse_grid
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 SUBMISSION_ATTEMPTS = 2
-MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which the chi-square approximation is poor
 
 VoteLevel = Literal["token", "sequence"]
 
@@ -63,43 +61,6 @@ def score_tokens(pred: np.ndarray, labels: np.ndarray, ignore_label_id: int | No
 # =========================================================================== ARC voting
 
 
-def read_identifiers(path: str | Path) -> list[str]:
-    """identifiers.json: the list id -> puzzle name."""
-    names = _read_json(path)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise InputError(f"{path}: expected a JSON list of puzzle names")
-    return names
-
-
-def read_test_puzzles(path: str | Path) -> dict[str, Any]:
-    """test_puzzles.json: {puzzle name: {"train": [...], "test": [{"input", "output"}, ...]}}."""
-    puzzles = _read_json(path)
-    if not isinstance(puzzles, dict):
-        raise InputError(f"{path}: expected a JSON object of puzzles")
-    for name, puzzle in puzzles.items():
-        if not isinstance(puzzle, dict) or not isinstance(puzzle.get("test"), list) or not puzzle["test"]:
-            raise InputError(f"{path}: puzzle {name!r} has no 'test' list")
-    return puzzles
-
-
-def _read_json(path: str | Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: cannot read JSON: {err}") from err
-
-
-def _arc_grid(value: Any, where: str) -> np.ndarray:
-    """A test_puzzles.json grid as uint8, checked like the reference's arc_grid_to_np."""
-    try:
-        grid = np.array(value)
-    except ValueError as err:  # ragged rows
-        raise InputError(f"test_puzzles.json: {where} is not a rectangular grid") from err
-    if grid.ndim != 2 or grid.shape[0] > 30 or grid.shape[1] > 30 or not np.isin(grid, range(10)).all():
-        raise InputError(f"test_puzzles.json: {where} must be a 2-D grid of colours 0..9, at most 30x30")
-    return grid.astype(np.uint8)
-
-
 @dataclass(frozen=True, eq=False)
 class Candidate:
     """One distinct answer for a test input, in the original (un-augmented) frame."""
@@ -116,10 +77,6 @@ class ArcVoteResult:
     submission: dict[str, list[dict[str, list[list[int]]]]]
     candidates: dict[str, list[list[Candidate]]]  # puzzle -> test input -> ranked candidates
     unmatched_examples: int  # votes for no test input of test_puzzles.json
-
-    def metrics(self) -> dict[str, float]:
-        """Flat, named figures: ARC/pass@<k>/<rule>."""
-        return {f"ARC/pass@{k}/{rule}": v for rule, by_k in self.pass_at_k.items() for k, v in by_k.items()}
 
 
 def submission_json(submission: Mapping[str, Any]) -> str:
@@ -201,9 +158,9 @@ class ArcVoteCollector:
             submission[name], candidates[name] = [], []
             passed = dict.fromkeys(pass_ks, 0)
             for index, pair in enumerate(puzzle["test"]):
-                where = f"puzzle {name!r} test[{index}]"
-                input_hash = grid_hash(_arc_grid(pair.get("input"), f"{where}.input"))
-                label_hash = grid_hash(_arc_grid(pair.get("output"), f"{where}.output"))
+                where = f"{TEST_PUZZLES_FILE}: puzzle {name!r} test[{index}]"
+                input_hash = grid_hash(parse_grid(pair["input"], f"{where}.input"))
+                label_hash = grid_hash(parse_grid(pair["output"], f"{where}.output"))
                 votes = self._votes.get(name, {}).get(input_hash, [])
                 matched += len(votes)
                 ranked = self._ranked(votes)
@@ -228,21 +185,6 @@ class ArcVoteCollector:
             candidates=candidates,
             unmatched_examples=sum(len(v) for by_input in self._votes.values() for v in by_input.values()) - matched,
         )
-
-
-def arc_vote(
-    inputs: np.ndarray,
-    preds: np.ndarray,
-    puzzle_identifiers: np.ndarray,
-    q_halt_logits: np.ndarray,
-    identifiers: Sequence[str],
-    test_puzzles: Mapping[str, Any],
-    blank_identifier_id: int = 0,
-) -> ArcVoteResult:
-    """ARC augmentation voting over a whole split held in memory."""
-    collector = ArcVoteCollector(identifiers, blank_identifier_id)
-    collector.add(inputs, preds, puzzle_identifiers, q_halt_logits)
-    return collector.result(test_puzzles)
 
 
 # =========================================================================== majorities
@@ -314,27 +256,6 @@ def majority_vote(votes: np.ndarray, level: VoteLevel, q_halt_logit: np.ndarray 
     raise ValueError(f"vote level must be 'token' or 'sequence', got {level!r}")
 
 
-# =========================================================================== test-time augmentation
-
-
-def invert_copies(preds: np.ndarray, transforms: Sequence[GridTransform]) -> np.ndarray:
-    """preds [C, N, L] of C transformed copies -> the same predictions in the original frame."""
-    preds = np.asarray(preds)
-    if len(preds) != len(transforms):
-        raise ValueError(f"{len(preds)} prediction copies but {len(transforms)} transforms")
-    return np.stack([t.invert(copy) for t, copy in zip(transforms, preds)])
-
-
-def tta_vote(
-    preds: np.ndarray,
-    transforms: Sequence[GridTransform],
-    level: VoteLevel = "sequence",
-    q_halt_logit: np.ndarray | None = None,
-) -> np.ndarray:
-    """Invert each copy's predictions and vote: [C, N, L] -> [N, L], scored like plain ones."""
-    return majority_vote(invert_copies(preds, transforms), level, q_halt_logit)
-
-
 # =========================================================================== checkpoint ensembles
 
 
@@ -397,30 +318,3 @@ def top_k_members(exact_accuracy: Mapping[str, float], k: int) -> list[str]:
     if k < 1:
         raise InputError(f"ensemble top_k must be at least 1, got {k}")
     return sorted(exact_accuracy, key=lambda name: -exact_accuracy[name])[:k]
-
-
-@dataclass(frozen=True)
-class McNemarResult:
-    only_a: int  # examples a gets exactly right and b does not
-    only_b: int
-    statistic: float | None  # chi-square with continuity correction; None for the exact test
-    p_value: float
-    method: Literal["exact", "chi2"]
-
-
-def mcnemar(a_exact: np.ndarray, b_exact: np.ndarray) -> McNemarResult:
-    """Paired McNemar test of two prediction sets' exact flags on the same examples.
-
-    With few discordant pairs the exact two-sided binomial test (p = 1/2) is used; otherwise
-    the chi-square statistic with continuity correction, 1 degree of freedom.
-    """
-    a, b = np.asarray(a_exact, dtype=bool), np.asarray(b_exact, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"paired flags must align, got shapes {a.shape} and {b.shape}")
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    discordant = only_a + only_b
-    if discordant < MCNEMAR_EXACT_BELOW:
-        tail = sum(math.comb(discordant, i) for i in range(min(only_a, only_b) + 1))
-        return McNemarResult(only_a, only_b, None, min(1.0, 2 * tail / 2**discordant), "exact")
-    statistic = (abs(only_a - only_b) - 1) ** 2 / discordant
-    return McNemarResult(only_a, only_b, statistic, math.erfc(math.sqrt(statistic / 2)), "chi2")

@@ -1,32 +1,25 @@
 import json
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from hrm.checkpoint import build_checked_model, load_checkpoint, read_arch_spec
-from hrm.dataset import open_dataset
-from hrm.engine import Engine
+from hrm.checkpoint.loading import CONFIG_FILE, build_checked_model, load_checkpoint, read_arch_spec
+from hrm.data.reader import open_dataset
+from hrm.data.schema import DatasetSizes
 from hrm.errors import InputError
-from hrm.generators import sudoku_solver
-from hrm.models import ModelConfig
-from hrm.train import (
-    CONFIG_FILE,
-    LOG_FILE,
-    SUMMARY_FILE,
-    TrainConfig,
-    all_config,
-    held_out_exact,
-    should_halt,
-    torch_threads,
-    train,
-    write_demo_sudoku,
-)
+from hrm.eval.engine import Engine
+from hrm.eval.shard import build_engine, evaluate_examples
+from hrm.model.models import ModelConfig
+from hrm.puzzles.sudoku_generator import sudoku_solver, write_demo_sudoku
+from hrm.train import LOG_FILE, SUMMARY_FILE, TrainConfig, all_config, should_halt, torch_threads, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.factories import SHARED
+
+DEMO_SIZES = DatasetSizes(vocab_size=6, seq_len=16, num_puzzle_identifiers=1)  # tiny_config's model
+
 REAL_CONFIGS = {
     "hrm": SHARED / "conformance/hrm-sudoku-tiny/checkpoints/small-fp32/all_config.yaml",
     "trm": SHARED / "conformance/trm-sudoku-mlpt/checkpoints/trm-mlpt-fp32/all_config.yaml",
@@ -86,7 +79,7 @@ def test_checkpoints_load_and_evaluate_through_hrm_checkpoint(hrm_run, tmp_path,
     torch.save({prefix + key: value for key, value in saved.items()}, tmp_path / "step_40")
 
     ckpt = load_checkpoint(tmp_path)
-    model = build_checked_model(ckpt, vocab_size=6, seq_len=16, num_puzzle_identifiers=1)
+    model = build_checked_model(ckpt, DEMO_SIZES)
     assert ckpt.step == 40 and ckpt.spec.loss_type == "stablemax_cross_entropy"
     for key, value in model.state_dict().items():
         if key in ckpt.state:
@@ -106,7 +99,7 @@ def test_all_config_yaml_round_trips_and_reads_as_the_reference_dump(tmp_path, f
     spec = read_arch_spec(path)  # what hrm-eval reads back: the model, the loss, the hyperparameters
     doc = yaml.safe_load(path.read_text())
     training = {key: doc[key] for key in TrainConfig.model_fields if key in doc}
-    model = spec.model_config(vocab_size=6, seq_len=16, num_puzzle_identifiers=1)
+    model = spec.model_config(DEMO_SIZES)
     assert TrainConfig(model=model, loss_type=spec.loss_type, **training) == config
     assert spec.family == family
     assert doc["arch"]["loss"] == {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"}
@@ -165,7 +158,7 @@ def test_trm_trains_with_the_same_loop_and_loads(tmp_path, dataset):
     paths = train(tiny_config("trm"), dataset, tmp_path, steps=8, checkpoint_every=4)
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.path == paths[-1] and ckpt.spec.family == "trm"
-    build_checked_model(ckpt, vocab_size=6, seq_len=16, num_puzzle_identifiers=1)
+    build_checked_model(ckpt, DEMO_SIZES)
 
 
 def test_a_time_budget_stops_and_saves_the_last_step(tmp_path, dataset):
@@ -197,7 +190,9 @@ def test_training_reads_a_dataset_in_the_reference_layout(tmp_path):
     config = tiny_config()
     config = config.model_copy(update={"model": config.model.model_copy(update={"vocab_size": 11, "seq_len": 81})})
     paths = train(config, reference, tmp_path, steps=2, checkpoint_every=2)
-    assert [score[2] for score in held_out_exact(paths, reference)] == [64]
+    engine = build_engine(load_checkpoint(str(paths[-1])), reference.metadata("test"), "reference")
+    done = evaluate_examples(engine, reference.examples("test", "all"))
+    assert len(done.result) == reference.num_examples("test", "all") == 64
 
 
 def test_demo_puzzles_have_4_to_8_blanks_one_solution_and_held_out_grids(dataset):

@@ -1,22 +1,23 @@
-import pickle
 
 import pytest
 import torch
 import yaml
 
-from hrm.checkpoint import build_checked_model, load_checkpoint, resolve_checkpoint_file
+from hrm.checkpoint.discovery import resolve_checkpoint
+from hrm.checkpoint.loading import build_checked_model, load_checkpoint
 from hrm.errors import InputError
-from hrm.models import HRM, TRM
-from tests.factories import make_checkpoint
+from hrm.model.models import HRM, TRM
+
+from tests.factories import TINY_SIZES, make_checkpoint
 
 
 def build(path, **kwargs):
-    return build_checked_model(load_checkpoint(path, **kwargs), vocab_size=11, seq_len=16, num_puzzle_identifiers=3)
+    return build_checked_model(load_checkpoint(path, **kwargs), TINY_SIZES)
 
 
 def test_a_run_directory_resolves_to_its_newest_step(tmp_path):
     make_checkpoint(tmp_path, steps=(5, 40, 300))
-    assert resolve_checkpoint_file(tmp_path).name == "step_300"
+    assert resolve_checkpoint(str(tmp_path)) == str(tmp_path / "step_300")
     assert load_checkpoint(tmp_path).step == 300
 
 
@@ -75,7 +76,7 @@ def test_a_trm_prefix_without_puzzle_embeddings_is_named_before_any_model_is_bui
     (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(config))
     ckpt = load_checkpoint(tmp_path)
     with pytest.raises(InputError, match=r"all_config.yaml: arch: .*puzzle_emb_ndim 0\) needs puzzle_emb_len 0, not 2"):
-        ckpt.spec.model_config(11, 16, 3)
+        ckpt.spec.model_config(TINY_SIZES)
 
 
 def test_a_missing_key_is_named(tmp_path):
@@ -108,7 +109,7 @@ def test_a_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
 def test_a_vocab_that_disagrees_with_the_dataset_is_named_before_any_model_runs(tmp_path):
     make_checkpoint(tmp_path)
     with pytest.raises(InputError, match=r"'embed_tokens.embedding_weight' has shape \(11, 32\) but data.* vocab_size=12"):
-        build_checked_model(load_checkpoint(tmp_path), 12, 16, 3, dataset="data")
+        build_checked_model(load_checkpoint(tmp_path), TINY_SIZES.model_copy(update={"vocab_size": 12}), dataset="data")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

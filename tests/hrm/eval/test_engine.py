@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.engine import Engine
-from tests.factories import make_checkpoint, random_examples
+from hrm.checkpoint.loading import build_checked_model, load_checkpoint
+from hrm.eval.engine import Engine
+
+from tests.factories import TINY_SIZES, make_checkpoint, random_examples
 
 
 def engine_for(run_dir, batch_size=8, dtype=None, **ckpt_kwargs):
     make_checkpoint(run_dir, **ckpt_kwargs)
     ckpt = load_checkpoint(run_dir)
-    model = build_checked_model(ckpt, 11, 16, 3, forward_dtype=dtype)
+    model = build_checked_model(ckpt, TINY_SIZES, forward_dtype=dtype)
     return Engine(model, ckpt.spec.loss_type, ignore_label_id=0, batch_size=batch_size)
 
 

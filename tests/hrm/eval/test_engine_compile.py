@@ -4,9 +4,10 @@ the eager ones up to float rounding."""
 import numpy as np
 import pytest
 
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.engine import Engine, cpu_compiler
-from tests.factories import make_checkpoint, random_examples
+from hrm.checkpoint.loading import build_checked_model, load_checkpoint
+from hrm.eval.engine import Engine, cpu_compiler
+
+from tests.factories import TINY_SIZES, make_checkpoint, random_examples
 
 pytestmark = pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on
 def engines(tmp_path, family: str, streams: int = 1, **arch) -> tuple[Engine, Engine]:
     make_checkpoint(tmp_path, family, q_scale=0.3, halt_max_steps=5, **arch)
     ckpt = load_checkpoint(tmp_path)
-    build = lambda compile: Engine(build_checked_model(ckpt, 11, 16, 3), ckpt.spec.loss_type, ignore_label_id=0,
+    build = lambda compile: Engine(build_checked_model(ckpt, TINY_SIZES), ckpt.spec.loss_type, ignore_label_id=0,
                                    batch_size=8, streams=streams, compile=compile)
     return build(False), build(True)
 

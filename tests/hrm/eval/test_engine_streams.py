@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.engine import Engine, EngineResult
-from tests.factories import make_checkpoint, random_examples
+from hrm.checkpoint.loading import build_checked_model, load_checkpoint
+from hrm.eval.engine import Engine, EngineResult
+
+from tests.factories import TINY_SIZES, make_checkpoint, random_examples
 
 ARRAYS = ("pred", "q_halt_logit", "q_continue_logit", "steps", "valid_tokens", "correct_tokens", "exact", "lm_loss")
 
@@ -19,7 +20,7 @@ def checkpoint(tmp_path_factory):
 
 
 def engine(checkpoint, **kwargs) -> Engine:
-    model = build_checked_model(checkpoint, 11, 16, 3)
+    model = build_checked_model(checkpoint, TINY_SIZES)
     return Engine(model, checkpoint.spec.loss_type, ignore_label_id=0, **kwargs)
 
 

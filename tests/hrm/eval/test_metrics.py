@@ -1,13 +1,13 @@
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hrm.metrics import MetricStats, StatsTable, auroc, sigmoid, wilson_interval
+from hrm.eval.metrics import MetricStats, StatsTable
+from hrm.eval.stats import auroc, sigmoid, wilson_interval
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.factories import SHARED
 
 
 def batch(**overrides):

@@ -1,36 +1,26 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hrm.augment import (
-    ArcAugmentation,
-    ArcIdentifier,
-    DihedralTransform,
-    SudokuTransform,
-    grid_to_tokens,
-    parse_arc_identifier,
-)
+from hrm.data.reader import open_dataset
 from hrm.errors import InputError
-from hrm.voting import (
+from hrm.eval.stats import mcnemar
+from hrm.eval.votes import (
     ArcVoteCollector,
     MemberPredictions,
     align_members,
-    arc_vote,
     ensemble_vote,
-    mcnemar,
-    read_identifiers,
-    read_test_puzzles,
     score_tokens,
     sequence_majority,
     submission_json,
     token_majority,
     top_k_members,
-    tta_vote,
 )
+from hrm.puzzles.arc_grids import ArcAugmentation, ArcIdentifier, grid_to_tokens, parse_arc_identifier
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.factories import SHARED
+
 ARC_TINY = SHARED / "conformance" / "trm-arc-tiny"
 
 # --------------------------------------------------------------------------- a tiny ARC world
@@ -61,7 +51,9 @@ def row(identifier: int, test_input, answer, q: float):
 
 def vote(rows, test_puzzles=TEST_PUZZLES):
     inputs, preds, ids, qs = zip(*rows)
-    return arc_vote(np.stack(inputs), np.stack(preds), np.array(ids), np.array(qs, np.float32), IDENTIFIERS, test_puzzles)
+    collector = ArcVoteCollector(IDENTIFIERS)
+    collector.add(np.stack(inputs), np.stack(preds), np.array(ids), np.array(qs, np.float32))
+    return collector.result(test_puzzles)
 
 
 def test_augmented_predictions_vote_for_the_answer_in_the_original_frame():
@@ -101,7 +93,6 @@ def test_pass_at_k_under_the_trm_and_hrm_rules():
     trm, hrm = result.pass_at_k["trm"], result.pass_at_k["hrm"]
     assert trm[1] == pytest.approx((0 + 1) / 2) and trm[2] == pytest.approx((0.5 + 1) / 2)
     assert hrm[1] == 0.5 and hrm[2] == 0.5  # p never has both tests right
-    assert result.metrics()["ARC/pass@2/trm"] == trm[2]
 
 
 def test_hrm_rule_scores_a_puzzle_once_all_its_tests_pass():
@@ -148,14 +139,6 @@ def test_a_malformed_test_grid_is_an_input_error_naming_the_puzzle():
         vote([row(1, INPUT_A, ANSWER_A, 0.0)], bad)
 
 
-def test_reading_a_missing_or_malformed_json_names_the_file(tmp_path):
-    with pytest.raises(InputError, match="nope.json"):
-        read_identifiers(tmp_path / "nope.json")
-    (tmp_path / "test_puzzles.json").write_text('{"p": {"train": []}}')
-    with pytest.raises(InputError, match="test_puzzles.json.*'p' has no 'test'"):
-        read_test_puzzles(tmp_path / "test_puzzles.json")
-
-
 @pytest.mark.skipif(not ARC_TINY.is_dir(), reason="../shared/conformance/trm-arc-tiny is absent")
 @pytest.mark.parametrize(
     "preds_file, expected_pass, submission_file",
@@ -167,14 +150,10 @@ def test_reading_a_missing_or_malformed_json_names_the_file(tmp_path):
 def test_conformance_voting_matches_the_reference_evaluator(preds_file, expected_pass, submission_file):
     reference = np.load(ARC_TINY / "expected" / "trm-fp32.npz")
     preds = reference["pred"] if preds_file is None else np.load(ARC_TINY / preds_file)["pred"]
-    result = arc_vote(
-        reference["inputs"],
-        preds,
-        reference["puzzle_identifiers"],
-        reference["q_halt_logits"],
-        read_identifiers(ARC_TINY / "data" / "identifiers.json"),
-        read_test_puzzles(ARC_TINY / "data" / "test_puzzles.json"),
-    )
+    dataset = open_dataset(ARC_TINY / "data")
+    collector = ArcVoteCollector(dataset.identifiers)
+    collector.add(reference["inputs"], preds, reference["puzzle_identifiers"], reference["q_halt_logits"])
+    result = collector.result(dataset.test_puzzles)
     assert [result.pass_at_k["trm"][k] for k in (1, 2, 5, 10, 100, 1000)] == expected_pass
     assert submission_json(result.submission) == (ARC_TINY / submission_file).read_text()  # byte for byte
     assert result.unmatched_examples == 0
@@ -210,32 +189,6 @@ def test_sequence_majority_ties_break_by_mean_halting_confidence_then_earliest_v
 def test_sequence_and_token_majorities_can_disagree():
     votes = np.array([[[1, 2]], [[2, 1]], [[2, 2]]])
     assert token_majority(votes).tolist() == [[2, 2]] and sequence_majority(votes).pred.tolist() == [[1, 2]]
-
-
-# --------------------------------------------------------------------------- test-time augmentation
-
-
-def test_sudoku_tta_inverts_each_copy_and_outvotes_a_wrong_copy():
-    solutions = np.random.default_rng(0).integers(1, 11, (3, 81))
-    transforms = [SudokuTransform()] + [SudokuTransform.from_seed(s) for s in range(4)]
-    copies = np.stack([t.apply(solutions) for t in transforms])
-    copies[2, 1, :5] = 1  # one copy gets example 1 wrong
-    for level in ("sequence", "token"):
-        assert np.array_equal(tta_vote(copies, transforms, level), solutions)
-
-
-def test_maze_tta_votes_over_dihedral_copies_token_by_token():
-    mazes = np.random.default_rng(1).integers(0, 6, (2, 900))
-    transforms = [DihedralTransform(t) for t in (0, 1, 4)]
-    copies = np.stack([t.apply(mazes) for t in transforms])
-    copies[0, 0, 10] = 5 if mazes[0, 10] != 5 else 4  # each copy wrong at a different token
-    copies[1, 0] = transforms[1].apply(np.where(np.arange(900) == 20, (mazes[0] + 1) % 6, mazes[0]))
-    assert np.array_equal(tta_vote(copies, transforms, "token"), mazes)
-
-
-def test_tta_needs_one_transform_per_copy():
-    with pytest.raises(ValueError, match="2 prediction copies but 1 transforms"):
-        tta_vote(np.zeros((2, 1, 81), dtype=int), [SudokuTransform()])
 
 
 # --------------------------------------------------------------------------- ensembles

@@ -1,0 +1,61 @@
+"""The one recipe for evaluating a checkpoint on a range of examples: the checkpoint's model
+built for the dataset and held by an engine (`build_engine`, once per checkpoint), then per
+range of examples the engine's outputs, their exact statistics and their prediction table
+(`evaluate_examples`).
+
+`hrm-eval evaluate` runs it over chunks of a split in one process; the Ray actor runs it
+over the units the driver sends; the tests' in-process reference and the trainer's
+held-out check run it too, so all of them evaluate in exactly the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import torch
+
+from hrm.checkpoint.loading import Checkpoint, build_checked_model
+from hrm.data.schema import DatasetMetadata, ExampleBatch
+from hrm.eval.engine import Engine, EngineResult, Protocol
+from hrm.eval.metrics import StatsTable
+from hrm.eval.predictions import prediction_table
+from hrm.puzzles.grids import GridTransform
+
+
+@dataclass
+class Evaluated:
+    """One range of examples, evaluated: what a unit commits and what a report reads."""
+
+    result: EngineResult
+    stats: StatsTable  # exact and mergeable, grouped by (set, tier)
+    predictions: pa.Table  # one row per example (hrm.eval.predictions)
+
+
+def build_engine(ckpt: Checkpoint, meta: DatasetMetadata, dataset: str, *, dtype: str | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 256, streams: int = 1,
+                 compile: bool = False) -> Engine:
+    """The checkpoint's model, checked against and built for the dataset split `meta` (of the
+    dataset named `dataset`, for messages), on an engine with these settings."""
+    model = build_checked_model(ckpt, meta.sizes, dataset, forward_dtype=dtype)
+    return Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=device,
+                  batch_size=batch_size, streams=streams, compile=compile)
+
+
+def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol = "fixed", steps: int | None = None,
+                      min_steps: int = 1, transform: GridTransform | None = None) -> Evaluated:
+    """Run the engine over `batch`. With a test-time-augmentation `transform`, the model sees
+    the transformed inputs and labels and the predictions are stored mapped back to the
+    original frame (votes then compare copies position by position); the scores need no
+    change, since the transform is a bijection of positions and of label tokens."""
+    inputs, labels = batch.inputs, batch.labels
+    if transform is not None:
+        inputs, labels = transform.apply(inputs), transform.apply(labels)
+    result = engine.run(inputs, labels, batch.puzzle_identifiers, protocol=protocol, steps=steps, min_steps=min_steps)
+    if transform is not None:
+        result.pred = transform.invert(result.pred)
+    stats = StatsTable().update(set=batch.set, tier=batch.columns.get("tier"), **result.per_example())
+    table = prediction_table(result, set_name=batch.set, example_id=batch.example_id,
+                             puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
+                             columns=batch.columns)
+    return Evaluated(result, stats, table)
