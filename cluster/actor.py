@@ -21,41 +21,25 @@ from collections import OrderedDict
 import ray
 import torch
 
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.dataset import open_dataset
-from hrm.engine import Engine
-from hrm.metrics import StatsTable
-from hrm.predictions import prediction_table
+from hrm.checkpoint.loading import load_checkpoint
+from hrm.data.reader import open_dataset
+from hrm.eval.engine import Engine
+from hrm.eval.shard import build_engine, evaluate_examples
 
-from cluster.config import EvalConfig
-from cluster.plan import CheckpointRef, Unit, local_files
-from cluster.results import ActorInfo, UnitRecord, prediction_key, write_predictions
+from cluster.config import RunConfig
+from cluster.plan import CheckpointRef, Unit
+from cluster.results.layout import ActorInfo, UnitRecord, prediction_key, write_predictions
 
 
 class Evaluator:
-    def __init__(
-        self,
-        *,
-        dataset_uri: str,
-        split: str,
-        run: str,
-        eval_config: EvalConfig,
-        device: str,
-        cache_size: int,
-        torch_threads: int,
-        checkpoint_cache_dir: str | None,
-    ):
+    def __init__(self, config: RunConfig, run: str):
         # Ray sets OMP_NUM_THREADS from the actor's whole-CPU count (at least 1), which is not
-        # what a fractional-CPU actor should use: set the thread count explicitly.
-        torch.set_num_threads(torch_threads)
-        self.dataset = open_dataset(dataset_uri)
-        self.metadata = self.dataset.metadata(split)
-        self.dataset_uri = dataset_uri
-        self.run = run
-        self.eval = eval_config
-        self.device = device
-        self.cache_size = cache_size
-        self.checkpoint_cache_dir = checkpoint_cache_dir
+        # what a fractional-CPU actor should use: set the thread count explicitly (docs/ray.md).
+        torch.set_num_threads(config.cluster.actor_torch_threads)
+        self.config, self.run = config, run
+        self.eval, self.device = config.eval, config.device
+        self.dataset = open_dataset(config.dataset.uri)
+        self.metadata = self.dataset.metadata(config.dataset.split)
         self.engines: OrderedDict[str, Engine] = OrderedDict()  # checkpoint name -> engine, LRU first
         # A restarted actor is a new instance with an empty cache; the driver tells by this id.
         self.instance = uuid.uuid4().hex[:12]
@@ -67,33 +51,20 @@ class Evaluator:
         shard = unit.shard
         batch = self.dataset.examples(shard.split, shard.set, shard.start, shard.stop)
         read_at = time.perf_counter()
-        transform = unit.tta.transform() if unit.tta is not None else None
-        inputs, labels = (batch.inputs, batch.labels) if transform is None else (
-            transform.apply(batch.inputs), transform.apply(batch.labels))
-        result = engine.run(
-            inputs, labels, batch.puzzle_identifiers,
-            protocol=self.eval.protocol, steps=self.eval.steps, min_steps=self.eval.min_steps,
-        )
-        if transform is not None:
-            # Stored in the original frame: votes then compare copies position by position. The
-            # scores need no change (the transform is a bijection of positions and of labels).
-            result.pred = transform.invert(result.pred)
+        done = evaluate_examples(engine, batch, protocol=self.eval.protocol, steps=self.eval.steps,
+                                 min_steps=self.eval.min_steps,
+                                 transform=unit.tta.transform() if unit.tta is not None else None)
         evaluated_at = time.perf_counter()
-        stats = StatsTable().update(set=shard.set, tier=batch.columns.get("tier"), **result.per_example())
-        table = prediction_table(
-            result, set_name=shard.set, example_id=batch.example_id, puzzle_index=batch.puzzle_index,
-            puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns,
-        )
         key = prediction_key(checkpoint.name, shard, unit.tta.index if unit.tta is not None else 0)
-        write_predictions(self.run, key, table)
+        write_predictions(self.run, key, done.predictions)
         written_at = time.perf_counter()
         return UnitRecord(
             unit_id=unit.id,
             checkpoint=checkpoint.name,
             shard=shard,
-            examples=len(result),
-            forward_steps=result.forward_steps,
-            stats=stats.to_dict(),
+            examples=len(done.result),
+            forward_steps=done.result.forward_steps,
+            stats=done.stats.to_dict(),
             predictions=key,
             model_loaded=loaded,
             timings={
@@ -128,18 +99,12 @@ class Evaluator:
         if checkpoint.name in self.engines:
             self.engines.move_to_end(checkpoint.name)
             return self.engines[checkpoint.name], False
-        while len(self.engines) >= self.cache_size:
+        while len(self.engines) >= self.config.cluster.cache_size:
             self.engines.popitem(last=False)
             self._release_memory()
-        weights, arch_config = local_files(checkpoint, self.checkpoint_cache_dir)
-        ckpt = load_checkpoint(weights, arch_config)
-        meta = self.metadata
-        model = build_checked_model(
-            ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers,
-            dataset=self.dataset_uri, forward_dtype=self.eval.dtype,
-        )
-        engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id,
-                        device=self.device, batch_size=self.eval.batch_size, compile=self.eval.compile)
+        ckpt = load_checkpoint(checkpoint.uri, checkpoint.config_uri, self.config.cluster.checkpoint_cache_dir)
+        engine = build_engine(ckpt, self.metadata, self.config.dataset.uri, dtype=self.eval.dtype, device=self.device,
+                              batch_size=self.eval.batch_size, compile=self.eval.compile)
         self.engines[checkpoint.name] = engine
         return engine, True
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,10 +22,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from hrm.errors import InputError
-
-Protocol = Literal["fixed", "adaptive"]
-Dtype = Literal["float32", "bfloat16", "float16"]
+from hrm.checkpoint.discovery import STEP_GLOB
+from hrm.errors import InputError, invalid_input
+from hrm.eval.engine import Protocol
+from hrm.eval.votes import PASS_KS
+from hrm.model.models import Dtype
 
 
 class Strict(BaseModel):
@@ -37,7 +39,7 @@ class CheckpointSource(Strict):
 
     path: str | None = Field(None, description="a step_N file, or a run directory / prefix (→ its newest step)")
     run: str | None = Field(None, description="a run directory or s3:// prefix: every file matching `glob`")
-    glob: str = Field("step_*", description="file-name pattern within `run`")
+    glob: str = Field(STEP_GLOB, description="file-name pattern within `run`")
     min_step: int | None = Field(None, ge=0, description="keep steps >= min_step")
     max_step: int | None = Field(None, ge=0, description="keep steps <= max_step")
     every: int | None = Field(None, ge=1, description="keep every Nth step, counted back from the newest")
@@ -56,8 +58,10 @@ class CheckpointSource(Strict):
         return self
 
     def _filters_set(self) -> bool:
-        fields = ("glob", "min_step", "max_step", "every", "last")
-        return any(name in self.model_fields_set for name in fields)
+        # By value, not by `model_fields_set`: a config read back from a manifest carries every
+        # field written out, defaults included, and must validate as it did the first time.
+        filters = (self.min_step, self.max_step, self.every, self.last)
+        return self.glob != STEP_GLOB or any(value is not None for value in filters)
 
 
 class DatasetConfig(Strict):
@@ -76,7 +80,7 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
     dtype: Dtype | None = Field(None, description="activation dtype (default: the checkpoint's forward_dtype)")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="auto: cuda when GPUs are given to actors")
-    compile: bool = Field(False, description="torch.compile the reasoning modules (see hrm.engine): faster after "
+    compile: bool = Field(False, description="torch.compile the reasoning modules (see hrm.eval.engine): faster after "
                           "a one-off compilation per actor, equal to eager up to float rounding")
 
 
@@ -92,7 +96,9 @@ class ActorRange(Strict):
 
 
 # A callable discriminator picks the branch from the value's shape, so a bad value gets the
-# errors of the branch the user meant instead of one per union member.
+# errors of the branch the user meant instead of one per union member. The tags are not keys
+# the user writes, so error messages leave them out.
+ACTOR_COUNT_TAGS = ("count", "range")
 ActorCount = Annotated[
     Annotated[int, Field(ge=1), Tag("count")] | Annotated[ActorRange, Tag("range")],
     Discriminator(lambda v: "range" if isinstance(v, (dict, ActorRange)) else "count"),
@@ -105,7 +111,7 @@ class ClusterConfig(Strict):
     actors: ActorCount = Field(2, description="a number, or {min, max}: start with what fits, up to max")
     gpus_per_actor: float = Field(0.0, ge=0, description="fractions share a GPU between actors")
     # Fractional by default: on a 2-core node, actors holding a whole CPU each leave none for
-    # anything else (RAY_NOTES pitfall 1). torch_threads sets the real compute parallelism.
+    # anything else (docs/ray.md, "CPUs"). torch_threads sets the real compute parallelism.
     cpus_per_actor: float = Field(0.5, gt=0)
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor (default: cpus_per_actor rounded up)")
     cache_size: int = Field(2, ge=1, description="built models each actor keeps (LRU)")
@@ -113,6 +119,10 @@ class ClusterConfig(Strict):
     units_in_flight: int = Field(2, ge=1, description="units queued per actor, so the next one is ready when one ends")
     max_attempts: int = Field(3, ge=1, description="tries per unit before the run fails")
     checkpoint_cache_dir: str | None = Field(None, description="where s3:// checkpoints are downloaded (default: a temp dir)")
+
+    @property
+    def actor_torch_threads(self) -> int:
+        return self.torch_threads or max(1, math.ceil(self.cpus_per_actor))
 
     @property
     def actor_range(self) -> tuple[int, int]:
@@ -125,7 +135,7 @@ class VotingConfig(Strict):
     """ARC augmentation voting over the stored predictions."""
 
     enabled: bool = False
-    pass_k: list[int] = Field(default_factory=lambda: [1, 2, 5, 10, 100, 1000])
+    pass_k: list[int] = Field(default_factory=lambda: list(PASS_KS))
     submission: bool = Field(True, description="also write an ARC-Prize-style submission.json")
 
 
@@ -233,20 +243,7 @@ def validate_run_config(doc: dict[str, Any], source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(doc)
     except ValidationError as err:
-        problems = [f"{_key_name(e['loc'])}: {_message(e)}" for e in err.errors()]
-        raise InputError(f"{source}: invalid run config:\n  " + "\n  ".join(problems)) from None
-
-
-def _key_name(loc: tuple[Any, ...]) -> str:
-    # pydantic puts the union branch into the location (`actors.range.min`); the user wrote `actors.min`.
-    parts = [str(p) for p in loc if p not in ("count", "range")]
-    return ".".join(parts) or "(top level)"
-
-
-def _message(error: dict[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    return error["msg"].removeprefix("Value error, ")
+        raise invalid_input(source, err, hidden=ACTOR_COUNT_TAGS) from None
 
 
 def apply_override(doc: dict[str, Any], override: str) -> None:

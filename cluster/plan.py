@@ -2,11 +2,11 @@
 
 - Discovery turns the config's checkpoint sources (explicit files, run directories or s3://
   prefixes with a glob and step filters) into `CheckpointRef`s.
-- Preflight checks every checkpoint against the dataset metadata before any actor starts
-  and reports every problem at once.
+- Preflight checks every checkpoint against the dataset metadata, and every vote the config
+  asks for against the data, before any actor starts, and reports every problem at once.
 - Planning cuts each set of the split into shards and pairs every checkpoint with every
-  shard: a work unit. A unit's id hashes everything that decides its result, so a rerun
-  recognises units it has already committed.
+  shard (and every test-time-augmentation copy): a work unit. A unit's id hashes everything
+  that decides its result, so a rerun recognises units it has already committed.
 
 Shards are whole multiples of the batch size, so the engine sees the same batches whether
 one process evaluates a set or many actors evaluate its shards: results are bit-identical
@@ -15,33 +15,31 @@ however the work is split.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
-import os
-import posixpath
+import math
 import re
-import tempfile
-import uuid
-from pathlib import Path
+import time
+from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.fs as pafs
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
-from hrm.augment import GridTransform, tta_transform
-from hrm.checkpoint import check_dataset_sizes, check_state_dict, load_checkpoint
-from hrm.dataset import Dataset, Shard, open_dataset
+from hrm.checkpoint.discovery import resolve_checkpoint, step_files, step_number
+from hrm.checkpoint.loading import CONFIG_FILE, check_fits, load_checkpoint
+from hrm.data.dataset import Dataset
+from hrm.data.reader import open_dataset
+from hrm.data.schema import DatasetMetadata, Shard
 from hrm.errors import InputError
-from hrm.models import build_model
+from hrm.puzzles.grids import GridTransform, board_side
+from hrm.puzzles.tta import tta_transform
 
-from cluster.config import CheckpointSource, RunConfig
+from cluster.config import CheckpointSource, EnsembleConfig, RunConfig, TTAConfig
+from cluster.results.layout import run_uri
 
-DEFAULT_STEP_GLOB = "step_*"
-STEP_NUMBER = re.compile(r"(\d+)$")
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+MAZE_COPIES = 7  # non-identity dihedral transforms
 
 
 class CheckpointRef(BaseModel):
@@ -65,7 +63,7 @@ class TTACopy(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    family: str  # hrm.augment.TTA_FAMILIES
+    family: str  # hrm.puzzles.tta.TTA_FAMILIES
     side: int  # board side: seq_len = side * side
     index: int  # 1, 2, …
     seed: int
@@ -84,7 +82,45 @@ class Unit(BaseModel):
 
     @property
     def examples(self) -> int:
-        return self.shard.stop - self.shard.start
+        return self.shard.examples
+
+
+@dataclass
+class PreparedRun:
+    config: RunConfig
+    run_id: str
+    run: str  # results URI of this run
+    dataset_hash: str
+    sets: list[str]
+    shards: list[Shard]
+    checkpoints: list[CheckpointRef]
+    units: list[Unit]
+    started_at: float  # time.time()
+    preflight_s: float
+
+
+def prepare(config: RunConfig) -> PreparedRun:
+    """Everything before Ray: preflight (raises InputError listing every problem) and planning."""
+    started, clock = time.time(), time.perf_counter()
+    dataset, checkpoints = preflight(config)
+    split = config.dataset.split
+    sets = config.dataset.sets or dataset.sets(split)
+    shards = plan_shards(dataset, split, sets, config.cluster.shard_size, config.eval.batch_size)
+    dataset_hash = dataset.content_hash()
+    tta_copies = check_votes(config, dataset, [ref.name for ref in checkpoints])
+    run_id = config.resolved_run_id(started)
+    return PreparedRun(
+        config=config,
+        run_id=run_id,
+        run=run_uri(config.output.uri, run_id),
+        dataset_hash=dataset_hash,
+        sets=sets,
+        shards=shards,
+        checkpoints=checkpoints,
+        units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies),
+        started_at=started,
+        preflight_s=time.perf_counter() - clock,
+    )
 
 
 # --------------------------------------------------------------------------- discovery
@@ -93,17 +129,17 @@ class Unit(BaseModel):
 def source_checkpoints(source: CheckpointSource) -> list[CheckpointRef]:
     """The checkpoints one config entry names, oldest step first."""
     if source.path is not None:
-        uri = source.path if storage.exists(source.path) else _newest_step(source.path)
-        name = source.name or f"{_basename(_parent(uri))}-{_basename(uri)}"
-        return [_ref(name, uri, source.config, _step_number(_basename(uri)))]
-    files = _step_files(source.run, source.glob)
+        uri = resolve_checkpoint(source.path)
+        name = source.name or f"{storage.basename(storage.parent(uri))}-{storage.basename(uri)}"
+        return [_ref(name, uri, source.config, step_number(storage.basename(uri)))]
+    files = step_files(source.run, source.glob)
     if not files:
         raise InputError(f"{source.run}: no checkpoint files matching {source.glob!r}")
     unnumbered = sorted(file for file, step in files.items() if step is None)
     if unnumbered and _filters_steps(source):
         raise InputError(f"{source.run}: step filters need step numbers, but {unnumbered[0]!r} has none")
     ordered = sorted(files.items(), key=lambda fs: (fs[1] is None, fs[1] or 0, fs[0]))
-    prefix = source.name or _basename(source.run)
+    prefix = source.name or storage.basename(source.run)
     return [_ref(f"{prefix}-{file}", storage.join(source.run, file), source.config, step)
             for file, step in select_steps(ordered, source)]
 
@@ -126,79 +162,9 @@ def select_steps(files: list[tuple[str, int]], source: CheckpointSource) -> list
     return files
 
 
-def _step_files(run_uri: str, pattern: str) -> dict[str, int | None]:
-    """{file name: step number} of the files directly in `run_uri` that match `pattern`."""
-    names = [p for p in storage.list_files(run_uri) if "/" not in p]
-    return {n: _step_number(n) for n in names if fnmatch.fnmatchcase(n, pattern) and ".tmp-" not in n}
-
-
-def _step_number(file_name: str) -> int | None:
-    match = STEP_NUMBER.search(file_name)
-    return int(match.group(1)) if match else None
-
-
-def _newest_step(run_uri: str) -> str:
-    numbered = {f: s for f, s in _step_files(run_uri, DEFAULT_STEP_GLOB).items() if s is not None}
-    if not numbered:
-        raise InputError(f"{run_uri}: no such checkpoint file, and no step_<N> files below it")
-    return storage.join(run_uri, max(numbered, key=numbered.__getitem__))
-
-
 def _ref(name: str, uri: str, config: str | None, step: int | None) -> CheckpointRef:
-    config_uri = config or _sibling(uri, "all_config.yaml")
+    config_uri = config or storage.sibling(uri, CONFIG_FILE)
     return CheckpointRef(name=UNSAFE_NAME_CHARS.sub("-", name), uri=uri, config_uri=config_uri, step=step)
-
-
-def _sibling(uri: str, name: str) -> str:
-    """The object `name` in the same directory as `uri` (keeping an s3 URI's ?settings)."""
-    base, sep, query = uri.partition("?")
-    return posixpath.join(posixpath.dirname(base), name) + sep + query
-
-
-def _parent(uri: str) -> str:
-    return posixpath.dirname(uri.partition("?")[0].rstrip("/"))
-
-
-def _basename(uri: str) -> str:
-    return posixpath.basename(uri.partition("?")[0].rstrip("/"))
-
-
-# --------------------------------------------------------------------------- local copies
-
-
-def default_cache_dir() -> str:
-    return os.path.join(tempfile.gettempdir(), "hrm-eval-checkpoints")
-
-
-def local_files(ref: CheckpointRef, cache_dir: str | None) -> tuple[Path, Path]:
-    """Local paths of the checkpoint file and its training config, downloading remote ones
-    into `cache_dir` (shared by all actors on a node; reused while the object is unchanged)."""
-    cache = Path(cache_dir or default_cache_dir())
-    return _local_copy(ref.uri, cache), _local_copy(ref.config_uri, cache)
-
-
-def _local_copy(uri: str, cache: Path) -> Path:
-    fs, path = storage.resolve(uri)
-    if isinstance(fs, pafs.LocalFileSystem):
-        return Path(path)
-    info = fs.get_file_info(path)
-    if info.type != pafs.FileType.File:
-        raise InputError(f"{uri}: not found")
-    # The key covers size and modification time, so a replaced object is downloaded again.
-    key = hashlib.sha256(f"{uri}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()[:24]
-    target = cache / key / posixpath.basename(path)
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex}")
-    try:
-        with storage.open_input_stream(uri) as stream, open(partial, "wb") as out:
-            while chunk := stream.read(storage.READ_CHUNK_BYTES):
-                out.write(chunk)
-        os.replace(partial, target)  # concurrent downloaders on one node: last rename wins, same bytes
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
 
 
 # --------------------------------------------------------------------------- preflight
@@ -246,17 +212,72 @@ def preflight(config: RunConfig) -> tuple[Dataset, list[CheckpointRef]]:
     return dataset, checked
 
 
-def _check_checkpoint(ref: CheckpointRef, meta: Any, dataset_uri: str, cache_dir: str | None) -> CheckpointRef:
+def _check_checkpoint(ref: CheckpointRef, meta: DatasetMetadata | None, dataset_uri: str,
+                      cache_dir: str | None) -> CheckpointRef:
     """Loadable with its training config, and (when the dataset opened) shaped for the dataset."""
-    weights, arch_config = local_files(ref, cache_dir)
-    ckpt = load_checkpoint(weights, arch_config)
+    ckpt = load_checkpoint(ref.uri, ref.config_uri, cache_dir)
     if meta is None:
         return ref
-    check_dataset_sizes(ckpt, meta.vocab_size, meta.num_puzzle_identifiers, dataset_uri)
-    model_config = ckpt.spec.model_config(meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
-    with torch.device("meta"):
-        check_state_dict(ckpt, build_model(model_config))
+    check_fits(ckpt, meta.sizes, dataset_uri)
     return ref.model_copy(update={"content_hash": ckpt.content_hash(), "family": ckpt.spec.family})
+
+
+def check_votes(config: RunConfig, dataset: Dataset, checkpoints: list[str]) -> list[TTACopy]:
+    """Check, before any actor starts, that every vote the config asks for can be computed on
+    this dataset and these checkpoints; raise one InputError listing every problem. Returns
+    the test-time-augmentation copies to plan (none when TTA is off)."""
+    problems = []
+    if config.voting.enabled:
+        missing = [name for name, value in (("identifiers.json", dataset.identifiers),
+                                            ("test_puzzles.json", dataset.test_puzzles)) if value is None]
+        if missing:
+            problems.append(f"voting.enabled: ARC voting needs the dataset's {' and '.join(missing)}, "
+                            f"which {dataset.uri} lacks")
+    names = [e.name for e in config.ensembles]
+    for i, ensemble in enumerate(config.ensembles):
+        problems += _ensemble_problems(i, ensemble, checkpoints, names)
+    copies: list[TTACopy] = []
+    if config.tta.enabled:
+        try:
+            copies = tta_copies(config.tta, dataset.metadata(config.dataset.split))
+        except InputError as err:
+            problems.append(str(err))
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) with the votes of the run config:\n  " + "\n  ".join(problems))
+    return copies
+
+
+def _ensemble_problems(i: int, ensemble: EnsembleConfig, checkpoints: list[str], names: list[str]) -> list[str]:
+    problems = []
+    if names.count(ensemble.name) > 1:
+        problems.append(f"ensembles.{i}.name: {ensemble.name!r} names more than one ensemble")
+    unknown = [m for m in ensemble.members or [] if m not in checkpoints]
+    if unknown:
+        problems.append(f"ensembles.{i}.members: no checkpoint named {', '.join(map(repr, unknown))} "
+                        f"(the run's checkpoints: {', '.join(checkpoints)})")
+    if ensemble.top_k is not None and ensemble.top_k > len(checkpoints):
+        problems.append(f"ensembles.{i}.top_k: {ensemble.top_k} members, but the run has {len(checkpoints)} checkpoints")
+    return problems
+
+
+def tta_copies(tta: TTAConfig, meta: DatasetMetadata) -> list[TTACopy]:
+    """The transformed copies `tta` asks for, checked against the dataset: the board must be
+    square, a Sudoku board's vocabulary must be pad, blank and its digits (the transform
+    relabels digit tokens and keeps 0), and a maze has only 7 non-identity transforms."""
+    side = board_side(meta.seq_len)
+    if side is None:
+        raise InputError(f"tta.transform: {tta.transform} needs a square board, but the dataset's seq_len "
+                         f"{meta.seq_len} is not a square")
+    if tta.transform == "sudoku":
+        box = board_side(side)
+        if box is None or meta.vocab_size != side + 2 or meta.ignore_label_id not in (None, 0):
+            raise InputError(
+                f"tta.transform: sudoku needs a {side}×{side} Sudoku board (box side a whole number, vocab_size "
+                f"{side + 2}: pad 0, blank 1, digits; ignore_label_id 0 or none), but the dataset has vocab_size "
+                f"{meta.vocab_size} and ignore_label_id {meta.ignore_label_id}")
+    elif tta.copies > MAZE_COPIES:
+        raise InputError(f"tta.copies: a maze has {MAZE_COPIES} non-identity dihedral transforms, got {tta.copies}")
+    return [TTACopy(family=tta.transform, side=side, index=i, seed=tta.seed) for i in range(1, tta.copies + 1)]
 
 
 # --------------------------------------------------------------------------- units
@@ -264,7 +285,7 @@ def _check_checkpoint(ref: CheckpointRef, meta: Any, dataset_uri: str, cache_dir
 
 def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, batch_size: int) -> list[Shard]:
     """Consecutive example ranges per set, each a whole number of batches (but the last)."""
-    size = -(-shard_size // batch_size) * batch_size
+    size = math.ceil(shard_size / batch_size) * batch_size
     shards = []
     for set_name in sets:
         total = dataset.num_examples(split, set_name)

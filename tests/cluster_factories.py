@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from hrm.checkpoint.loading import load_checkpoint
+from hrm.data.reader import open_dataset
+from hrm.data.schema import DatasetMetadata, PuzzleArrays
+from hrm.data.writer import write_dataset
+from hrm.eval.metrics import StatsTable
+from hrm.eval.shard import build_engine, evaluate_examples
+
 from cluster.config import RunConfig
-from cluster.plan import local_files
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.dataset import DatasetMetadata, PuzzleArrays, open_dataset, write_dataset
-from hrm.engine import Engine
-from hrm.metrics import StatsTable
-from hrm.predictions import prediction_table
+
 from tests.factories import random_examples
 
 VOCAB, SEQ_LEN, NUM_IDS = 11, 16, 3
@@ -59,20 +61,15 @@ def evaluate_in_process(prepared) -> dict[str, tuple[StatsTable, pa.Table]]:
     meta = dataset.metadata(config.dataset.split)
     out = {}
     for ref in prepared.checkpoints:
-        weights, arch_config = local_files(ref, config.cluster.checkpoint_cache_dir)
-        ckpt = load_checkpoint(weights, arch_config)
-        model = build_checked_model(ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers,
-                                    forward_dtype=config.eval.dtype)
-        engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id,
-                        batch_size=config.eval.batch_size, compile=config.eval.compile)
+        ckpt = load_checkpoint(ref.uri, ref.config_uri, config.cluster.checkpoint_cache_dir)
+        engine = build_engine(ckpt, meta, config.dataset.uri, dtype=config.eval.dtype,
+                              batch_size=config.eval.batch_size, compile=config.eval.compile)
         stats, tables = StatsTable(), []
         for set_name in prepared.sets:
-            batch = dataset.examples(config.dataset.split, set_name)
-            result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers, protocol=config.eval.protocol,
-                                steps=config.eval.steps, min_steps=config.eval.min_steps)
-            stats.update(set=set_name, tier=batch.columns.get("tier"), **result.per_example())
-            tables.append(prediction_table(result, set_name=set_name, example_id=batch.example_id,
-                                           puzzle_index=batch.puzzle_index,
-                                           puzzle_identifier=batch.puzzle_identifiers, columns=batch.columns))
+            done = evaluate_examples(engine, dataset.examples(config.dataset.split, set_name),
+                                     protocol=config.eval.protocol, steps=config.eval.steps,
+                                     min_steps=config.eval.min_steps)
+            stats.merge(done.stats)
+            tables.append(done.predictions)
         out[ref.name] = stats, pa.concat_tables(tables)
     return out

@@ -3,7 +3,7 @@ checkpoint, and the relative weight change between consecutive checkpoints of ea
 training run. Stored as `<run>/health.json` beside metrics.json, so the report shows it
 without loading a checkpoint again.
 
-    {"checkpoints": {name: {"components": [hrm.health.ComponentStats rows], "step": n}},
+    {"checkpoints": {name: {"components": [hrm.checkpoint.health.ComponentStats rows], "step": n}},
      "drift": [{"from": name, "to": name, "relative_change": {component: x}}]}
 
 Drift is only measured within one training run (checkpoints sharing an all_config.yaml),
@@ -17,20 +17,18 @@ from dataclasses import asdict
 from typing import Any
 
 from hrm import storage
-from hrm.checkpoint import Checkpoint, load_checkpoint
+from hrm.checkpoint.health import component_stats, relative_change
+from hrm.checkpoint.loading import Checkpoint, load_checkpoint
 from hrm.errors import InputError
-from hrm.health import component_stats, relative_change
 
-from cluster.plan import CheckpointRef, local_files
-from cluster.results import CheckpointEntry, Manifest
-
-HEALTH = "health.json"
+from cluster.manifest import CheckpointEntry, Manifest
+from cluster.results.layout import HEALTH, file_uri
 
 
 def collect_health(manifest: Manifest) -> dict[str, Any]:
     """Read every checkpoint of the run (each checked against the content hash the run
     evaluated) and measure its health; one training run's checkpoints in memory two at a time."""
-    cache_dir = manifest.config.get("cluster", {}).get("checkpoint_cache_dir")
+    cache_dir = manifest.config.cluster.checkpoint_cache_dir
     checkpoints: dict[str, dict[str, Any]] = {}
     drift: list[dict[str, Any]] = []
     for group in training_runs(manifest.checkpoints):
@@ -60,28 +58,21 @@ def training_runs(entries: list[CheckpointEntry]) -> list[list[CheckpointEntry]]
 
 
 def _load_evaluated(entry: CheckpointEntry, cache_dir: str | None) -> Checkpoint:
-    ref = CheckpointRef(name=entry.name, uri=entry.uri, config_uri=entry.config_uri, step=entry.step,
-                        content_hash=entry.content_hash, family=entry.family)
-    weights, arch_config = local_files(ref, cache_dir)
-    ckpt = load_checkpoint(weights, arch_config)
+    ckpt = load_checkpoint(entry.uri, entry.config_uri, cache_dir)
     if entry.content_hash is not None and ckpt.content_hash() != entry.content_hash:
         raise InputError(f"{entry.uri}: the file changed since the run evaluated it "
                          f"(sha256 {ckpt.content_hash()[:12]}…, the run had {entry.content_hash[:12]}…)")
     return ckpt
 
 
-def health_uri(run: str) -> str:
-    return storage.join(run, HEALTH)
-
-
 def write_health(run: str, manifest: Manifest) -> str:
     """Measure and publish the run's health.json atomically; returns its URI."""
-    uri = health_uri(run)
+    uri = file_uri(run, HEALTH)
     storage.write_json_atomic(uri, collect_health(manifest), indent=1)
     return uri
 
 
 def read_health(run: str) -> dict[str, Any] | None:
     """The run's health.json, or None when it was never written."""
-    uri = health_uri(run)
+    uri = file_uri(run, HEALTH)
     return storage.read_json(uri) if storage.exists(uri) else None

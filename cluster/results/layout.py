@@ -1,14 +1,17 @@
-"""The results layout of one run, and reading/writing each piece of it.
+"""The results layout of one run, and reading/writing the pieces units commit.
 
     <output>/<run id>/
       units/<unit id>.json                           one committed work unit (UnitRecord)
       predictions/<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
       tta/<checkpoint>/copy-<NNN>/part-<set>-<start>.parquet  those of a test-time-augmentation
                                                      copy, mapped back to the original frame
-      votes/…                                        ARC submissions, ensemble predictions (cluster.votes)
-      metrics.json                                   exact metrics per checkpoint × set × tier
-      leaderboard.parquet                            one row per checkpoint, best first
-      manifest.json                                  written last: the run's commit point
+      votes/<checkpoint>/submission.json             ARC-Prize submission (cluster.results.votes)
+      votes/ensembles/<name>-<level>.parquet         an ensemble's voted predictions
+      metrics.json, leaderboard.parquet              exact metrics per checkpoint × set × tier, and
+                                                     one row per checkpoint (cluster.results.metrics)
+      health.json                                    checkpoint health (cluster.results.health)
+      manifest.json                                  written last: the run's commit point (cluster.manifest)
+      report.html, report.md, plots/                 the report (cluster.report)
 
 Every object is published atomically (temporary key, then moved into place). A unit is
 committed when its record exists; its predictions are written before the record, so a
@@ -20,23 +23,24 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
-from hrm.dataset import Shard
+from hrm.data.schema import Shard
 from hrm.errors import InputError
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 LEADERBOARD = "leaderboard.parquet"
+HEALTH = "health.json"
+VOTES = "votes"
 PREDICTIONS = "predictions"
 TTA_PREDICTIONS = "tta"
 UNITS = "units"
-RUN_FORMAT = "hrm-eval/run"
 # Reading thousands of small unit records one by one from S3 is latency-bound; a few
 # concurrent requests make a resume scan fast.
 READ_THREADS = 16
@@ -45,6 +49,15 @@ UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 def run_uri(output_uri: str, run_id: str) -> str:
     return storage.join(output_uri, run_id)
+
+
+def file_uri(run: str, name: str) -> str:
+    """A top-level file of the run: MANIFEST, METRICS, LEADERBOARD, HEALTH."""
+    return storage.join(run, name)
+
+
+def votes_uri(run: str, *parts: str) -> str:
+    return storage.join(run, VOTES, *parts)
 
 
 def predictions_prefix(checkpoint: str, copy: int = 0) -> str:
@@ -88,7 +101,7 @@ class UnitRecord(BaseModel):
     shard: Shard
     examples: int
     forward_steps: int
-    stats: dict[str, Any]  # hrm.metrics.StatsTable.to_dict(): exact, mergeable
+    stats: dict[str, Any]  # hrm.eval.metrics.StatsTable.to_dict(): exact, mergeable
     predictions: str  # key relative to the run
     model_loaded: bool  # this unit paid for building its model (a cache miss)
     timings: dict[str, float]  # load_s, read_s, eval_s, write_s
@@ -127,77 +140,3 @@ def read_unit_records(run: str, unit_ids: set[str]) -> dict[str, UnitRecord]:
     with ThreadPoolExecutor(READ_THREADS) as pool:
         docs = pool.map(lambda uid: storage.read_json(unit_record_uri(run, uid)), wanted)
         return {uid: UnitRecord.model_validate(doc) for uid, doc in zip(wanted, docs)}
-
-
-# --------------------------------------------------------------------------- run summary files
-
-
-class CheckpointEntry(BaseModel):
-    name: str
-    uri: str
-    config_uri: str
-    step: int | None
-    family: str | None
-    content_hash: str | None
-    units: int
-    examples: int
-    loads: int  # models built for it across all actors (resumed units cost none)
-
-
-class UnitState(BaseModel):
-    id: str
-    checkpoint: str
-    set: str
-    start: int
-    stop: int
-    state: Literal["committed", "resumed", "failed", "pending"]
-    attempts: int
-    error: str | None = None
-    actor: str | None = None  # instance that evaluated it
-    seconds: float | None = None  # load + read + eval + write on the actor
-
-
-class Manifest(BaseModel):
-    format: str = RUN_FORMAT
-    version: int = 1
-    run_id: str
-    status: Literal["completed", "failed"]
-    error: str | None = None
-    failed_unit: str | None = None
-    started_at: str
-    finished_at: str
-    config: dict[str, Any]
-    config_hash: str
-    versions: dict[str, str]
-    git_sha: str | None
-    dataset: dict[str, Any]
-    checkpoints: list[CheckpointEntry]
-    counts: dict[str, int]  # planned, resumed, evaluated, failed, pending
-    scheduling: dict[str, Any]
-    timings: dict[str, float]
-    hardware: dict[str, Any]
-    units: list[UnitState]
-
-
-def write_metrics(run: str, metrics: dict[str, Any]) -> None:
-    storage.write_json_atomic(storage.join(run, METRICS), metrics, indent=1)
-
-
-def read_metrics(run: str) -> dict[str, Any]:
-    return storage.read_json(storage.join(run, METRICS))
-
-
-def write_leaderboard(run: str, rows: list[dict[str, Any]]) -> None:
-    storage.write_parquet_atomic(storage.join(run, LEADERBOARD), [pa.Table.from_pylist(rows)])
-
-
-def read_leaderboard(run: str) -> pa.Table:
-    return pq.read_table(storage.open_input_file(storage.join(run, LEADERBOARD)))
-
-
-def write_manifest(run: str, manifest: Manifest) -> None:
-    storage.write_json_atomic(storage.join(run, MANIFEST), manifest.model_dump(mode="json"), indent=1)
-
-
-def read_manifest(run: str) -> Manifest:
-    return Manifest.model_validate(storage.read_json(storage.join(run, MANIFEST)))

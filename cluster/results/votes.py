@@ -3,7 +3,7 @@
 later from the results alone (`apply_votes` on a finished run).
 
 - ARC: per checkpoint, the predictions with the dataset's inputs and identifiers go through
-  `hrm.voting.ArcVoteCollector`; pass@k under both scoring rules, and
+  `hrm.eval.votes.ArcVoteCollector`; pass@k under both scoring rules, and
   `votes/<checkpoint>/submission.json`.
 - TTA: the run evaluated `tta.copies` transformed copies of the data besides the plain one
   (units carry a `TTACopy`; the actor stores each copy's predictions already mapped back).
@@ -13,7 +13,8 @@ later from the results alone (`apply_votes` on a finished run).
   dataset's labels and compared with its best member by McNemar's test. The voted
   predictions are stored as `votes/ensembles/<name>-<level>.parquet`.
 
-Figures count examples with at least one valid label, as the run's metrics do.
+Figures count examples with at least one valid label, as the run's metrics do. Whether the
+votes can be computed at all was checked before the run (`cluster.plan.check_votes`).
 """
 
 from __future__ import annotations
@@ -25,94 +26,26 @@ import numpy as np
 import pyarrow as pa
 
 from hrm import storage
-from hrm.augment import board_side
-from hrm.dataset import Dataset, DatasetMetadata
+from hrm.data.arrow import column_matrix, fixed_size_list
+from hrm.data.dataset import Dataset
 from hrm.errors import InputError
-from hrm.predictions import column_matrix
-from hrm.voting import (
+from hrm.eval.stats import mcnemar
+from hrm.eval.votes import (
     ArcVoteCollector,
     MemberPredictions,
     VoteLevel,
     ensemble_vote,
     majority_vote,
-    mcnemar,
     score_tokens,
     submission_json,
     top_k_members,
 )
 
 from cluster.config import EnsembleConfig, RunConfig, TTAConfig
-from cluster.plan import TTACopy
-from cluster.results import read_predictions
+from cluster.results.layout import read_predictions, votes_uri
 
-VOTES = "votes"
 SUBMISSION = "submission.json"
 ARC_CHUNK_ROWS = 4096  # ARC splits are large (aug-1000: ~400k × 900 tokens): read inputs in chunks
-MAZE_COPIES = 7  # non-identity dihedral transforms
-
-
-# --------------------------------------------------------------------------- before the run
-
-
-def check_votes(config: RunConfig, dataset: Dataset, checkpoints: list[str]) -> list[TTACopy]:
-    """Check, before any actor starts, that every vote the config asks for can be computed on
-    this dataset and these checkpoints; raise one InputError listing every problem. Returns
-    the test-time-augmentation copies to plan (none when TTA is off)."""
-    problems = []
-    if config.voting.enabled:
-        missing = [name for name, value in (("identifiers.json", dataset.identifiers),
-                                            ("test_puzzles.json", dataset.test_puzzles)) if value is None]
-        if missing:
-            problems.append(f"voting.enabled: ARC voting needs the dataset's {' and '.join(missing)}, "
-                            f"which {dataset.uri} lacks")
-    names = [e.name for e in config.ensembles]
-    for i, ensemble in enumerate(config.ensembles):
-        problems += _ensemble_problems(i, ensemble, checkpoints, names)
-    copies: list[TTACopy] = []
-    if config.tta.enabled:
-        try:
-            copies = tta_copies(config.tta, dataset.metadata(config.dataset.split))
-        except InputError as err:
-            problems.append(str(err))
-    if problems:
-        raise InputError(f"{len(problems)} problem(s) with the votes of the run config:\n  " + "\n  ".join(problems))
-    return copies
-
-
-def _ensemble_problems(i: int, ensemble: EnsembleConfig, checkpoints: list[str], names: list[str]) -> list[str]:
-    problems = []
-    if names.count(ensemble.name) > 1:
-        problems.append(f"ensembles.{i}.name: {ensemble.name!r} names more than one ensemble")
-    unknown = [m for m in ensemble.members or [] if m not in checkpoints]
-    if unknown:
-        problems.append(f"ensembles.{i}.members: no checkpoint named {', '.join(map(repr, unknown))} "
-                        f"(the run's checkpoints: {', '.join(checkpoints)})")
-    if ensemble.top_k is not None and ensemble.top_k > len(checkpoints):
-        problems.append(f"ensembles.{i}.top_k: {ensemble.top_k} members, but the run has {len(checkpoints)} checkpoints")
-    return problems
-
-
-def tta_copies(tta: TTAConfig, meta: DatasetMetadata) -> list[TTACopy]:
-    """The transformed copies `tta` asks for, checked against the dataset: the board must be
-    square, a Sudoku board's vocabulary must be pad, blank and its digits (the transform
-    relabels digit tokens and keeps 0), and a maze has only 7 non-identity transforms."""
-    side = board_side(meta.seq_len)
-    if side is None:
-        raise InputError(f"tta.transform: {tta.transform} needs a square board, but the dataset's seq_len "
-                         f"{meta.seq_len} is not a square")
-    if tta.transform == "sudoku":
-        box = board_side(side)
-        if box is None or meta.vocab_size != side + 2 or meta.ignore_label_id not in (None, 0):
-            raise InputError(
-                f"tta.transform: sudoku needs a {side}×{side} Sudoku board (box side a whole number, vocab_size "
-                f"{side + 2}: pad 0, blank 1, digits; ignore_label_id 0 or none), but the dataset has vocab_size "
-                f"{meta.vocab_size} and ignore_label_id {meta.ignore_label_id}")
-    elif tta.copies > MAZE_COPIES:
-        raise InputError(f"tta.copies: a maze has {MAZE_COPIES} non-identity dihedral transforms, got {tta.copies}")
-    return [TTACopy(family=tta.transform, side=side, index=i, seed=tta.seed) for i in range(1, tta.copies + 1)]
-
-
-# --------------------------------------------------------------------------- after the run
 
 
 def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +55,6 @@ def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict
         return metrics
     split = config.dataset.split
     names = list(metrics["checkpoints"])
-    check_votes(config, dataset, names)
     labels = _Labels(dataset, split)
     votes: dict[str, Any] = {"arc": {}, "tta": {}, "ensembles": []}
     if config.voting.enabled:
@@ -149,7 +81,7 @@ def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str
     most = max((len(ranked) for puzzle in result.candidates.values() for ranked in puzzle), default=0)
     ks = reported_ks(sorted(set(config.voting.pass_k)), most)
     if config.voting.submission:
-        storage.write_bytes_atomic(storage.join(run_uri, VOTES, checkpoint, SUBMISSION),
+        storage.write_bytes_atomic(votes_uri(run_uri, checkpoint, SUBMISSION),
                                    submission_json(result.submission).encode())
     return {
         "pass_at_k": {rule: {str(k): scores[k] for k in ks} for rule, scores in result.pass_at_k.items()},
@@ -167,7 +99,7 @@ def reported_ks(ks: list[int], most_candidates: int) -> list[int]:
 
 def tta_votes(tta: TTAConfig, run_uri: str, checkpoint: str, labels: _Labels) -> dict[str, Any]:
     """Per example, the plain copy and every transformed copy (stored already mapped back)
-    vote; the plain copy comes first, so it wins ties (`hrm.voting` tie rules)."""
+    vote; the plain copy comes first, so it wins ties (`hrm.eval.votes` tie rules)."""
     tables = [read_predictions(run_uri, checkpoint, copy) for copy in range(tta.copies + 1)]
     plain = tables[0]
     for copy, table in enumerate(tables[1:], start=1):
@@ -221,14 +153,13 @@ def ensemble_votes(ensemble: EnsembleConfig, members: list[str], run_uri: str, l
 
 def _write_ensemble(run_uri: str, stem: str, sets: np.ndarray, example_id: np.ndarray, pred: np.ndarray,
                     scored: dict[str, np.ndarray]) -> None:
-    pred = np.asarray(pred, dtype=np.int32)
     table = pa.table({
         "set": pa.array(sets.astype(str), pa.string()),
         "example_id": pa.array(np.asarray(example_id, np.int64)),
-        "pred": pa.FixedSizeListArray.from_arrays(pa.array(pred.reshape(-1)), pred.shape[1]),
+        "pred": fixed_size_list(np.asarray(pred, dtype=np.int32)),
         **{name: pa.array(values) for name, values in scored.items()},
     })
-    storage.write_parquet_atomic(storage.join(run_uri, VOTES, "ensembles", f"{stem}.parquet"), [table])
+    storage.write_parquet_atomic(votes_uri(run_uri, "ensembles", f"{stem}.parquet"), [table])
 
 
 def figures(pred: np.ndarray, labels: np.ndarray, ignore_label_id: int | None) -> dict[str, Any]:

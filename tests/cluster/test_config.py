@@ -1,8 +1,11 @@
 import pytest
 import yaml
 
-from cluster.config import RunConfig, apply_override, load_run_config, validate_run_config
 from hrm.errors import InputError
+
+from cluster.config import RunConfig, apply_override, load_run_config, validate_run_config
+
+from tests.factories import REPO
 
 MINIMAL = {"checkpoints": [{"path": "runs/a/step_10"}], "dataset": {"uri": "data/sudoku"}}
 
@@ -18,7 +21,7 @@ def test_a_minimal_config_gets_defaults_for_everything_else(tmp_path):
     assert config.eval.protocol == "fixed"
     assert config.dataset.split == "test"
     assert config.cluster.actor_range == (2, 2)
-    assert config.cluster.cpus_per_actor == 0.5  # fractional: RAY_NOTES pitfall 1
+    assert config.cluster.cpus_per_actor == 0.5  # fractional: docs/ray.md, "CPUs"
     assert config.device == "cpu"
     assert config.output.uri == "results"
 
@@ -51,6 +54,16 @@ def test_a_checkpoint_source_is_either_one_path_or_one_run():
         validate_run_config({"checkpoints": [{"path": "a", "run": "b"}], "dataset": {"uri": "d"}}, "c")
     with pytest.raises(InputError, match="min_step 9 > max_step 3"):
         validate_run_config({"checkpoints": [{"run": "b", "min_step": 9, "max_step": 3}], "dataset": {"uri": "d"}}, "c")
+
+
+def test_a_config_written_out_in_full_validates_again_as_the_manifest_stores_it():
+    config = validate_run_config({**MINIMAL, "checkpoints": [{"path": "a"}, {"run": "r", "last": 2}]}, source="x")
+    assert RunConfig.model_validate(config.model_dump(mode="json")) == config
+
+
+def test_a_single_checkpoint_takes_no_step_filters_even_the_glob():
+    with pytest.raises(InputError, match="select steps of a `run`"):
+        validate_run_config({**MINIMAL, "checkpoints": [{"path": "a", "glob": "ema_*"}]}, source="x")
 
 
 def test_actors_take_a_number_or_a_range():
@@ -124,7 +137,6 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path):
 
 
 def test_the_quickstart_config_is_valid():
-    from pathlib import Path
 
-    config = load_run_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    config = load_run_config(REPO / "configs" / "quickstart.yaml")
     assert config.checkpoints

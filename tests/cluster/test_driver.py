@@ -5,12 +5,15 @@ from collections import OrderedDict
 
 import pytest
 
+from hrm.data.schema import Shard
+from hrm.eval.metrics import StatsTable
+
 from cluster.actor import Evaluator
-from cluster.driver import ActorSlot, Scheduler, leaderboard_rows, prepare
-from cluster.plan import Unit
-from cluster.results import commit_unit, read_predictions, read_unit_records
-from hrm.dataset import Shard
-from hrm.metrics import StatsTable
+from cluster.plan import Unit, prepare
+from cluster.results.layout import commit_unit, read_predictions, read_unit_records
+from cluster.results.metrics import leaderboard_rows
+from cluster.scheduler import ActorSlot, Scheduler
+
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset, run_config
 from tests.factories import make_checkpoint
 
@@ -127,9 +130,8 @@ def sweep(tmp_path_factory):
 
 
 def evaluator(prepared, cache_size: int) -> Evaluator:
-    config = prepared.config
-    return Evaluator(dataset_uri=config.dataset.uri, split="test", run=prepared.run, eval_config=config.eval,
-                     device="cpu", cache_size=cache_size, torch_threads=1, checkpoint_cache_dir=None)
+    config = prepared.config.model_copy(update={"cluster": prepared.config.cluster.model_copy(update={"cache_size": cache_size})})
+    return Evaluator(config, prepared.run)
 
 
 def test_units_evaluated_one_by_one_merge_into_exactly_the_whole_set_result(sweep):

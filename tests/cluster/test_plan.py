@@ -2,12 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import CheckpointSource
-from cluster.plan import local_files, plan_shards, plan_units, preflight, source_checkpoints, unit_id
 from hrm import storage
-from hrm.checkpoint import file_sha256
-from hrm.dataset import Shard, open_dataset
+from hrm.checkpoint.loading import load_checkpoint
+from hrm.data.reader import open_dataset
+from hrm.data.schema import Shard
 from hrm.errors import InputError
+
+from cluster.config import CheckpointSource
+from cluster.plan import plan_shards, plan_units, preflight, source_checkpoints, unit_id
+
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config
 from tests.factories import make_checkpoint
 
@@ -61,11 +64,13 @@ def test_a_run_prefix_on_s3_is_discovered_and_downloaded_once_into_the_cache(tmp
     refs = source_checkpoints(CheckpointSource(run=prefix, last=1))
     assert [(r.name, r.uri) for r in refs] == [("tiny-step_20", f"{prefix}/step_20")]
     cache = tmp_path / "cache"
-    weights, config = local_files(refs[0], str(cache))
-    assert file_sha256(weights) == file_sha256(local / "step_20")
+    weights, config = storage.local_copy(refs[0].uri, str(cache)), storage.local_copy(refs[0].config_uri, str(cache))
+    assert weights.read_bytes() == (local / "step_20").read_bytes()
     assert config.read_bytes() == (local / "all_config.yaml").read_bytes()
     modified = weights.stat().st_mtime_ns
-    assert local_files(refs[0], str(cache))[0].stat().st_mtime_ns == modified  # cached, not fetched again
+    assert storage.local_copy(refs[0].uri, str(cache)).stat().st_mtime_ns == modified  # cached, not fetched again
+    ckpt = load_checkpoint(refs[0].uri, cache_dir=str(cache))
+    assert (ckpt.step, ckpt.uri) == (20, refs[0].uri)
 
 
 def test_preflight_reports_every_problem_at_once_and_names_file_and_key(tmp_path):
@@ -102,7 +107,7 @@ def test_preflight_passes_good_checkpoints_with_their_content_hashes(tmp_path):
     config = run_config([{"run": str(tmp_path / "run")}, {"path": str(paths[1])}], data, str(tmp_path / "out"))
     dataset, refs = preflight(config)
     assert [r.name for r in refs] == ["run-step_1", "run-step_2"]  # the same file named twice counts once
-    assert [r.content_hash for r in refs] == [file_sha256(p) for p in paths]
+    assert [r.content_hash for r in refs] == [storage.sha256(str(p)) for p in paths]
     assert {r.family for r in refs} == {"hrm"}
     assert dataset.sets("test") == ["easy", "hard"]
 

@@ -25,24 +25,28 @@ import pytest
 import torch
 import yaml
 
-from cluster import results
-from cluster.config import load_run_config
-from cluster.driver import RunFailed, RunProgress, execute, prepare
 from hrm import storage
-from hrm.engine import cpu_compiler
+from hrm.eval.engine import cpu_compiler
+
+from cluster.config import load_run_config
+from cluster.driver import RunFailed, execute
+from cluster.manifest import read_manifest
+from cluster.plan import prepare
+from cluster.progress import RunProgress
+from cluster.results.layout import METRICS, read_predictions, run_uri
+from cluster.results.metrics import read_leaderboard, read_metrics
+
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
-from tests.factories import make_checkpoint
+from tests.factories import CONFORMANCE, REPO, make_checkpoint
 
 pytestmark = pytest.mark.ray
 
-REPO = Path(__file__).resolve().parents[1]
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 SUDOKU = CONFORMANCE / "hrm-sudoku-tiny"
 VENV_BIN = Path(sys.executable).parent
 needs_conformance = pytest.mark.skipif(
     not SUDOKU.is_dir(), reason=f"conformance vectors not found at {SUDOKU} (the shared checkout is absent)"
 )
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # RAY_NOTES pitfall 4
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # docs/ray.md, "Authentication"
 
 
 @dataclass
@@ -66,7 +70,7 @@ def free_ports(count: int) -> list[int]:
 def start_cluster() -> LocalCluster:
     temp_dir = tempfile.mkdtemp(prefix="hrmray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs, dashboard, node, objects, client, agent, agent_grpc, runtime_env, metrics, dashboard_metrics = free_ports(10)
-    # The venv first on PATH: job entrypoints use the PATH `ray start` ran with (pitfall 5).
+    # The venv first on PATH: job entrypoints use the PATH `ray start` ran with (docs/ray.md, "Jobs").
     # The AWS_* settings of the loopback S3 server are in os.environ already and reach every worker.
     # DASHBOARD_METRIC_PORT: otherwise every head takes the fixed 44227, and concurrent test
     # clusters (or one of ours whose free dashboard port is 44227) collide.
@@ -154,13 +158,13 @@ def load(tmp_path: Path, doc: dict, name: str = "run.yaml"):
 
 def assert_same_as_in_process(run: str, reference: dict) -> None:
     """metrics.json and the stored predictions equal the in-process engine's, bit for bit."""
-    metrics = results.read_metrics(run)
+    metrics = read_metrics(run)
     assert set(metrics["checkpoints"]) == set(reference)
     for name, (stats, table) in reference.items():
         entry = metrics["checkpoints"][name]
         assert entry["stats"] == json.loads(json.dumps(stats.to_dict()))
         assert entry["metrics"] == json.loads(json.dumps(stats.finalize()))
-        assert results.read_predictions(run, name).equals(table)
+        assert read_predictions(run, name).equals(table)
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +188,11 @@ def test_one_and_two_actors_give_the_in_process_engines_metrics_and_predictions(
     assert_same_as_in_process(prepared.run, sudoku_reference)
     # ... which is the reference implementation's own figure (conformance: within 1e-5)
     expected = json.loads((SUDOKU / "expected" / "small-fp32.metrics.json").read_text())["metrics"]["all"]
-    got = results.read_metrics(prepared.run)["checkpoints"]["small-fp32-step_1000"]["metrics"]["all"]
+    got = read_metrics(prepared.run)["checkpoints"]["small-fp32-step_1000"]["metrics"]["all"]
     assert got["token_accuracy"] == pytest.approx(expected["accuracy"], abs=1e-5)
     assert got["q_halt_accuracy"] == pytest.approx(expected["q_halt_accuracy"], abs=1e-5)
     assert got["lm_loss"] == pytest.approx(expected["lm_loss"], abs=1e-4)
-    board = results.read_leaderboard(prepared.run)
+    board = read_leaderboard(prepared.run)
     assert board.num_rows == 2 and board.column("rank").to_pylist() == [1, 2]
     # units were scheduled for locality: each checkpoint's model built once per actor at most
     assert all(1 <= c.loads <= actors for c in manifest.checkpoints)
@@ -215,8 +219,8 @@ def test_a_job_submitted_to_a_ray_start_cluster_reads_and_writes_s3(cluster, tmp
     )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "completed: 4 units evaluated" in job.stdout  # the driver's progress reaches the job logs
-    run = results.run_uri(f"{s3_bucket}/results", "submitted")
-    manifest = results.read_manifest(run)
+    run = run_uri(f"{s3_bucket}/results", "submitted")
+    manifest = read_manifest(run)
     assert manifest.status == "completed" and manifest.counts["evaluated"] == 4
     assert manifest.dataset["uri"] == data
     assert_same_as_in_process(run, {"small-fp32-step_1000": sudoku_reference["small-fp32-step_1000"]})
@@ -323,11 +327,11 @@ def test_adaptive_runs_on_one_and_two_actors_give_identical_metrics_and_predicti
         prepared = prepare(load(tmp_path, doc, f"run-{actors}.yaml"))
         assert execute(prepared).scheduling["actor_instances"] == actors
         runs[actors] = prepared.run
-    (name,) = results.read_metrics(runs[1])["checkpoints"]
-    one, two = (results.read_metrics(runs[n])["checkpoints"][name] for n in (1, 2))
+    (name,) = read_metrics(runs[1])["checkpoints"]
+    one, two = (read_metrics(runs[n])["checkpoints"][name] for n in (1, 2))
     assert one["stats"] == two["stats"] and one["metrics"] == two["metrics"]
-    predictions = results.read_predictions(runs[1], name)
-    assert predictions.equals(results.read_predictions(runs[2], name))
+    predictions = read_predictions(runs[1], name)
+    assert predictions.equals(read_predictions(runs[2], name))
     steps = set(predictions.column("steps").to_pylist())
     assert len(steps) > 1 and max(steps) <= 6  # halting really varied
 
@@ -340,14 +344,14 @@ def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(clust
     make_dataset(tmp_path / "data", {"easy": 16, "hard": 24})
     with pytest.raises(RunFailed) as err:
         execute(prepared)
-    manifest = results.read_manifest(prepared.run)
+    manifest = read_manifest(prepared.run)
     assert manifest == err.value.manifest
     assert manifest.status == "failed"
     failed = next(u for u in manifest.units if u.id == manifest.failed_unit)
     assert (failed.set, failed.state, failed.attempts) == ("easy", "failed", 2) and failed.start >= 16
     assert "failed 2 times" in manifest.error and "IndexError" in manifest.error and failed.id in manifest.error
     assert "IndexError" in failed.error
-    assert not storage.exists(storage.join(prepared.run, results.METRICS))  # no half-finished figures
+    assert not storage.exists(storage.join(prepared.run, METRICS))  # no half-finished figures
 
 
 def test_bad_weights_fail_the_run_at_once_without_retrying(cluster, tmp_path):
@@ -359,7 +363,7 @@ def test_bad_weights_fail_the_run_at_once_without_retrying(cluster, tmp_path):
     prepared = prepare(load(tmp_path, doc))
     with pytest.raises(RunFailed, match="NaN"):
         execute(prepared)
-    manifest = results.read_manifest(prepared.run)
+    manifest = read_manifest(prepared.run)
     failed = next(u for u in manifest.units if u.id == manifest.failed_unit)
     assert failed.attempts == 1 and "NaN" in failed.error
 

@@ -14,18 +14,25 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from cluster.actor import Evaluator
-from cluster.driver import execute, prepare
-from cluster.health import collect_health, read_health, write_health
-from cluster.report import HRM_RULE, NO_METRICS, TRM_RULE, write_report
-from cluster.results import (commit_unit, read_leaderboard, read_manifest, read_metrics, read_unit_records,
-                             write_metrics)
 from hrm import storage
-from hrm.checkpoint import load_checkpoint
-from hrm.dataset import DatasetMetadata, PuzzleArrays, write_dataset
+from hrm.checkpoint.health import relative_change
+from hrm.checkpoint.loading import load_checkpoint
+from hrm.data.schema import DatasetMetadata, PuzzleArrays
+from hrm.data.writer import write_dataset
 from hrm.errors import InputError
-from hrm.health import relative_change
+
+from cluster.actor import Evaluator
+from cluster.driver import execute
+from cluster.manifest import read_manifest
+from cluster.plan import prepare
+from cluster.report.build import NO_METRICS, write_report
+from cluster.report.voting import HRM_RULE, TRM_RULE
+from cluster.results.health import collect_health, read_health, write_health
+from cluster.results.layout import commit_unit, read_unit_records
+from cluster.results.metrics import read_leaderboard, read_metrics, write_metrics
+
 from jobs.cli import main
+
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, run_config
 from tests.factories import make_checkpoint
 
@@ -63,8 +70,7 @@ def evaluate_run(root: Path, data: str, sweep: Path, protocol: str) -> str:
     config = run_config([{"run": str(sweep)}], data, str(root / protocol), eval={"protocol": protocol},
                         cluster={"cache_size": 1})
     prepared = prepare(config)
-    actor = Evaluator(dataset_uri=data, split="test", run=prepared.run, eval_config=config.eval, device="cpu",
-                      cache_size=1, torch_threads=1, checkpoint_cache_dir=None)
+    actor = Evaluator(config, prepared.run)
     refs = {ref.name: ref for ref in prepared.checkpoints}
     for unit in prepared.units:
         commit_unit(prepared.run, actor(unit, refs[unit.checkpoint]))

@@ -12,23 +12,31 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cluster import results
-from cluster.config import RunConfig, validate_run_config
-from cluster.driver import RunProgress, execute, prepare
-from cluster.plan import local_files
-from cluster.votes import apply_votes, check_votes
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.dataset import Dataset, Shard, open_dataset
-from hrm.engine import Engine, EngineResult
+from hrm.checkpoint.loading import load_checkpoint
+from hrm.data.arrow import column_matrix
+from hrm.data.dataset import Dataset
+from hrm.data.reader import open_dataset
+from hrm.data.schema import Shard
 from hrm.errors import InputError
-from hrm.predictions import column_matrix, prediction_table
-from hrm.train import write_demo_sudoku
-from hrm.voting import score_tokens, token_majority
-from tests.cluster_factories import make_dataset, run_config
-from tests.factories import make_checkpoint
+from hrm.eval.engine import EngineResult
+from hrm.eval.predictions import prediction_table
+from hrm.eval.shard import build_engine
+from hrm.eval.votes import score_tokens, token_majority
+from hrm.puzzles.sudoku_generator import write_demo_sudoku
 
-ARC_TINY = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "trm-arc-tiny"
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # RAY_NOTES pitfall 4
+from cluster.config import RunConfig, validate_run_config
+from cluster.driver import execute
+from cluster.plan import check_votes, prepare
+from cluster.progress import RunProgress
+from cluster.results.layout import prediction_key, read_predictions, write_predictions
+from cluster.results.metrics import read_metrics
+from cluster.results.votes import apply_votes
+
+from tests.cluster_factories import make_dataset, run_config
+from tests.factories import CONFORMANCE, make_checkpoint
+
+ARC_TINY = CONFORMANCE / "trm-arc-tiny"
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # docs/ray.md, "Authentication"
 WRONG_AT = 5  # the valid label position the ensemble test corrupts
 
 
@@ -45,7 +53,7 @@ def store_predictions(run: str, checkpoint: str, dataset: Dataset, set_name: str
                           lm_loss=np.zeros(n), exact_per_step=None)
     table = prediction_table(result, set_name=set_name, example_id=batch.example_id, puzzle_index=batch.puzzle_index,
                              puzzle_identifier=batch.puzzle_identifiers)
-    results.write_predictions(run, results.prediction_key(checkpoint, Shard("test", set_name, 0, n)), table)
+    write_predictions(run, prediction_key(checkpoint, Shard("test", set_name, 0, n)), table)
 
 
 def with_ensembles(config: RunConfig, ensembles: list[dict]) -> RunConfig:
@@ -200,8 +208,8 @@ def test_tta_through_the_driver_keeps_the_plain_figures_and_votes_the_stored_cop
     plain_prepared, _ = run_quietly(one_actor_run(checkpoints, data, output, "plain"))
     tta_prepared, manifest = run_quietly(one_actor_run(checkpoints, data, output, "tta", tta=tta))
     name = "tiny-step_10"
-    plain_metrics = results.read_metrics(plain_prepared.run)
-    metrics = results.read_metrics(tta_prepared.run)
+    plain_metrics = read_metrics(plain_prepared.run)
+    metrics = read_metrics(tta_prepared.run)
 
     # The plain units are the same units (same ids), the copies are new ones: 3 shards × (1 + 3).
     plain_ids = {u.id for u in plain_prepared.units}
@@ -218,12 +226,11 @@ def test_tta_through_the_driver_keeps_the_plain_figures_and_votes_the_stored_cop
     # Each copy is stored in the original frame: what the engine predicts on the transformed
     # board, mapped back; its stored scores (made in the transformed frame) agree with that.
     batch = dataset.examples("test", "all")
-    stored = [results.read_predictions(tta_prepared.run, name, copy) for copy in range(copies + 1)]
+    stored = [read_predictions(tta_prepared.run, name, copy) for copy in range(copies + 1)]
     preds = np.stack([column_matrix(t, "pred") for t in stored])
     copy_one = next(u.tta for u in tta_prepared.units if u.tta is not None and u.tta.index == 1)
-    weights, arch_config = local_files(tta_prepared.checkpoints[0], None)
-    ckpt = load_checkpoint(weights, arch_config)
-    engine = Engine(build_checked_model(ckpt, 6, 16, 1), ckpt.spec.loss_type, ignore_label_id=0, batch_size=8)
+    ckpt = load_checkpoint(tta_prepared.checkpoints[0].uri)
+    engine = build_engine(ckpt, dataset.metadata("test"), "demo", batch_size=8)
     transform = copy_one.transform()
     direct = engine.run(transform.apply(batch.inputs), transform.apply(batch.labels), batch.puzzle_identifiers)
     assert np.array_equal(preds[1], transform.invert(direct.pred))

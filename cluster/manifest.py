@@ -1,0 +1,235 @@
+"""manifest.json: the commit point of a run, written last. It says what ran (the validated
+config, versions, git sha, content hashes of the data and of every checkpoint), what became
+of every unit, how the work was scheduled, how long each phase took and on what hardware.
+
+The driver keeps a `RunLedger` while it runs; `build_manifest` turns the plan and the ledger
+into the manifest. A run directory without a manifest is a run that never finished.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import resource
+import socket
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from hrm import storage
+
+from cluster.config import RunConfig
+from cluster.plan import PreparedRun, Unit
+from cluster.results.layout import MANIFEST, ActorInfo, UnitRecord, file_uri
+
+RUN_FORMAT = "hrm-eval/run"
+VERSIONED_PACKAGES = ("hrm-eval", "ray", "torch", "numpy", "pyarrow", "pydantic")
+SCHEDULING_COUNTERS = ("actor_restarts", "actor_replacements", "failed_starts", "duplicates_ignored")
+ACTOR_TIMINGS = ("load_s", "read_s", "eval_s", "write_s")
+
+
+class CheckpointEntry(BaseModel):
+    name: str
+    uri: str
+    config_uri: str
+    step: int | None
+    family: str | None
+    content_hash: str | None
+    units: int
+    examples: int
+    loads: int  # models built for it across all actors (resumed units cost none)
+
+
+class UnitState(BaseModel):
+    id: str
+    checkpoint: str
+    set: str
+    start: int
+    stop: int
+    state: Literal["committed", "resumed", "failed", "pending"]
+    attempts: int
+    error: str | None = None
+    actor: str | None = None  # instance that evaluated it
+    seconds: float | None = None  # load + read + eval + write on the actor
+
+
+class Manifest(BaseModel):
+    format: str = RUN_FORMAT
+    version: int = 1
+    run_id: str
+    status: Literal["completed", "failed"]
+    error: str | None = None
+    failed_unit: str | None = None
+    started_at: str
+    finished_at: str
+    config: RunConfig
+    config_hash: str
+    versions: dict[str, str]
+    git_sha: str | None
+    dataset: dict[str, Any]
+    checkpoints: list[CheckpointEntry]
+    counts: dict[str, int]  # planned, resumed, evaluated, failed, pending
+    scheduling: dict[str, Any]
+    timings: dict[str, float]
+    hardware: dict[str, Any]
+    units: list[UnitState]
+
+
+@dataclass
+class RunLedger:
+    """What happened during a run, as the driver records it."""
+
+    records: dict[str, UnitRecord] = field(default_factory=dict)  # committed, by unit id
+    resumed: set[str] = field(default_factory=set)  # committed by an earlier run
+    attempts: Counter[str] = field(default_factory=Counter)
+    errors: dict[str, str] = field(default_factory=dict)  # last error per unit id
+    loads: Counter[str] = field(default_factory=Counter)  # models built per checkpoint
+    actors: dict[str, ActorInfo] = field(default_factory=dict)  # by instance, latest report
+    counters: Counter[str] = field(default_factory=Counter)  # SCHEDULING_COUNTERS
+    timings: dict[str, float] = field(default_factory=dict)
+    failure: tuple[str | None, str] | None = None  # (failed unit id, message)
+
+
+def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
+                   cluster_resources: dict[str, float]) -> Manifest:
+    config, cluster, units = prepared.config, prepared.config.cluster, prepared.units
+    evaluated = [r for uid, r in ledger.records.items() if uid not in ledger.resumed]
+    evaluate_s = ledger.timings["evaluate_s"]
+    examples = sum(r.examples for r in evaluated)
+    failed_unit, error = ledger.failure if ledger.failure else (None, None)
+    if status == "failed" and error is None:
+        error = f"{len(units) - len(ledger.records)} unit(s) not committed"
+    states = [_unit_state(ledger, unit, failed_unit) for unit in units]
+    loads = sum(ledger.loads.values())
+    actors = list(ledger.actors.values())
+    return Manifest(
+        run_id=prepared.run_id,
+        status=status,
+        error=error,
+        failed_unit=failed_unit,
+        started_at=_iso(prepared.started_at),
+        finished_at=_iso(time.time()),
+        config=config,
+        config_hash=config.config_hash(),
+        versions=_versions(),
+        git_sha=_git_sha(),
+        dataset={
+            "uri": config.dataset.uri,
+            "split": config.dataset.split,
+            "sets": prepared.sets,
+            "content_hash": prepared.dataset_hash,
+            "examples": sum(shard.examples for shard in prepared.shards),
+        },
+        checkpoints=[
+            CheckpointEntry(
+                **ref.model_dump(),
+                units=sum(1 for u in units if u.checkpoint == ref.name),
+                examples=sum(u.examples for u in units if u.checkpoint == ref.name),
+                loads=ledger.loads[ref.name],
+            )
+            for ref in prepared.checkpoints
+        ],
+        counts={
+            "planned": len(units),
+            "resumed": len(ledger.resumed),
+            "evaluated": len(evaluated),
+            "failed": sum(1 for s in states if s.state == "failed"),
+            "pending": sum(1 for s in states if s.state == "pending"),
+        },
+        scheduling={
+            "actors": list(cluster.actor_range),
+            "actor_instances": len(actors),
+            "units_in_flight": cluster.units_in_flight,
+            "cache_size": cluster.cache_size,
+            "model_loads": loads,
+            "loads_per_checkpoint": loads / len(ledger.loads) if ledger.loads else 0.0,
+            **{name: ledger.counters[name] for name in SCHEDULING_COUNTERS},
+        },
+        timings={
+            **ledger.timings,
+            "total_s": time.time() - prepared.started_at,
+            "examples_per_s": examples / evaluate_s if evaluate_s > 0 else 0.0,
+            **{f"actor_{key}_total": sum(r.timings[key] for r in evaluated) for key in ACTOR_TIMINGS},
+        },
+        hardware={
+            "driver": _driver_hardware(),
+            "cluster_resources": cluster_resources,
+            "actors": [a.model_dump() for a in actors],
+            "peak_actor_rss_bytes": max((a.peak_rss_bytes for a in actors), default=None),
+            "peak_actor_gpu_bytes": max((a.peak_gpu_bytes for a in actors if a.peak_gpu_bytes is not None),
+                                        default=None),
+        },
+        units=states,
+    )
+
+
+def _unit_state(ledger: RunLedger, unit: Unit, failed_unit: str | None) -> UnitState:
+    record = ledger.records.get(unit.id)
+    if unit.id in ledger.resumed:
+        state = "resumed"
+    elif record is not None:
+        state = "committed"
+    elif unit.id == failed_unit:
+        state = "failed"
+    else:
+        state = "pending"
+    return UnitState(
+        id=unit.id, checkpoint=unit.checkpoint, set=unit.shard.set, start=unit.shard.start,
+        stop=unit.shard.stop, state=state,
+        attempts=record.attempts if record else ledger.attempts[unit.id],
+        error=ledger.errors.get(unit.id),
+        actor=record.actor.instance if record else None,
+        seconds=sum(record.timings.values()) if record else None,
+    )
+
+
+def write_manifest(run: str, manifest: Manifest) -> None:
+    storage.write_json_atomic(file_uri(run, MANIFEST), manifest.model_dump(mode="json"), indent=1)
+
+
+def read_manifest(run: str) -> Manifest:
+    return Manifest.model_validate(storage.read_json(file_uri(run, MANIFEST)))
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _git_sha() -> str | None:
+    """The commit of the code that ran, when it runs from a git checkout (a `ray job submit`
+    working directory is a copy without .git: then None)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _driver_hardware() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }

@@ -1,0 +1,85 @@
+"""metrics.json and leaderboard.parquet: the run's exact metrics, merged from the committed
+units' statistics, and one row per checkpoint ranked by exact accuracy.
+
+    {"run_id", "dataset", "split", "sets", "eval",
+     "checkpoints": {name: {"step", "family", "content_hash",
+                            "metrics": StatsTable.finalize(), "stats": StatsTable.to_dict()}},
+     "votes": {...}}                       (cluster.results.votes, when the config asks for votes)
+
+The merge is exact (integer sufficient statistics), so the figures do not depend on how the
+units were split between actors or in which order they finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hrm import storage
+from hrm.eval.metrics import StatsTable
+
+from cluster.plan import PreparedRun
+from cluster.results.layout import LEADERBOARD, METRICS, UnitRecord, file_uri
+
+
+def run_metrics(prepared: PreparedRun, records: Mapping[str, UnitRecord]) -> dict[str, Any]:
+    """The metrics of a run whose every unit is committed in `records` (by unit id)."""
+    per_checkpoint: dict[str, StatsTable] = {ref.name: StatsTable() for ref in prepared.checkpoints}
+    for unit in prepared.units:
+        if unit.tta is not None:
+            continue  # test-time-augmentation copies count only in their votes
+        per_checkpoint[unit.checkpoint].merge(StatsTable.from_dict(records[unit.id].stats))
+    config = prepared.config
+    return {
+        "run_id": prepared.run_id,
+        "dataset": config.dataset.uri,
+        "split": config.dataset.split,
+        "sets": prepared.sets,
+        "eval": config.eval_identity(),
+        "checkpoints": {
+            ref.name: {
+                "step": ref.step,
+                "family": ref.family,
+                "content_hash": ref.content_hash,
+                "metrics": per_checkpoint[ref.name].finalize(),
+                "stats": per_checkpoint[ref.name].to_dict(),
+            }
+            for ref in prepared.checkpoints
+        },
+    }
+
+
+def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per checkpoint, best exact accuracy first (then token accuracy, then plan order)."""
+    rows = []
+    for name, entry in metrics["checkpoints"].items():
+        m = entry["metrics"]["all"]
+        rows.append({
+            "checkpoint": name,
+            "step": entry["step"],
+            "family": entry["family"],
+            **{key: m[key] for key in ("count", "exact_accuracy", "exact_ci_low", "exact_ci_high", "token_accuracy",
+                                       "q_halt_accuracy", "mean_steps", "lm_loss", "q_halt_auroc")},
+            "content_hash": entry["content_hash"],
+        })
+    rows.sort(key=lambda r: (-(r["exact_accuracy"] or 0.0), -(r["token_accuracy"] or 0.0)))
+    return [{"rank": i + 1, **row} for i, row in enumerate(rows)]
+
+
+def write_metrics(run: str, metrics: dict[str, Any]) -> None:
+    storage.write_json_atomic(file_uri(run, METRICS), metrics, indent=1)
+
+
+def read_metrics(run: str) -> dict[str, Any]:
+    return storage.read_json(file_uri(run, METRICS))
+
+
+def write_leaderboard(run: str, rows: list[dict[str, Any]]) -> None:
+    storage.write_parquet_atomic(file_uri(run, LEADERBOARD), [pa.Table.from_pylist(rows)])
+
+
+def read_leaderboard(run: str) -> pa.Table:
+    return pq.read_table(storage.open_input_file(file_uri(run, LEADERBOARD)))
