@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm.engine import Engine
-from hrm.flops import Matmul, flops_per_example_step, step_matmuls
-from hrm.models import ModelConfig, RecursiveReasoningModel, build_model
+from hrm.eval.engine import Engine
+from hrm.model.flops import Matmul, flops_per_example_step, step_matmuls
+from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
+
 from jobs.bench_cluster import configure_cluster, run_cluster
 
 # The paper's Sudoku HRM, and the small HRM of the conformance vectors.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import tempfile
 import time
@@ -27,15 +28,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm.checkpoint import ArchSpec, build_checked_model, load_checkpoint, save_checkpoint
-from hrm.dataset import DatasetMetadata, PuzzleArrays, open_dataset, write_dataset
-from hrm.engine import Engine
-from hrm.models import build_model
+from hrm.checkpoint.loading import ArchSpec, build_checked_model, load_checkpoint, save_checkpoint
+from hrm.data.reader import open_dataset
+from hrm.data.schema import DatasetMetadata, DatasetSizes, PuzzleArrays
+from hrm.data.writer import write_dataset
+from hrm.eval.engine import Engine
+from hrm.model.models import build_model
 
 from cluster.config import RunConfig
-from cluster.driver import RunProgress, execute, prepare
+from cluster.driver import execute
+from cluster.plan import prepare
+from cluster.progress import RunProgress
 
 VOCAB, SEQ_LEN = 11, 81  # Sudoku-shaped
+SIZES = DatasetSizes(vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=1)
 ARCH: dict[str, Any] = {
     "name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
     "loss": {"name": "losses@ACTLossHead", "loss_type": "softmax_cross_entropy"},
@@ -45,7 +51,7 @@ ARCH: dict[str, Any] = {
 }
 BATCH = 64
 CALIBRATION_EXAMPLES = 256
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # RAY_NOTES pitfall 4
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # docs/ray.md, "Authentication"
 
 
 def configure_cluster(parser: argparse.ArgumentParser) -> None:
@@ -79,10 +85,10 @@ def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
                               "load_before": os.getloadavg()}
     checkpoints = make_checkpoints(work / "ckpt", args.sweep_checkpoints)
     per_example = engine_seconds_per_example(checkpoints[0], threads=args.actors)
-    throughput_n = round_up(int(args.engine_seconds / per_example) + 1, BATCH * args.actors * 4)
+    throughput_n = multiple_above(int(args.engine_seconds / per_example) + 1, BATCH * args.actors * 4)
     data = make_data(work / "throughput-data", throughput_n)
     report["throughput"] = throughput(args, checkpoints[0], data, work)
-    sweep_n = round_up(int(args.sweep_seconds / engine_seconds_per_example(checkpoints[0], threads=1)
+    sweep_n = multiple_above(int(args.sweep_seconds / engine_seconds_per_example(checkpoints[0], threads=1)
                            / args.sweep_checkpoints) + 1, BATCH * args.sweep_shards)
     report["sweep"] = sweep(args, checkpoints, make_data(work / "sweep-data", sweep_n), work)
     report["load_after"] = os.getloadavg()
@@ -90,13 +96,14 @@ def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+def multiple_above(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is at least n."""
+    return math.ceil(n / multiple) * multiple
 
 
 def make_checkpoints(run_dir: Path, count: int) -> list[Path]:
     spec = ArchSpec(family="hrm", loss_type="softmax_cross_entropy", arch=ARCH, source=str(run_dir))
-    config = spec.model_config(VOCAB, SEQ_LEN, 1)
+    config = spec.model_config(SIZES)
     paths = []
     for step in range(1, count + 1):
         torch.manual_seed(step)
@@ -118,7 +125,7 @@ def make_data(uri: Path, n: int) -> str:
 
 def engine(path: Path, streams: int) -> Engine:
     ckpt = load_checkpoint(path)
-    return Engine(build_checked_model(ckpt, VOCAB, SEQ_LEN, 1), ckpt.spec.loss_type, ignore_label_id=0,
+    return Engine(build_checked_model(ckpt, SIZES), ckpt.spec.loss_type, ignore_label_id=0,
                   batch_size=BATCH * streams, streams=streams)
 
 
@@ -175,7 +182,7 @@ def throughput(args: argparse.Namespace, checkpoint: Path, data: str, work: Path
     engine_s = engine_seconds(checkpoint, arrays, threads=args.actors)
     units = args.actors * 8  # enough units that the last one's wait is short against the whole
     config = run_config([{"path": str(checkpoint)}], data, work / "results-throughput", args.actors,
-                        round_up(n // units, BATCH))
+                        multiple_above(n // units, BATCH))
     started = time.perf_counter()
     manifest, progress, ray_start_s, execute_started = ray_run(config)
     whole_s = time.perf_counter() - started

@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hrm import storage  # noqa: E402
-from hrm.dataset import DatasetMetadata, PuzzleArrays, open_dataset, write_dataset  # noqa: E402
+from hrm.data.reader import open_dataset  # noqa: E402
+from hrm.data.schema import DatasetMetadata, PuzzleArrays  # noqa: E402
+from hrm.data.writer import write_dataset  # noqa: E402
 
 BATCH = 4096
 
@@ -120,9 +122,9 @@ def main() -> None:
     if args.convert:
         return convert(*args.convert)
 
-    from tests.s3server import S3_ENV, start_s3_server
-
     import boto3
+
+    from tests.s3server import S3_ENV, start_s3_server
 
     server, endpoint = start_s3_server()
     env = {**os.environ, **S3_ENV, "AWS_ENDPOINT_URL": endpoint}

@@ -18,7 +18,9 @@ import logging
 import time
 from pathlib import Path
 
-from hrm.train import DEMO_MODELS, TrainConfig, train, write_demo_sudoku
+from hrm.puzzles.sudoku_generator import write_demo_sudoku
+from hrm.train import DEMO_MODELS, TrainConfig, train
+
 from jobs.run import run_config_file
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"

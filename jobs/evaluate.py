@@ -15,12 +15,15 @@ from pathlib import Path
 import torch
 
 from hrm import storage
-from hrm.checkpoint import build_checked_model, load_checkpoint
-from hrm.dataset import Dataset, open_dataset
-from hrm.engine import Engine, EngineSettingError
+from hrm.checkpoint.loading import load_checkpoint
+from hrm.data.dataset import Dataset
+from hrm.data.reader import open_dataset
 from hrm.errors import InputError
-from hrm.metrics import StatsTable
-from hrm.predictions import prediction_table
+from hrm.eval.engine import EngineSettingError
+from hrm.eval.metrics import StatsTable
+from hrm.eval.shard import build_engine, evaluate_examples
+
+from cluster.progress import METRIC_COLUMNS, Meter, metric_cells, print_metrics_table
 
 CHUNK_EXAMPLES = 8192  # examples read and evaluated at a time: bounded memory on huge sets
 
@@ -103,15 +106,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.split not in dataset.splits:
         raise InputError(f"{args.data}: no split {args.split!r} (splits: {', '.join(dataset.splits)})")
     meta = dataset.metadata(args.split)
-    model = build_checked_model(
-        ckpt, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers, dataset=args.data, forward_dtype=args.dtype
-    )
     try:
-        engine = Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=args.device,
-                        batch_size=args.batch_size, streams=args.streams, compile=args.compile)
+        engine = build_engine(ckpt, meta, args.data, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+                              streams=args.streams, compile=args.compile)
     except EngineSettingError as err:  # streams below one or on a GPU; compile without a C++ compiler
         raise InputError(f"--{err.setting}: {err}") from None
-    output = args.output or str(Path("results") / f"{ckpt.path.parent.name}-{ckpt.path.name}")
+    output = args.output or str(Path("results") / ckpt.name.replace("/", "-"))
     sets = args.sets or dataset.sets(args.split)
     unknown = sorted(set(sets) - set(dataset.sets(args.split)))
     if unknown:
@@ -122,17 +122,19 @@ def evaluate(args: argparse.Namespace) -> dict:
     def evaluated_tables():
         """Evaluate chunk by chunk; the Parquet writer pulls one chunk's table at a time, so
         memory stays bounded on huge sets and a failure publishes nothing."""
-        with progress_bar(sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json) as advance:
-            for set_name, batch in iterate_examples(dataset, args.split, sets):
-                result = engine.run(batch.inputs, batch.labels, batch.puzzle_identifiers, protocol=args.protocol,
-                                    steps=args.steps, min_steps=args.min_steps)
-                stats.update(set=set_name, tier=batch.columns.get("tier"), **result.per_example())
-                counts["forward_steps"] += result.forward_steps
-                counts["examples"] += len(result)
-                advance(len(result))
-                yield prediction_table(result, set_name=set_name, example_id=batch.example_id,
-                                       puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
-                                       columns=batch.columns)
+        meter = Meter("examples", sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json)
+        meter.start()
+        try:
+            for batch in iterate_examples(dataset, args.split, sets):
+                done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
+                                         min_steps=args.min_steps)
+                stats.merge(done.stats)
+                counts["forward_steps"] += done.result.forward_steps
+                counts["examples"] += len(done.result)
+                meter.update(counts["examples"], f"set {batch.set}")
+                yield done.predictions
+        finally:
+            meter.stop()
 
     eval_started = time.perf_counter()
     predictions_uri = storage.join(output, "predictions.parquet")
@@ -145,7 +147,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "total": figures["all"],
         "tiers": figures["tiers"],
         "predictions": predictions_uri,
-        "checkpoint": str(ckpt.path),
+        "checkpoint": ckpt.uri,
         "checkpoint_sha256": ckpt.content_hash(),
         "family": ckpt.spec.family,
         "step": ckpt.step,
@@ -153,7 +155,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "dataset_hash": dataset.content_hash(),
         "split": args.split,
         "protocol": args.protocol,
-        "dtype": str(model.config.forward_dtype),
+        "dtype": str(engine.config.forward_dtype),
         "device": args.device,
         "batch_size": args.batch_size,
         "examples": examples,
@@ -170,54 +172,16 @@ def iterate_examples(dataset: Dataset, split: str, sets: list[str]):
     for set_name in sets:
         total = dataset.num_examples(split, set_name)
         for start in range(0, total, CHUNK_EXAMPLES):
-            yield set_name, dataset.examples(split, set_name, start, min(total, start + CHUNK_EXAMPLES))
-
-
-class progress_bar:
-    """A rich progress bar on stderr (nothing when quiet or when stderr is not a terminal)."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.enabled = total, not quiet and sys.stderr.isatty()
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=True)
-        self.progress.start()
-        task = self.progress.add_task("evaluating", total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.stop()
+            yield dataset.examples(split, set_name, start, min(total, start + CHUNK_EXAMPLES))
 
 
 def print_summary(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{report['checkpoint']} on {report['data']} [{report['split']}], {report['protocol']} protocol")
-    for column in ("set", "count", "exact (95% CI)", "token acc", "q-halt acc", "mean steps", "lm loss"):
-        table.add_column(column, justify="right")
-    for name, m in report["metrics"].items():
-        table.add_row(
-            name,
-            str(m["count"]),
-            f"{m['exact_accuracy']:.4f} ({m['exact_ci_low']:.4f}–{m['exact_ci_high']:.4f})",
-            f"{m['token_accuracy']:.4f}",
-            f"{m['q_halt_accuracy']:.4f}",
-            f"{m['mean_steps']:.2f}",
-            f"{m['lm_loss']:.4f}",
-        )
-    console = Console()
-    console.print(table)
-    console.print(
-        f"{report['examples']} examples in {report['eval_seconds']:.2f} s "
-        f"({report['examples_per_second']:.1f} examples/s, {report['forward_steps']} example-steps); "
-        f"predictions: {report['predictions']}"
-    )
+    rows = [[name, *metric_cells(m)] for name, m in report["metrics"].items()]
+    print_metrics_table(f"{report['checkpoint']} on {report['data']} [{report['split']}], {report['protocol']} protocol",
+                        ["set", *METRIC_COLUMNS], rows)
+    print(f"{report['examples']} examples in {report['eval_seconds']:.2f} s "
+          f"({report['examples_per_second']:.1f} examples/s, {report['forward_steps']} example-steps); "
+          f"predictions: {report['predictions']}")
 
 
 if __name__ == "__main__":  # `python -m jobs.evaluate …`, what `ray job submit` runs

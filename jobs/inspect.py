@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from hrm.checkpoint import load_checkpoint
-from hrm.health import describe, relative_change
+from hrm.checkpoint.health import describe, relative_change
+from hrm.checkpoint.loading import load_checkpoint
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Show a checkpoint's architecture and dimensions, parameter count and bytes per "
         "component (puzzle embeddings, token embeddings, H level, L level, lm head, q head), "
         "dtypes and NaN/Inf counts. With a second checkpoint, also the relative weight change "
-        "‖B − A‖/‖A‖ per component. CKPT is a step_N file or a run directory (newest step)."
+        "‖B − A‖/‖A‖ per component. CKPT is a step_N file or a run directory (newest step), local or s3://."
     )
     parser.add_argument("checkpoint", metavar="CKPT")
     parser.add_argument("other", metavar="CKPT2", nargs="?", help="compare against this checkpoint")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.health import write_health
-from cluster.report import write_report
-from cluster.results import read_manifest
+from cluster.manifest import read_manifest
+from cluster.report.build import write_report
+from cluster.results.health import write_health
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,8 @@ import os
 import sys
 
 from cluster.config import RunConfig, load_run_config
-from cluster.driver import RunFailed, execute, prepare
+from cluster.driver import RunFailed, execute
+from cluster.plan import prepare
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import json
-
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hrm.checkpoint import ArchSpec, save_checkpoint
-from hrm.models import build_model
-from hrm.train import ARCH_NAMES
+from hrm.checkpoint.loading import ARCH_NAMES, ArchSpec, save_checkpoint
+from hrm.data.schema import DatasetSizes
+from hrm.model.models import build_model
+from hrm.puzzles.sudoku_generator import SudokuPuzzle
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # reference material beside the checkout: conformance vectors, data
 CONFORMANCE = SHARED / "conformance"
+
+TINY_SIZES = DatasetSizes(vocab_size=11, seq_len=16, num_puzzle_identifiers=3)  # make_checkpoint's defaults
 
 TINY_ARCH: dict[str, Any] = dict(
     hidden_size=32, num_heads=2, expansion=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2,
@@ -43,7 +48,7 @@ def make_checkpoint(
     `q_halt_bias` shifts q_halt (negative: halt later)."""
     arch = tiny_arch(family, **arch_overrides)
     spec = ArchSpec(family=family, loss_type=arch["loss"]["loss_type"], arch=arch, source=str(run_dir))
-    config = spec.model_config(vocab_size, seq_len, num_puzzle_identifiers)
+    config = spec.model_config(DatasetSizes(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=num_puzzle_identifiers))
     paths = []
     for i, step in enumerate(steps):
         torch.manual_seed(seed + i)
@@ -81,3 +86,16 @@ def convert_cli(kind: str):
         return capsys.readouterr().err
 
     return convert, refused
+
+
+def write_sudoku_csv(path: Path, puzzles: Iterable[SudokuPuzzle], source: str = "generated") -> int:
+    """Write the `source,question,answer,rating` CSV the `sudoku-csv` converter reads (the
+    layout of the published Sudoku-Extreme CSVs)."""
+    written = 0
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "question", "answer", "rating"])
+        for puzzle in puzzles:
+            writer.writerow([source, puzzle.question_string(), puzzle.answer_string(), puzzle.rating])
+            written += 1
+    return written

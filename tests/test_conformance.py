@@ -10,9 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hrm.engine import cpu_compiler
-from hrm.predictions import column_matrix
+from hrm.data.arrow import column_matrix
+from hrm.eval.engine import cpu_compiler
+
 from jobs.cli import main
+
 from tests.factories import CONFORMANCE
 
 pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason=f"conformance vectors not found at {CONFORMANCE}")

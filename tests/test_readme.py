@@ -5,14 +5,14 @@ import argparse
 import importlib
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 from jobs.cli import COMMANDS
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+from tests.factories import REPO
+
+README = (REPO / "README.md").read_text()
 
 
 def code_blocks(kind: str = "bash") -> list[str]:
@@ -31,7 +31,7 @@ def test_the_readme_opens_with_the_demo_and_test_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert "./scripts/test" in ci
 
 
@@ -54,4 +54,4 @@ def test_every_hrm_eval_command_in_the_readme_parses(argv):
 
 def test_every_config_the_readme_names_exists():
     for name in set(re.findall(r"configs/[\w.-]+\.yaml", README)):
-        assert (ROOT / name).is_file(), name
+        assert (REPO / name).is_file(), name

@@ -14,18 +14,19 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from cluster.config import CheckpointSource, RunConfig, load_run_config
-from cluster.driver import prepare
-from cluster.plan import source_checkpoints
 from hrm import storage
-from hrm.dataset import open_dataset
-from hrm.train import write_demo_sudoku
-from jobs.cli import main as cli_main
-from tests.cluster_factories import make_dataset
-from tests.factories import make_checkpoint
+from hrm.data.reader import open_dataset
+from hrm.puzzles.sudoku_generator import write_demo_sudoku
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+from cluster.config import CheckpointSource, RunConfig, load_run_config
+from cluster.plan import prepare, source_checkpoints
+
+from jobs.cli import main as cli_main
+
+from tests.cluster_factories import make_dataset
+from tests.factories import REPO, make_checkpoint
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # The benchmark configs (quickstart.yaml is the demo's and documented by it).
 BENCHMARKS = ["sudoku-extreme", "maze-hard", "arc-1", "arc-2", "sweep-300-s3"]
 # The layout each local config's header says its data is made in.
@@ -35,7 +36,7 @@ TINY_STEPS = (10, 20, 30)  # three: enough for quickstart's top-3 ensemble
 
 
 def config_path(name: str) -> Path:
-    return ROOT / "configs" / f"{name}.yaml"
+    return REPO / "configs" / f"{name}.yaml"
 
 
 def local_configs() -> list[Path]:

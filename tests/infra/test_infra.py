@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.factories import REPO
+
+ROOT = REPO
 INFRA = ROOT / "infra"
 YAMLS = sorted(INFRA.rglob("*.yaml"))
 TEXTS = [*YAMLS, INFRA / "README.md", INFRA / "docker" / "Dockerfile"]

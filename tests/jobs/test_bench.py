@@ -6,15 +6,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from hrm.engine import Engine
+from hrm.eval.engine import Engine
+
 from jobs.bench import bench_config, bench_model, concurrent_seconds
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.factories import REPO
+
 TOY = ["hidden_size=16", "num_heads=2", "H_layers=1", "L_layers=1", "halt_max_steps=2", "puzzle_emb_ndim=16",
        "seq_len=9"]
 

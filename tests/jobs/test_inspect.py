@@ -3,6 +3,7 @@ import json
 import torch
 
 from jobs.cli import main
+
 from tests.factories import make_checkpoint
 
 
