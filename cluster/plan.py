@@ -32,6 +32,7 @@ from hrm.data.dataset import Dataset
 from hrm.data.reader import open_dataset
 from hrm.data.schema import DatasetMetadata, Shard
 from hrm.errors import InputError
+from hrm.eval.metrics import STATS_FORMAT
 from hrm.puzzles.grids import GridTransform, board_side
 from hrm.puzzles.tta import tta_transform
 
@@ -301,6 +302,7 @@ def unit_id(
         "dataset": dataset_hash,
         "eval": eval_identity,
         "shard": [shard.split, shard.set, shard.start, shard.stop],
+        "stats": STATS_FORMAT,  # a unit committed with statistics of another format is evaluated again
     }
     if tta is not None:
         # The transform itself, not just its index: a change in how copies are drawn must not

@@ -4,10 +4,11 @@ adaptive halting saves, and how well the q-halt head is calibrated."""
 from __future__ import annotations
 
 from hrm.errors import InputError
+from hrm.eval.metrics import LOGIT_SCALE
 
 from cluster.report import plots
 from cluster.report.document import UNDEFINED, Block, Figure, Table, Text
-from cluster.report.format import COLLAPSE_ROWS, count, num, pct, plotted, shown_note
+from cluster.report.format import COLLAPSE_ROWS, count, num, pct, plotted, sci, shown_note
 from cluster.report.results import RunResults
 
 # --------------------------------------------------------------------------- 3. reasoning depth
@@ -115,7 +116,7 @@ def _check_pair(fixed: RunResults, adaptive: RunResults) -> None:
 
 def calibration(r: RunResults) -> list[Block]:
     rows = [[n, count(r.figures(n)["count"]), pct(r.figures(n)["q_halt_accuracy"]), num(r.figures(n)["q_halt_auroc"]),
-             num(r.figures(n)["q_halt_ece"])] for n in r.names]
+             sci(r.figures(n)["q_halt_auroc_bound"]), num(r.figures(n)["q_halt_ece"])] for n in r.names]
     bins = [[n, f"{pct(b['low'], 0)}–{pct(b['high'], 0)}", count(b["count"]), pct(b["mean_confidence"]),
              pct(b["accuracy"])] for n in r.names for b in r.figures(n)["q_halt_reliability"] if b["count"]]
     shown = plotted(r.names, [r.best])
@@ -126,9 +127,11 @@ def calibration(r: RunResults) -> list[Block]:
     return [
         Text("q-halt accuracy: (q_halt_logit ≥ 0) agrees with the example being exact. AUROC: how well "
              "sigmoid(q_halt) ranks exact above non-exact examples (undefined when all examples are one or the "
-             "other). ECE: calibration error of sigmoid(q_halt) read as P(exact): |exact rate − mean confidence| per "
+             f"other); it is computed over q_halt logits in bins of 1/{LOGIT_SCALE} and lies within ± bound of the value "
+             "over the unbinned logits (the bound counts the pairs of an exact and a non-exact example sharing a "
+             "bin). ECE: calibration error of sigmoid(q_halt) read as P(exact): |exact rate − mean confidence| per "
              "bin, weighted by the bin's examples, 10 equal-width bins."),
-        Table(["checkpoint", "examples", "q-halt acc %", "AUROC", "ECE"], rows),
+        Table(["checkpoint", "examples", "q-halt acc %", "AUROC", "± bound", "ECE"], rows),
         Figure("reliability", plots.reliability_diagram({n: r.figures(n)["q_halt_reliability"] for n in shown}),
                f"Reliability diagram of sigmoid(q_halt): {alt}",
                "Reliability diagram: exact accuracy against mean sigmoid(q_halt) per bin (marker area: examples "

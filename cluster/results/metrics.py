@@ -62,7 +62,8 @@ def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "step": entry["step"],
             "family": entry["family"],
             **{key: m[key] for key in ("count", "exact_accuracy", "exact_ci_low", "exact_ci_high", "token_accuracy",
-                                       "q_halt_accuracy", "mean_steps", "lm_loss", "q_halt_auroc")},
+                                       "q_halt_accuracy", "mean_steps", "lm_loss", "q_halt_auroc",
+                                       "q_halt_auroc_bound")},
             "content_hash": entry["content_hash"],
         })
     rows.sort(key=lambda r: (-(r["exact_accuracy"] or 0.0), -(r["token_accuracy"] or 0.0)))

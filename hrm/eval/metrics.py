@@ -8,8 +8,12 @@ commutative), which makes 1 worker and N workers — in any merge order — bit-
 Per-example real numbers (token accuracy correct/valid, lm loss) are stored in fixed point
 as round(x * 2**32): floating-point sums would depend on the order of additions. The
 quantisation error is at most 2**-33 per example, far below the 1e-5 conformance tolerance.
-q_halt calibration keeps an exact table {q_halt_logit: (exact, not exact)} so AUROC, ECE
-and the reliability diagram are computed exactly at the end, whatever the sharding.
+
+Size: nothing here grows with the number of examples. q_halt calibration is kept in a
+`HaltCalibration` sketch of at most LOGIT_BINS + CALIBRATION_BINS integer counters: the
+reliability bins and ECE from it are exact (confidence sums in the same fixed point); AUROC
+is computed over q_halt logits binned at 1/LOGIT_SCALE, which can move it by at most the
+bound it is reported with (`q_halt_auroc_bound`, argued in `hrm.eval.stats.auroc`).
 
 Semantics follow the reference loss head: an example with no valid label token counts
 nowhere; token accuracy is the mean over examples of correct/valid; q_halt is "right" when
@@ -24,10 +28,24 @@ from typing import Any
 
 import numpy as np
 
-from hrm.eval.stats import auroc, expected_calibration_error, reliability_bins, wilson_interval
+from hrm.eval.stats import (
+    CALIBRATION_BINS,
+    auroc,
+    calibration_bin,
+    expected_calibration_error,
+    sigmoid,
+    wilson_interval,
+)
 
 FIXED_POINT_BITS = 32
+STATS_FORMAT = 2  # of `StatsTable.to_dict`; 2: q_halt calibration as a fixed-size sketch
 TOTAL_KEY = "all"
+# q_halt logits are binned at 1/LOGIT_SCALE within ±LOGIT_LIMIT (beyond it, into the end bins).
+# Trained halting heads give logits within about ±20, so bins of 1/64 leave few pairs of
+# opposite classes sharing one; the power-of-two scale makes the binning of a float exact.
+LOGIT_SCALE = 64
+LOGIT_LIMIT = 128
+LOGIT_BINS = 2 * LOGIT_LIMIT * LOGIT_SCALE
 
 GroupKey = tuple[str, str | None]  # (set, tier)
 
@@ -54,6 +72,90 @@ def _from_fixed_point(total: int, count: int) -> float:
 
 
 @dataclass
+class HaltCalibration:
+    """How well sigmoid(q_halt) predicts an exact answer, as integer counters of fixed size.
+
+    For AUROC: examples of each class per q_halt logit bin (`floor(logit * LOGIT_SCALE)`,
+    clipped to the LOGIT_BINS bins), stored sparsely: only occupied bins, ascending. For the
+    reliability bins: per equal-width bin of sigmoid(q_halt), the examples, the exact ones and
+    the sum of their confidences in fixed point.
+    """
+
+    bins: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # occupied logit bins, ascending
+    exact: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # exact examples per bin
+    inexact: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reliability_count: list[int] = field(default_factory=lambda: [0] * CALIBRATION_BINS)
+    reliability_exact: list[int] = field(default_factory=lambda: [0] * CALIBRATION_BINS)
+    confidence_fp: list[int] = field(default_factory=lambda: [0] * CALIBRATION_BINS)  # sum of round(conf * 2**32)
+
+    def update(self, q_halt_logit: np.ndarray, is_exact: np.ndarray) -> None:
+        logits = np.asarray(q_halt_logit, dtype=np.float64)
+        flags = np.asarray(is_exact, dtype=bool)
+        index = np.clip(np.floor(logits * LOGIT_SCALE), -LOGIT_LIMIT * LOGIT_SCALE, LOGIT_LIMIT * LOGIT_SCALE - 1)
+        self._add(index.astype(np.int64), flags.astype(np.int64), (~flags).astype(np.int64))
+        confidence = sigmoid(logits)
+        which = calibration_bin(confidence)
+        fixed = _fixed_point(confidence)
+        for b in np.unique(which).tolist():
+            rows = which == b
+            self.reliability_count[b] += int(rows.sum())
+            self.reliability_exact[b] += int(flags[rows].sum())
+            self.confidence_fp[b] += _ints(fixed[rows])
+
+    def merge(self, other: HaltCalibration) -> None:
+        self._add(other.bins, other.exact, other.inexact)
+        for b in range(CALIBRATION_BINS):
+            self.reliability_count[b] += other.reliability_count[b]
+            self.reliability_exact[b] += other.reliability_exact[b]
+            self.confidence_fp[b] += other.confidence_fp[b]
+
+    def _add(self, bins: np.ndarray, exact: np.ndarray, inexact: np.ndarray) -> None:
+        """Add counts per bin (bins may repeat) into the sparse ascending table, in int64
+        (exact: no count comes near 2**63)."""
+        merged, where = np.unique(np.concatenate([self.bins, bins]), return_inverse=True)
+        totals = np.zeros((2, len(merged)), np.int64)
+        np.add.at(totals[0], where, np.concatenate([self.exact, exact]))
+        np.add.at(totals[1], where, np.concatenate([self.inexact, inexact]))
+        self.bins, self.exact, self.inexact = merged, totals[0], totals[1]
+
+    def auroc(self) -> tuple[float, float] | None:
+        """(AUROC, bound on its distance from the unbinned AUROC), or None with one class."""
+        return auroc(self.exact.tolist(), self.inexact.tolist())
+
+    def reliability(self) -> list[dict[str, Any]]:
+        """Per equal-width bin of sigmoid(q_halt): count, mean confidence, accuracy (exact rate)."""
+        return [
+            {
+                "low": b / CALIBRATION_BINS,
+                "high": (b + 1) / CALIBRATION_BINS,
+                "count": n,
+                "mean_confidence": _from_fixed_point(self.confidence_fp[b], n) if n else None,
+                "accuracy": self.reliability_exact[b] / n if n else None,
+            }
+            for b, n in enumerate(self.reliability_count)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "logit_scale": LOGIT_SCALE,
+            "logit_bins": [[int(b), int(p), int(n)] for b, p, n in zip(self.bins, self.exact, self.inexact)],
+            "reliability": [list(row) for row in zip(self.reliability_count, self.reliability_exact,
+                                                     self.confidence_fp)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HaltCalibration:
+        if data["logit_scale"] != LOGIT_SCALE:
+            raise ValueError(f"halting statistics binned at 1/{data['logit_scale']}, expected 1/{LOGIT_SCALE}")
+        table = np.array(data["logit_bins"], dtype=np.int64).reshape(-1, 3)
+        rows = [[int(v) for v in row] for row in data["reliability"]]
+        if len(rows) != CALIBRATION_BINS:
+            raise ValueError(f"{len(rows)} reliability bins, expected {CALIBRATION_BINS}")
+        count, exact, confidence = (list(column) for column in zip(*rows))
+        return cls(table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy(), count, exact, confidence)
+
+
+@dataclass
 class MetricStats:
     """Sufficient statistics of one group of examples. All fields are exact integers."""
 
@@ -66,7 +168,7 @@ class MetricStats:
     steps_histogram: dict[int, int] = field(default_factory=dict)
     # Exact-example count after each ACT step (fixed protocol); None when not supplied.
     exact_by_step: list[int] | None = None
-    halt_table: dict[float, tuple[int, int]] = field(default_factory=dict)  # logit -> (exact, not)
+    halting: HaltCalibration = field(default_factory=HaltCalibration)
 
     def update(
         self,
@@ -111,9 +213,7 @@ class MetricStats:
         self.lm_loss_fp += _ints(_fixed_point(loss))
         for value, n in zip(*np.unique(step, return_counts=True)):
             self.steps_histogram[int(value)] = self.steps_histogram.get(int(value), 0) + int(n)
-        for logit, flag in zip(q_halt.tolist(), is_exact.tolist()):
-            pos, neg = self.halt_table.get(logit, (0, 0))
-            self.halt_table[logit] = (pos + 1, neg) if flag else (pos, neg + 1)
+        self.halting.update(q_halt, is_exact)
         return self
 
     def _update_per_step(self, flags: np.ndarray | None) -> None:
@@ -143,13 +243,11 @@ class MetricStats:
         self.lm_loss_fp += other.lm_loss_fp
         for step, n in other.steps_histogram.items():
             self.steps_histogram[step] = self.steps_histogram.get(step, 0) + n
-        for logit, (pos, neg) in other.halt_table.items():
-            mine = self.halt_table.get(logit, (0, 0))
-            self.halt_table[logit] = (mine[0] + pos, mine[1] + neg)
+        self.halting.merge(other.halting)
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form. Floats are logits, which JSON round-trips exactly (repr)."""
+        """JSON-able form: integers only."""
         return {
             "count": self.count,
             "exact": self.exact,
@@ -159,7 +257,7 @@ class MetricStats:
             "lm_loss_fp": self.lm_loss_fp,
             "steps_histogram": [[s, self.steps_histogram[s]] for s in sorted(self.steps_histogram)],
             "exact_by_step": self.exact_by_step,
-            "halt_table": [[logit, *self.halt_table[logit]] for logit in sorted(self.halt_table)],
+            "halting": self.halting.to_dict(),
         }
 
     @classmethod
@@ -173,13 +271,14 @@ class MetricStats:
             lm_loss_fp=int(data["lm_loss_fp"]),
             steps_histogram={int(s): int(n) for s, n in data["steps_histogram"]},
             exact_by_step=None if data["exact_by_step"] is None else [int(n) for n in data["exact_by_step"]],
-            halt_table={float(logit): (int(pos), int(neg)) for logit, pos, neg in data["halt_table"]},
+            halting=HaltCalibration.from_dict(data["halting"]),
         )
 
     def finalize(self) -> dict[str, Any]:
         """The reported figures. Ratios are None when no example counted."""
         n = self.count
-        bins = reliability_bins(self.halt_table)
+        bins = self.halting.reliability()
+        ranked = self.halting.auroc()
         ci = wilson_interval(self.exact, n) if n else (None, None)
         return {
             "count": n,
@@ -194,7 +293,8 @@ class MetricStats:
             "exact_accuracy_by_step": (
                 [k / n for k in self.exact_by_step] if n and self.exact_by_step is not None else None
             ),
-            "q_halt_auroc": auroc(self.halt_table),
+            "q_halt_auroc": ranked[0] if ranked else None,
+            "q_halt_auroc_bound": ranked[1] if ranked else None,
             "q_halt_ece": expected_calibration_error(bins),
             "q_halt_reliability": bins,
         }

@@ -1,15 +1,16 @@
 """The statistics the report states, each computed exactly from counts: Wilson intervals,
 AUROC and calibration of the halting head, and McNemar's paired test.
 
-Nothing here is estimated by sampling: AUROC and the reliability bins are computed from the
-exact {q_halt_logit: (exact, not exact)} table the metrics merge, and McNemar's test uses the
-exact binomial tail when few pairs disagree.
+Nothing here is estimated by sampling: AUROC comes from the counts per q_halt bin that the
+metrics merge, with the bound its binning allows stated beside it; the reliability bins and
+the calibration error from exact per-bin sums; McNemar's test uses the exact binomial tail
+when few pairs disagree.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,47 +40,34 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def auroc(halt_table: Mapping[float, tuple[int, int]]) -> float | None:
-    """Exact AUROC (ties count 1/2) of score vs label from {score: (positives, negatives)}.
+def auroc(positives: Sequence[int], negatives: Sequence[int]) -> tuple[float, float] | None:
+    """AUROC of score vs label from counts per score bin, bins in ascending score order, with
+    the bound on how far binning can have moved it; None when only one class is present.
 
-    None when only one class is present. The logit ranks like sigmoid(logit) does —
-    sigmoid is strictly increasing — without float saturation creating spurious ties.
+    Pairs of a positive and a negative in different bins are ranked by their bins; pairs in
+    the same bin count 1/2, as ties do. Each such pair counts 0, 1/2 or 1 with the scores
+    themselves, so the AUROC of the unbinned scores lies within
+    bound = (1/2) * sum_b positives_b * negatives_b / (P * N) of the value returned. With one
+    bin per distinct score the value is the exact AUROC (ties count 1/2) and the bound counts
+    only the true ties.
     """
-    positives = sum(pos for pos, _ in halt_table.values())
-    negatives = sum(neg for _, neg in halt_table.values())
-    if positives == 0 or negatives == 0:
+    total_pos, total_neg = sum(positives), sum(negatives)
+    if total_pos == 0 or total_neg == 0:
         return None
-    twice_wins = 0  # 2 * (#pairs positive ranked above negative) + #tied pairs
+    twice_wins = 0  # 2 * (#pairs positive ranked above negative) + #pairs within a bin
+    within = 0
     negatives_below = 0
-    for score in sorted(halt_table):
-        pos, neg = halt_table[score]
+    for pos, neg in zip(positives, negatives):
         twice_wins += pos * (2 * negatives_below + neg)
+        within += pos * neg
         negatives_below += neg
-    return twice_wins / (2 * positives * negatives)
+    pairs = total_pos * total_neg
+    return twice_wins / (2 * pairs), within / (2 * pairs)
 
 
-def reliability_bins(halt_table: Mapping[float, tuple[int, int]]) -> list[dict[str, Any]]:
-    """Equal-width bins of sigmoid(q_halt): count, mean confidence, accuracy (exact rate)."""
-    counts = [0] * CALIBRATION_BINS
-    hits = [0] * CALIBRATION_BINS
-    confidences: list[list[float]] = [[] for _ in range(CALIBRATION_BINS)]
-    logits = sorted(halt_table)
-    for logit, confidence in zip(logits, sigmoid(np.array(logits, dtype=np.float64)).tolist()):
-        pos, neg = halt_table[logit]
-        b = min(int(confidence * CALIBRATION_BINS), CALIBRATION_BINS - 1)
-        counts[b] += pos + neg
-        hits[b] += pos
-        confidences[b].append(confidence * (pos + neg))
-    return [
-        {
-            "low": b / CALIBRATION_BINS,
-            "high": (b + 1) / CALIBRATION_BINS,
-            "count": counts[b],
-            "mean_confidence": math.fsum(confidences[b]) / counts[b] if counts[b] else None,
-            "accuracy": hits[b] / counts[b] if counts[b] else None,
-        }
-        for b in range(CALIBRATION_BINS)
-    ]
+def calibration_bin(confidence: np.ndarray) -> np.ndarray:
+    """The equal-width reliability bin of each confidence in [0, 1] (1.0 goes in the last)."""
+    return np.minimum((np.asarray(confidence) * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
 
 
 def expected_calibration_error(bins: list[dict[str, Any]]) -> float | None:

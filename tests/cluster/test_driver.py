@@ -177,7 +177,7 @@ def test_committed_records_are_read_back_and_only_those_of_the_plan(sweep, tmp_p
 def test_the_leaderboard_ranks_by_exact_then_token_accuracy():
     def entry(exact, token):
         figures = {key: 0.0 for key in ("count", "exact_ci_low", "exact_ci_high", "q_halt_accuracy", "mean_steps",
-                                        "lm_loss", "q_halt_auroc")}
+                                        "lm_loss", "q_halt_auroc", "q_halt_auroc_bound")}
         return {"step": 1, "family": "hrm", "content_hash": "h",
                 "metrics": {"all": {**figures, "exact_accuracy": exact, "token_accuracy": token}}}
 

@@ -300,6 +300,7 @@ def test_calibration_figures_and_reliability_bins_are_those_of_metrics_json(runs
         fig = figures(metrics, row["checkpoint"])
         assert row["q-halt acc %"] == pct(fig["q_halt_accuracy"])
         assert row["AUROC"] == ("—" if fig["q_halt_auroc"] is None else f"{fig['q_halt_auroc']:.4f}")
+        assert row["± bound"] == ("—" if fig["q_halt_auroc_bound"] is None else f"{fig['q_halt_auroc_bound']:.3e}")
         assert row["ECE"] == f"{fig['q_halt_ece']:.4f}"
     bins = table_by_header(section, "checkpoint", "bin (%)")
     expected_bins = [(n, b) for n in metrics["checkpoints"] for b in figures(metrics, n)["q_halt_reliability"]

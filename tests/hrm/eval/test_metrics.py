@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hrm.eval.metrics import MetricStats, StatsTable
+from hrm.eval.metrics import LOGIT_BINS, HaltCalibration, MetricStats, StatsTable
 from hrm.eval.stats import auroc, sigmoid, wilson_interval
 
 from tests.factories import SHARED
@@ -160,12 +160,49 @@ def test_auroc_equals_a_brute_force_pairwise_count_with_ties():
 
 
 def test_auroc_is_undefined_with_one_class():
-    assert auroc({1.0: (3, 0), -2.0: (1, 0)}) is None
-    assert auroc({1.0: (1, 0), -2.0: (0, 1)}) == 1.0
+    assert auroc([3, 1], [0, 0]) is None
+    assert auroc([0, 1], [1, 0]) == (1.0, 0.0)
+
+
+def halting_of(logits, exact) -> HaltCalibration:
+    sketch = HaltCalibration()
+    sketch.update(np.asarray(logits, dtype=np.float32), np.asarray(exact, dtype=bool))
+    return sketch
 
 
 def test_auroc_ranks_saturated_logits_that_sigmoid_would_tie():
-    assert auroc({40.0: (1, 0), 39.0: (0, 1)}) == 1.0
+    assert halting_of([40.0, 39.0], [True, False]).auroc() == (1.0, 0.0)
+
+
+def test_the_sketched_auroc_lies_within_its_stated_bound_of_the_exact_value():
+    rng = np.random.default_rng(7)
+    logits = (rng.normal(0, 0.05, 3000)).astype(np.float32)  # crowded: many pairs share a 1/64 bin
+    labels = rng.random(3000) < sigmoid(40 * logits)
+    value, bound = halting_of(logits, labels).auroc()
+    pos, neg = logits[labels], logits[~labels]
+    exact = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    assert value != exact  # the binning did move it here ...
+    assert abs(value - exact) <= bound  # ... by no more than the bound says
+    assert bound < 0.1
+
+
+def test_the_halting_sketch_has_a_fixed_size_whatever_the_number_of_examples():
+    rng = np.random.default_rng(8)
+    sketch = halting_of(rng.normal(0, 1000, 200_000), rng.random(200_000) < 0.5)
+    assert len(sketch.bins) <= LOGIT_BINS and len(sketch.reliability_count) == 10
+    assert int(sketch.exact.sum() + sketch.inexact.sum()) == 200_000
+
+
+def test_halting_sketches_merge_exactly_in_any_order_and_round_trip_through_json():
+    rng = np.random.default_rng(9)
+    logits, labels = rng.normal(0, 3, 900).astype(np.float32), rng.random(900) < 0.4
+    whole = halting_of(logits, labels)
+    parts = [halting_of(logits[i:i + 100], labels[i:i + 100]) for i in range(0, 900, 100)]
+    merged = HaltCalibration()
+    for part in (parts[i] for i in rng.permutation(len(parts))):
+        merged.merge(HaltCalibration.from_dict(json.loads(json.dumps(part.to_dict()))))
+    assert merged.to_dict() == whole.to_dict()
+    assert merged.auroc() == whole.auroc() and merged.reliability() == whole.reliability()
 
 
 def test_ece_and_reliability_bins_by_hand():
