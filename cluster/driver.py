@@ -70,12 +70,11 @@ class Driver:
 
     def run(self) -> Manifest:
         clock = time.perf_counter()
-        committed = read_unit_records(self.prepared.run, set(self.units))
-        self.ledger.records.update(committed)
-        self.ledger.resumed = set(committed)
+        for record in read_unit_records(self.prepared.run, set(self.units)):
+            self.ledger.commit(record, self.units[record.unit_id], resumed=True)
         self.ledger.timings["resume_scan_s"] = time.perf_counter() - clock
-        self.progress.start(self.prepared, list(committed.values()))
-        todo = [unit for unit in self.prepared.units if unit.id not in committed]
+        self.progress.start(self.prepared, list(self.ledger.records.values()))
+        todo = [unit for unit in self.prepared.units if unit.id not in self.ledger.records]
         clock = time.perf_counter()
         if todo:
             try:
@@ -175,7 +174,7 @@ class Driver:
             return
         record = record.model_copy(update={"attempts": self.ledger.attempts[record.unit_id]})
         commit_unit(self.prepared.run, record)
-        self.ledger.records[record.unit_id] = record
+        self.ledger.commit(record, self.units[record.unit_id])
         self.ledger.errors.pop(record.unit_id, None)
         if record.model_loaded:
             self.ledger.loads[record.checkpoint] += 1
@@ -257,7 +256,7 @@ class Driver:
         run = self.prepared.run
         metrics = None
         if completed:
-            metrics = run_metrics(self.prepared, self.ledger.records)
+            metrics = run_metrics(self.prepared, self.ledger.stats)
             metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
         manifest = build_manifest(self.prepared, self.ledger, "completed" if completed else "failed",
                                   ray.cluster_resources() if ray.is_initialized() else {})

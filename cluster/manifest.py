@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from hrm import storage
+from hrm.eval.metrics import StatsTable
 
 from cluster.config import RunConfig
 from cluster.plan import PreparedRun, Unit
@@ -84,9 +85,12 @@ class Manifest(BaseModel):
 
 @dataclass
 class RunLedger:
-    """What happened during a run, as the driver records it."""
+    """What happened during a run, as the driver records it. A committed unit's statistics are
+    merged into its checkpoint's table as it commits, so what the ledger holds per unit is
+    bookkeeping (counts, timings, where it ran), never per-example data."""
 
-    records: dict[str, UnitRecord] = field(default_factory=dict)  # committed, by unit id
+    stats: dict[str, StatsTable] = field(default_factory=dict)  # by checkpoint: its plain units, merged
+    records: dict[str, UnitRecord] = field(default_factory=dict)  # committed, by unit id, statistics taken out
     resumed: set[str] = field(default_factory=set)  # committed by an earlier run
     attempts: Counter[str] = field(default_factory=Counter)
     errors: dict[str, str] = field(default_factory=dict)  # last error per unit id
@@ -95,6 +99,14 @@ class RunLedger:
     counters: Counter[str] = field(default_factory=Counter)  # SCHEDULING_COUNTERS
     timings: dict[str, float] = field(default_factory=dict)
     failure: tuple[str | None, str] | None = None  # (failed unit id, message)
+
+    def commit(self, record: UnitRecord, unit: Unit, resumed: bool = False) -> None:
+        """Count a committed unit: test-time-augmentation copies count only in their votes."""
+        if unit.tta is None:
+            self.stats.setdefault(record.checkpoint, StatsTable()).merge(StatsTable.from_dict(record.stats))
+        self.records[record.unit_id] = record.model_copy(update={"stats": {}})
+        if resumed:
+            self.resumed.add(record.unit_id)
 
 
 def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,

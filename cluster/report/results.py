@@ -62,29 +62,32 @@ def load_results(run: str) -> RunResults:
     has_metrics = storage.exists(file_uri(run, METRICS))
     metrics = read_metrics(run) if has_metrics else None
     leaderboard = read_leaderboard(run).to_pylist() if has_metrics else []
-    records = read_unit_records(run, {u.id for u in manifest.units})
+    costs, devices = unit_costs(read_unit_records(run, {u.id for u in manifest.units}))
     return RunResults(
         run=run,
         manifest=manifest,
         metrics=metrics,
         leaderboard=sorted(leaderboard, key=lambda row: row["rank"]),
         health=read_health(run),
-        costs=unit_costs(records.values()),
-        devices=sorted({r.actor.device + (f" ({r.actor.gpu})" if r.actor.gpu else "") for r in records.values()}),
+        costs=costs,
+        devices=devices,
         puzzles=count_puzzles(run, manifest) if has_metrics else None,
     )
 
 
-def unit_costs(records: Iterable[UnitRecord]) -> dict[str, CheckpointCost]:
+def unit_costs(records: Iterable[UnitRecord]) -> tuple[dict[str, CheckpointCost], list[str]]:
+    """What the units cost per checkpoint, and the devices they ran on (with GPU names)."""
     costs: dict[str, CheckpointCost] = {}
+    devices: set[str] = set()
     for record in records:
+        devices.add(record.actor.device + (f" ({record.actor.gpu})" if record.actor.gpu else ""))
         cost = costs.setdefault(record.checkpoint, CheckpointCost(0, 0, 0.0, None, None))
         cost.examples += record.examples
         cost.forward_steps += record.forward_steps
         cost.eval_s += record.timings["eval_s"]
         cost.peak_rss_bytes = larger(cost.peak_rss_bytes, record.actor.peak_rss_bytes)
         cost.peak_gpu_bytes = larger(cost.peak_gpu_bytes, record.actor.peak_gpu_bytes)
-    return costs
+    return costs, sorted(devices)
 
 
 def larger(a: int | None, b: int | None) -> int | None:

@@ -22,6 +22,7 @@ committed unit always has them. Votes and ensembles read the stored predictions
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,7 @@ UNITS = "units"
 # Reading thousands of small unit records one by one from S3 is latency-bound; a few
 # concurrent requests make a resume scan fast.
 READ_THREADS = 16
+READ_CHUNK = 256  # records in flight at a time: reading a run of any size holds a bounded number
 UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -133,10 +135,18 @@ def commit_unit(run: str, record: UnitRecord) -> None:
     storage.write_json_atomic(unit_record_uri(run, record.unit_id), record.model_dump(mode="json"))
 
 
-def read_unit_records(run: str, unit_ids: set[str]) -> dict[str, UnitRecord]:
-    """The committed records among `unit_ids` (others under units/ belong to other configs)."""
+def committed_unit_ids(run: str, unit_ids: set[str]) -> set[str]:
+    """Which of `unit_ids` are committed under the run (others under units/ belong to other
+    configs): one listing, no record read."""
     present = {p.removesuffix(".json") for p in storage.list_files(storage.join(run, UNITS)) if p.endswith(".json")}
-    wanted = sorted(present & unit_ids)
+    return present & unit_ids
+
+
+def read_unit_records(run: str, unit_ids: set[str]) -> Iterator[UnitRecord]:
+    """The committed records among `unit_ids`, in unit id order, read READ_CHUNK at a time."""
+    wanted = sorted(committed_unit_ids(run, unit_ids))
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        docs = pool.map(lambda uid: storage.read_json(unit_record_uri(run, uid)), wanted)
-        return {uid: UnitRecord.model_validate(doc) for uid, doc in zip(wanted, docs)}
+        for start in range(0, len(wanted), READ_CHUNK):
+            chunk = wanted[start:start + READ_CHUNK]
+            for doc in pool.map(lambda uid: storage.read_json(unit_record_uri(run, uid)), chunk):
+                yield UnitRecord.model_validate(doc)

@@ -22,16 +22,13 @@ from hrm import storage
 from hrm.eval.metrics import StatsTable
 
 from cluster.plan import PreparedRun
-from cluster.results.layout import LEADERBOARD, METRICS, UnitRecord, file_uri
+from cluster.results.layout import LEADERBOARD, METRICS, file_uri
 
 
-def run_metrics(prepared: PreparedRun, records: Mapping[str, UnitRecord]) -> dict[str, Any]:
-    """The metrics of a run whose every unit is committed in `records` (by unit id)."""
-    per_checkpoint: dict[str, StatsTable] = {ref.name: StatsTable() for ref in prepared.checkpoints}
-    for unit in prepared.units:
-        if unit.tta is not None:
-            continue  # test-time-augmentation copies count only in their votes
-        per_checkpoint[unit.checkpoint].merge(StatsTable.from_dict(records[unit.id].stats))
+def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[str, Any]:
+    """The metrics of a run whose every unit is committed, from each checkpoint's merged
+    statistics (`RunLedger.stats`)."""
+    per_checkpoint = {ref.name: stats.get(ref.name, StatsTable()) for ref in prepared.checkpoints}
     config = prepared.config
     return {
         "run_id": prepared.run_id,

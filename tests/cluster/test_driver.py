@@ -171,7 +171,7 @@ def test_committed_records_are_read_back_and_only_those_of_the_plan(sweep, tmp_p
     run = str(tmp_path / "run")
     commit_unit(run, record)
     commit_unit(run, record.model_copy(update={"unit_id": "not-in-this-plan"}))
-    assert read_unit_records(run, {u.id for u in sweep.units}) == {unit.id: record}
+    assert list(read_unit_records(run, {u.id for u in sweep.units})) == [record]
 
 
 def test_the_leaderboard_ranks_by_exact_then_token_accuracy():
