@@ -13,10 +13,12 @@ import argparse
 import math
 import os
 import sys
+from collections import Counter
 
 from cluster.config import RunConfig, load_run_config
 from cluster.driver import RunFailed, execute
-from cluster.plan import prepare
+from cluster.plan import PreparedRun, prepare
+from cluster.results.layout import committed_unit_ids
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,17 +32,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set eval.batch_size=128 --set output.run_id=my-run (repeatable)",
     )
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="validate, preflight and plan only: print the checkpoints, shards, units and examples, and how many "
+             "units a rerun of output.run_id would resume; start no Ray, evaluate and write nothing",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_config_file(args.config, args.overrides)
+    return run_config_file(args.config, args.overrides, dry_run=args.dry_run)
 
 
-def run_config_file(path: str, overrides: list[str]) -> int:
+def run_config_file(path: str, overrides: list[str], dry_run: bool = False) -> int:
     """Validate, preflight, connect to Ray, evaluate. 0 on success, 1 if the run failed
     (the manifest says which unit and why); bad input raises InputError before Ray starts."""
     config = load_run_config(path, overrides)
     prepared = prepare(config)
+    if dry_run:
+        print(describe_plan(prepared, committed_unit_ids(prepared.run, {unit.id for unit in prepared.units})))
+        return 0
     import ray  # after validation and preflight: importing and starting Ray is the slow part
 
     connected_here = not ray.is_initialized()
@@ -55,6 +65,34 @@ def run_config_file(path: str, overrides: list[str]) -> int:
         if connected_here:
             ray.shutdown()
     return 0
+
+
+def describe_plan(prepared: PreparedRun, committed: set[str]) -> str:
+    """What a run would do: per checkpoint its units and examples, per set its shards, and
+    what of it is already committed under the run."""
+    units = prepared.units
+    resumed = [u for u in units if u.id in committed]
+    shards, examples = Counter(), Counter()
+    for shard in prepared.shards:
+        shards[shard.set] += 1
+        examples[shard.set] += shard.examples
+    unit_count, unit_examples = Counter(), Counter()
+    for unit in units:
+        unit_count[unit.checkpoint] += 1
+        unit_examples[unit.checkpoint] += unit.examples
+    lines = [
+        f"run {prepared.run_id}: results {prepared.run}",
+        f"dataset {prepared.config.dataset.uri} [{prepared.config.dataset.split}], sha256 {prepared.dataset_hash[:16]}…",
+        *(f"  set {name}: {examples[name]} examples in {shards[name]} shard(s)" for name in prepared.sets),
+        f"{len(prepared.checkpoints)} checkpoint(s):",
+        *(f"  {ref.name} (step {ref.step}, {ref.family}): {unit_count[ref.name]} units, "
+          f"{unit_examples[ref.name]} examples" for ref in prepared.checkpoints),
+        f"{len(units)} units, {sum(u.examples for u in units)} example evaluations; already committed (a rerun "
+        f"resumes them): {len(resumed)} units, {sum(u.examples for u in resumed)} examples; to evaluate: "
+        f"{len(units) - len(resumed)} units",
+        f"preflight and planning: {prepared.preflight_s:.1f} s",
+    ]
+    return "\n".join(lines)
 
 
 def connect(config: RunConfig) -> None:

@@ -1,0 +1,34 @@
+import yaml
+
+from cluster.actor import Evaluator
+from cluster.config import load_run_config
+from cluster.plan import prepare
+from cluster.results.layout import commit_unit
+
+from jobs.cli import main
+
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset
+from tests.factories import make_checkpoint
+
+
+def test_a_dry_run_prints_the_plan_and_what_a_rerun_resumes_and_writes_nothing(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")  # 40 easy + 24 hard examples: 5 shards of 16
+    make_checkpoint(tmp_path / "run", steps=(1, 2), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    out = tmp_path / "out"
+    doc = {"checkpoints": [{"run": str(tmp_path / "run")}], "dataset": {"uri": data}, "eval": {"batch_size": 8},
+           "cluster": {"shard_size": 16, "torch_threads": 1}, "output": {"uri": str(out), "run_id": "r"}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+    assert main(["run", str(path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "set easy: 40 examples in 3 shard(s)" in printed and "set hard: 24 examples in 2 shard(s)" in printed
+    assert "run-step_2 (step 2, hrm): 5 units, 64 examples" in printed
+    assert "10 units, 128 example evaluations; already committed (a rerun resumes them): 0 units" in printed
+    assert not out.exists()
+
+    prepared = prepare(load_run_config(path))
+    unit = prepared.units[0]
+    commit_unit(prepared.run, Evaluator(prepared.config, prepared.run)(unit, prepared.checkpoints[0]))
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert f"resumes them): 1 units, {unit.examples} examples; to evaluate: 9 units" in capsys.readouterr().out
