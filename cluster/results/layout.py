@@ -2,9 +2,9 @@
 
     <output>/<run id>/
       units/<unit id>.json                           one committed work unit (UnitRecord)
-      predictions/<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
-      tta/<checkpoint>/copy-<NNN>/part-<set>-<start>.parquet  those of a test-time-augmentation
-                                                     copy, mapped back to the original frame
+      predictions/checkpoint=<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
+      tta/checkpoint=<checkpoint>/copy=<NNN>/part-<set>-<start>.parquet  those of a test-time-
+                                                     augmentation copy, mapped back to the original frame
       votes/<checkpoint>/submission.json             ARC-Prize submission (cluster.results.votes)
       votes/ensembles/<name>-<level>.parquet         an ensemble's voted predictions
       metrics.json, leaderboard.parquet              exact metrics per checkpoint × set × tier, and
@@ -12,6 +12,9 @@
       health.json                                    checkpoint health (cluster.results.health)
       manifest.json                                  written last: the run's commit point (cluster.manifest)
       report.html, report.md, plots/                 the report (cluster.report)
+
+The prediction folders are hive-partitioned, so one read of `predictions/` (pyarrow, pandas,
+duckdb, Ray Data) gives every checkpoint's predictions with a `checkpoint` column.
 
 Every object is published atomically (temporary key, then moved into place). A unit is
 committed when its record exists; its predictions are written before the record, so a
@@ -64,9 +67,11 @@ def votes_uri(run: str, *parts: str) -> str:
 
 def predictions_prefix(checkpoint: str, copy: int = 0) -> str:
     """Relative to the run: where one checkpoint's predictions on the plain data (copy 0) or on
-    a test-time-augmentation copy are. Copies live outside predictions/<checkpoint>/, so
-    reading the plain predictions never picks them up."""
-    return f"{PREDICTIONS}/{checkpoint}" if copy == 0 else f"{TTA_PREDICTIONS}/{checkpoint}/copy-{copy:03d}"
+    a test-time-augmentation copy are. Copies live outside predictions/, so reading the plain
+    predictions never picks them up."""
+    if copy == 0:
+        return f"{PREDICTIONS}/checkpoint={checkpoint}"
+    return f"{TTA_PREDICTIONS}/checkpoint={checkpoint}/copy={copy:03d}"
 
 
 def prediction_key(checkpoint: str, shard: Shard, copy: int = 0) -> str:

@@ -1,7 +1,7 @@
 """metrics.json and leaderboard.parquet: the run's exact metrics, merged from the committed
 units' statistics, and one row per checkpoint ranked by exact accuracy.
 
-    {"run_id", "dataset", "split", "sets", "eval",
+    {"format": "hrm-eval/metrics", "version", "run_id", "dataset", "split", "sets", "eval",
      "checkpoints": {name: {"step", "family", "content_hash",
                             "metrics": StatsTable.finalize(), "stats": StatsTable.to_dict()}},
      "votes": {...}}                       (cluster.results.votes, when the config asks for votes)
@@ -24,6 +24,9 @@ from hrm.eval.metrics import StatsTable
 from cluster.plan import PreparedRun
 from cluster.results.layout import LEADERBOARD, METRICS, file_uri
 
+METRICS_FORMAT = "hrm-eval/metrics"
+METRICS_VERSION = 1  # raised whenever a key of metrics.json changes meaning or shape
+
 
 def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[str, Any]:
     """The metrics of a run whose every unit is committed, from each checkpoint's merged
@@ -31,6 +34,8 @@ def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[
     per_checkpoint = {ref.name: stats.get(ref.name, StatsTable()) for ref in prepared.checkpoints}
     config = prepared.config
     return {
+        "format": METRICS_FORMAT,
+        "version": METRICS_VERSION,
         "run_id": prepared.run_id,
         "dataset": config.dataset.uri,
         "split": config.dataset.split,

@@ -1,8 +1,9 @@
 """The driver's parts that need no Ray: scheduling policy, the evaluator class run
 in-process, the results layout, the leaderboard."""
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
+import pyarrow.parquet as pq
 import pytest
 
 from hrm.data.schema import Shard
@@ -11,7 +12,7 @@ from hrm.eval.metrics import StatsTable
 from cluster.actor import Evaluator
 from cluster.plan import Unit, prepare
 from cluster.results.layout import commit_unit, read_predictions, read_unit_records
-from cluster.results.metrics import leaderboard_rows
+from cluster.results.metrics import METRICS_VERSION, leaderboard_rows, run_metrics
 from cluster.scheduler import ActorSlot, Scheduler
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset, run_config
@@ -152,6 +153,15 @@ def test_units_evaluated_one_by_one_merge_into_exactly_the_whole_set_result(swee
         assert stored.equals(table)
 
 
+def test_every_checkpoints_predictions_read_as_one_table_with_a_checkpoint_column(sweep):
+    actor = evaluator(sweep, cache_size=2)
+    refs = {r.name: r for r in sweep.checkpoints}
+    for unit in sweep.units:
+        actor(unit, refs[unit.checkpoint])
+    table = pq.read_table(f"{sweep.run}/predictions")
+    assert Counter(table.column("checkpoint").to_pylist()) == {name: 64 for name in refs}
+
+
 def test_the_model_cache_loads_a_checkpoint_once_and_evicts_the_least_recently_used(sweep):
     refs = {r.name: r for r in sweep.checkpoints}
     first, second = [[u for u in sweep.units if u.checkpoint == name] for name in refs]
@@ -184,3 +194,9 @@ def test_the_leaderboard_ranks_by_exact_then_token_accuracy():
     metrics = {"checkpoints": {"a": entry(0.1, 0.9), "b": entry(0.5, 0.1), "c": entry(0.1, 0.95)}}
     rows = leaderboard_rows(metrics)
     assert [(r["rank"], r["checkpoint"]) for r in rows] == [(1, "b"), (2, "c"), (3, "a")]
+
+
+def test_metrics_json_names_its_format_and_version(sweep):
+    metrics = run_metrics(sweep, {})
+    assert (metrics["format"], metrics["version"]) == ("hrm-eval/metrics", METRICS_VERSION)
+    assert set(metrics["checkpoints"]) == {ref.name for ref in sweep.checkpoints}
