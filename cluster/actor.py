@@ -21,14 +21,28 @@ from collections import OrderedDict
 import ray
 import torch
 
-from hrm.checkpoint.loading import load_checkpoint
+from hrm.checkpoint.loading import load_planned_checkpoint
 from hrm.data.reader import open_dataset
+from hrm.errors import InputError
 from hrm.eval.engine import Engine
 from hrm.eval.shard import build_engine, evaluate_examples
 
 from cluster.config import RunConfig
 from cluster.plan import CheckpointRef, Unit
 from cluster.results.layout import ActorInfo, UnitRecord, prediction_key, write_predictions
+
+
+class CheckpointUnusable(Exception):
+    """A unit's checkpoint could not be loaded as planned. It fails that checkpoint's units,
+    not the run. `permanent`: its bytes are bad or not the planned ones, so trying again cannot
+    help; otherwise the fault was on the way (reading, downloading) and the unit is retried."""
+
+    def __init__(self, checkpoint: str, message: str, permanent: bool):
+        super().__init__(checkpoint, message, permanent)  # all in args: Ray pickles it to the driver
+        self.checkpoint, self.message, self.permanent = checkpoint, message, permanent
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class Evaluator:
@@ -102,9 +116,15 @@ class Evaluator:
         while len(self.engines) >= self.config.cluster.cache_size:
             self.engines.popitem(last=False)
             self._release_memory()
-        ckpt = load_checkpoint(checkpoint.uri, checkpoint.config_uri, self.config.cluster.checkpoint_cache_dir)
-        engine = build_engine(ckpt, self.metadata, self.config.dataset.uri, dtype=self.eval.dtype, device=self.device,
-                              batch_size=self.eval.batch_size, compile=self.eval.compile)
+        try:
+            ckpt = load_planned_checkpoint(checkpoint.uri, checkpoint.config_uri, checkpoint.content_hash,
+                                           self.config.cluster.checkpoint_cache_dir)
+            engine = build_engine(ckpt, self.metadata, self.config.dataset.uri, dtype=self.eval.dtype,
+                                  device=self.device, batch_size=self.eval.batch_size, compile=self.eval.compile)
+        except InputError as err:
+            raise CheckpointUnusable(checkpoint.name, str(err), permanent=True) from None
+        except OSError as err:
+            raise CheckpointUnusable(checkpoint.name, f"{checkpoint.uri}: {err}", permanent=False) from None
         self.engines[checkpoint.name] = engine
         return engine, True
 

@@ -11,12 +11,16 @@ and writes the run's summary files.
   past that the driver replaces the actor and requeues its units. A unit that fails
   `max_attempts` times, or raises InputError (bad input never gets better), fails the run,
   and the manifest names it.
+- A checkpoint that cannot be loaded as planned (`CheckpointUnusable`: bad bytes, or not the
+  bytes it was planned with) fails its own units only: the other checkpoints complete, get
+  their metrics and report, and the run ends failed, naming it.
 - Resume: units whose records are committed under the run are not evaluated again.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -24,7 +28,7 @@ import ray
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 
-from cluster.actor import Evaluator
+from cluster.actor import CheckpointUnusable, Evaluator
 from cluster.manifest import Manifest, RunLedger, build_manifest, write_manifest
 from cluster.plan import PreparedRun, Unit
 from cluster.progress import RunProgress
@@ -197,6 +201,13 @@ class Driver:
 
     def _unit_failed(self, unit: Unit, err: ray.exceptions.RayTaskError) -> None:
         cause = err.cause if isinstance(err.cause, BaseException) else err
+        if isinstance(cause, CheckpointUnusable):
+            self.ledger.errors[unit.id] = str(cause)
+            if cause.permanent or self.ledger.attempts[unit.id] >= self.cluster.max_attempts:
+                self._fail_checkpoint(unit.checkpoint, str(cause))
+            else:
+                self._retry_or_fail(unit, str(cause))
+            return
         if isinstance(cause, InputError):
             self.ledger.errors[unit.id] = str(cause)
             self._fail(unit.id, f"unit {unit.id} ({unit.checkpoint}, {_shard_text(unit)}): {cause}")
@@ -205,6 +216,8 @@ class Driver:
 
     def _retry_or_fail(self, unit: Unit, error: str) -> None:
         self.ledger.errors[unit.id] = error
+        if unit.checkpoint in self.ledger.failed_checkpoints:
+            return  # given up already: nothing of it is evaluated again
         if self.ledger.attempts[unit.id] >= self.cluster.max_attempts:
             self._fail(unit.id, f"unit {unit.id} ({unit.checkpoint}, {_shard_text(unit)}) failed "
                                 f"{self.ledger.attempts[unit.id]} times; last error: {error}")
@@ -212,6 +225,14 @@ class Driver:
             self.progress.event(f"retrying unit {unit.id} ({unit.checkpoint}, {_shard_text(unit)}) after: "
                                 f"{error.splitlines()[0] if error else 'unknown error'}")
             self.scheduler.requeue(unit)
+
+    def _fail_checkpoint(self, name: str, message: str) -> None:
+        if name in self.ledger.failed_checkpoints:
+            return
+        self.ledger.failed_checkpoints[name] = message
+        skipped = self.scheduler.drop(name)
+        self.progress.event(f"checkpoint {name} failed, {len(skipped)} more of its units skipped; the other "
+                            f"checkpoints go on: {_first_line(Exception(message))}")
 
     def _fail(self, unit_id: str | None, message: str) -> None:
         if self.ledger.failure is None:
@@ -252,13 +273,19 @@ class Driver:
 
     # -- results ------------------------------------------------------------------------
     def _finish(self) -> Manifest:
-        completed = self.ledger.failure is None and len(self.ledger.records) == len(self.units)
+        failed = self.ledger.failed_checkpoints
+        evaluated = replace(self.prepared, checkpoints=[r for r in self.prepared.checkpoints if r.name not in failed],
+                            units=[u for u in self.prepared.units if u.checkpoint not in failed])
+        # Every unit of every checkpoint that did not fail is committed: their results stand.
+        completed = (self.ledger.failure is None and bool(evaluated.checkpoints)
+                     and all(u.id in self.ledger.records for u in evaluated.units))
         run = self.prepared.run
         metrics = None
         if completed:
-            metrics = run_metrics(self.prepared, self.ledger.stats)
+            metrics = run_metrics(evaluated, self.ledger.stats)
             metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
-        manifest = build_manifest(self.prepared, self.ledger, "completed" if completed else "failed",
+        status = "completed" if completed and not failed else "failed"
+        manifest = build_manifest(self.prepared, self.ledger, status,
                                   ray.cluster_resources() if ray.is_initialized() else {})
         if metrics is not None:
             write_metrics(run, metrics)
@@ -269,7 +296,7 @@ class Driver:
         if metrics is not None:
             html, _ = write_report(run)  # reads the manifest: after the commit point, regenerable from results
             self.progress.event(f"report: {html}")
-        if not completed:
+        if status == "failed":
             raise RunFailed(manifest.error or "run incomplete", manifest)
         return manifest
 

@@ -46,6 +46,7 @@ class CheckpointEntry(BaseModel):
     units: int
     examples: int
     loads: int  # models built for it across all actors (resumed units cost none)
+    error: str | None = None  # why it failed: its units were given up, the other checkpoints' went on
 
 
 class UnitState(BaseModel):
@@ -99,6 +100,7 @@ class RunLedger:
     counters: Counter[str] = field(default_factory=Counter)  # SCHEDULING_COUNTERS
     timings: dict[str, float] = field(default_factory=dict)
     failure: tuple[str | None, str] | None = None  # (failed unit id, message)
+    failed_checkpoints: dict[str, str] = field(default_factory=dict)  # name -> why
 
     def commit(self, record: UnitRecord, unit: Unit, resumed: bool = False) -> None:
         """Count a committed unit: test-time-augmentation copies count only in their votes."""
@@ -116,6 +118,9 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
     evaluate_s = ledger.timings["evaluate_s"]
     examples = sum(r.examples for r in evaluated)
     failed_unit, error = ledger.failure if ledger.failure else (None, None)
+    if status == "failed" and error is None and ledger.failed_checkpoints:
+        error = f"{len(ledger.failed_checkpoints)} checkpoint(s) failed: " + "; ".join(
+            f"{name}: {why}" for name, why in ledger.failed_checkpoints.items())
     if status == "failed" and error is None:
         error = f"{len(units) - len(ledger.records)} unit(s) not committed"
     states = [_unit_state(ledger, unit, failed_unit) for unit in units]
@@ -145,6 +150,7 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
                 units=sum(1 for u in units if u.checkpoint == ref.name),
                 examples=sum(u.examples for u in units if u.checkpoint == ref.name),
                 loads=ledger.loads[ref.name],
+                error=ledger.failed_checkpoints.get(ref.name),
             )
             for ref in prepared.checkpoints
         ],
@@ -188,7 +194,7 @@ def _unit_state(ledger: RunLedger, unit: Unit, failed_unit: str | None) -> UnitS
         state = "resumed"
     elif record is not None:
         state = "committed"
-    elif unit.id == failed_unit:
+    elif unit.id == failed_unit or unit.checkpoint in ledger.failed_checkpoints:
         state = "failed"
     else:
         state = "pending"
@@ -196,7 +202,7 @@ def _unit_state(ledger: RunLedger, unit: Unit, failed_unit: str | None) -> UnitS
         id=unit.id, checkpoint=unit.checkpoint, set=unit.shard.set, start=unit.shard.start,
         stop=unit.shard.stop, state=state,
         attempts=record.attempts if record else ledger.attempts[unit.id],
-        error=ledger.errors.get(unit.id),
+        error=ledger.errors.get(unit.id) or ledger.failed_checkpoints.get(unit.checkpoint),
         actor=record.actor.instance if record else None,
         seconds=sum(record.timings.values()) if record else None,
     )

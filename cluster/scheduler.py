@@ -26,12 +26,20 @@ class Scheduler:
             self.pending.setdefault(unit.checkpoint, deque()).append(unit)
         self._unit_seconds: list[float] = []
         self._load_seconds: list[float] = []
+        self._dropped: set[str] = set()
 
     def remaining(self) -> int:
         return sum(len(q) for q in self.pending.values())
 
     def requeue(self, unit: Unit) -> None:
-        self.pending.setdefault(unit.checkpoint, deque()).appendleft(unit)
+        if unit.checkpoint not in self._dropped:
+            self.pending.setdefault(unit.checkpoint, deque()).appendleft(unit)
+
+    def drop(self, checkpoint: str) -> list[Unit]:
+        """Give up a checkpoint: its pending units are removed and returned, and none of its
+        units is handed out again, even if requeued later."""
+        self._dropped.add(checkpoint)
+        return list(self.pending.pop(checkpoint, ()))
 
     def observe(self, unit_s: float, load_s: float | None) -> None:
         """Measured costs (a unit's work; its model load, if it paid one) drive stealing."""

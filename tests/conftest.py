@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.cluster_factories import RAY_ENV
 from tests.s3server import S3_ENV, start_s3_server
 
 
@@ -30,3 +31,19 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[None]:
+    """An embedded Ray for the tests of one module (started once: it takes seconds)."""
+    import ray
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in RAY_ENV.items():
+            env.setenv(key, value)
+        env.delenv("RAY_ADDRESS", raising=False)
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

@@ -65,7 +65,7 @@ def leaderboard(r: RunResults) -> list[Block]:
 
 def _sweeps(r: RunResults) -> list[plots.SweepSeries]:
     series = []
-    for group in training_runs(r.manifest.checkpoints):
+    for group in training_runs(r.evaluated):
         figs = [r.figures(e.name) for e in group]
         if len(group) < 2 or any(e.step is None for e in group) or any(f["count"] == 0 for f in figs):
             continue

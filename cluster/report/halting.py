@@ -66,9 +66,9 @@ def _savings(r: RunResults, other: RunResults | None) -> list[Block]:
                      "`hrm-eval report RUN --other-protocol RUN2` compares it with a run of the other.")]
     fixed, adaptive = (r, other) if r.protocol == "fixed" else (other, r)
     _check_pair(fixed, adaptive)
-    by_hash = {c.content_hash: c.name for c in adaptive.manifest.checkpoints}
+    by_hash = {c.content_hash: c.name for c in adaptive.evaluated}
     rows = []
-    for entry in fixed.manifest.checkpoints:
+    for entry in fixed.evaluated:
         twin = by_hash.get(entry.content_hash)
         if twin is None or entry.name not in fixed.costs or twin not in adaptive.costs:
             continue

@@ -65,7 +65,7 @@ def _drift(r: RunResults) -> list[Block]:
         Table(["from", "to", *components], rows, caption="Relative weight change between consecutive checkpoints",
               collapsed=len(rows) > COLLAPSE_ROWS),
     ]
-    for group in training_runs(r.manifest.checkpoints):
+    for group in training_runs(r.evaluated):
         names = {e.name for e in group}
         steps_drift = [d for d in drift if d["to"] in names]
         if len(steps_drift) < 2:

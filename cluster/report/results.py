@@ -10,7 +10,7 @@ from typing import Any
 
 from hrm import storage
 
-from cluster.manifest import Manifest, read_manifest
+from cluster.manifest import CheckpointEntry, Manifest, read_manifest
 from cluster.results.health import read_health
 from cluster.results.layout import METRICS, UnitRecord, file_uri, read_predictions, read_unit_records
 from cluster.results.metrics import read_leaderboard, read_metrics
@@ -39,8 +39,13 @@ class RunResults:
     puzzles: int | None  # distinct (set, puzzle) pairs every checkpoint was evaluated on
 
     @property
+    def evaluated(self) -> list[CheckpointEntry]:
+        """The checkpoints with figures: all but those that failed."""
+        return [c for c in self.manifest.checkpoints if c.error is None]
+
+    @property
     def names(self) -> list[str]:
-        return [c.name for c in self.manifest.checkpoints]
+        return [c.name for c in self.evaluated]
 
     @property
     def protocol(self) -> str:
@@ -96,5 +101,6 @@ def larger(a: int | None, b: int | None) -> int | None:
 
 def count_puzzles(run: str, manifest: Manifest) -> int:
     """Every checkpoint sees the same examples, so one checkpoint's predictions count them."""
-    table = read_predictions(run, manifest.checkpoints[0].name).select(["set", "puzzle_index"])
+    first = next(c.name for c in manifest.checkpoints if c.error is None)
+    table = read_predictions(run, first).select(["set", "puzzle_index"])
     return len(set(zip(table.column("set").to_pylist(), table.column("puzzle_index").to_pylist())))

@@ -77,8 +77,11 @@ def run_summary(r: RunResults) -> list[Block]:
         caption="Checkpoints, in plan order",
         collapsed=len(m.checkpoints) > COLLAPSE_ROWS,
     )
+    failed = [[c.name, c.error] for c in m.checkpoints if c.error is not None]
     return [
         Table(["item", "value"], rows),
+        *([Table(["checkpoint", "why"], failed, caption="Failed checkpoints: their units were given up and they "
+                 "have no figures in this report; every other checkpoint was evaluated in full")] if failed else []),
         checkpoints,
         Code("The run config (as validated)", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)),
     ]

@@ -18,23 +18,22 @@ from typing import Any
 
 from hrm import storage
 from hrm.checkpoint.health import component_stats, relative_change
-from hrm.checkpoint.loading import Checkpoint, load_checkpoint
-from hrm.errors import InputError
+from hrm.checkpoint.loading import Checkpoint, load_planned_checkpoint
 
 from cluster.manifest import CheckpointEntry, Manifest
 from cluster.results.layout import HEALTH, file_uri
 
 
 def collect_health(manifest: Manifest) -> dict[str, Any]:
-    """Read every checkpoint of the run (each checked against the content hash the run
-    evaluated) and measure its health; one training run's checkpoints in memory two at a time."""
+    """Read every checkpoint the run evaluated (each checked against the content hash it was
+    planned with; failed checkpoints are left out) and measure its health; one training run's checkpoints in memory two at a time."""
     cache_dir = manifest.config.cluster.checkpoint_cache_dir
     checkpoints: dict[str, dict[str, Any]] = {}
     drift: list[dict[str, Any]] = []
-    for group in training_runs(manifest.checkpoints):
+    for group in training_runs([entry for entry in manifest.checkpoints if entry.error is None]):
         previous: tuple[CheckpointEntry, Checkpoint] | None = None
         for entry in group:
-            ckpt = _load_evaluated(entry, cache_dir)
+            ckpt = load_planned_checkpoint(entry.uri, entry.config_uri, entry.content_hash, cache_dir)
             checkpoints[entry.name] = {
                 "components": [asdict(row) for row in component_stats(ckpt)],
                 "step": entry.step,
@@ -43,7 +42,7 @@ def collect_health(manifest: Manifest) -> dict[str, Any]:
                 drift.append({"from": previous[0].name, "to": entry.name,
                               "relative_change": relative_change(previous[1], ckpt)})
             previous = (entry, ckpt)
-    ordered = {entry.name: checkpoints[entry.name] for entry in manifest.checkpoints}
+    ordered = {entry.name: checkpoints[entry.name] for entry in manifest.checkpoints if entry.name in checkpoints}
     return {"checkpoints": ordered, "drift": drift}
 
 
@@ -55,14 +54,6 @@ def training_runs(entries: list[CheckpointEntry]) -> list[list[CheckpointEntry]]
         key = posixpath.dirname(entry.config_uri) if entry.step is not None else f"\0{entry.name}"
         groups.setdefault(key, []).append(entry)
     return [sorted(group, key=lambda e: e.step or 0) for group in groups.values()]
-
-
-def _load_evaluated(entry: CheckpointEntry, cache_dir: str | None) -> Checkpoint:
-    ckpt = load_checkpoint(entry.uri, entry.config_uri, cache_dir)
-    if entry.content_hash is not None and ckpt.content_hash() != entry.content_hash:
-        raise InputError(f"{entry.uri}: the file changed since the run evaluated it "
-                         f"(sha256 {ckpt.content_hash()[:12]}…, the run had {entry.content_hash[:12]}…)")
-    return ckpt
 
 
 def write_health(run: str, manifest: Manifest) -> str:

@@ -64,6 +64,10 @@ def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict
     exact = {name: metrics["checkpoints"][name]["metrics"]["all"]["exact_accuracy"] or 0.0 for name in names}
     for ensemble in config.ensembles:
         members = ensemble.members or top_k_members(exact, ensemble.top_k)
+        failed = [name for name in members if name not in exact]
+        if failed:  # a member failed to load: the ensemble the config describes cannot be formed
+            votes.setdefault("skipped_ensembles", {})[ensemble.name] = f"member(s) failed: {', '.join(failed)}"
+            continue
         votes["ensembles"] += ensemble_votes(ensemble, members, run_uri, labels)
     return {**metrics, "votes": votes}
 

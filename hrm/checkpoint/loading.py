@@ -134,6 +134,17 @@ def load_checkpoint(uri: str | os.PathLike, config: str | os.PathLike | None = N
                       state=read_state_dict(path, file))
 
 
+def load_planned_checkpoint(uri: str, config: str, content_hash: str | None, cache_dir: str | None = None) -> Checkpoint:
+    """`load_checkpoint`, refusing a file whose bytes are not those a run planned with
+    (`content_hash`): results must never be counted under another file's identity."""
+    ckpt = load_checkpoint(uri, config, cache_dir)
+    found = ckpt.content_hash()
+    if content_hash is not None and found != content_hash:
+        raise InputError(f"{uri}: the file changed since the run was planned (sha256 {found[:12]}…, planned "
+                         f"{content_hash[:12]}…); a new run plans it under its new content")
+    return ckpt
+
+
 def check_finite(ckpt: Checkpoint) -> None:
     for key, tensor in ckpt.state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

@@ -1,6 +1,8 @@
-"""The driver's parts that need no Ray: scheduling policy, the evaluator class run
-in-process, the results layout, the leaderboard."""
+"""The driver: its parts that need no Ray (scheduling policy, the evaluator class run in-process,
+the results layout, the leaderboard), and on an embedded Ray, what it does when a checkpoint
+cannot be used."""
 
+import io
 from collections import Counter, OrderedDict
 
 import pyarrow.parquet as pq
@@ -10,9 +12,12 @@ from hrm.data.schema import Shard
 from hrm.eval.metrics import StatsTable
 
 from cluster.actor import Evaluator
+from cluster.driver import RunFailed, execute
+from cluster.manifest import read_manifest
 from cluster.plan import Unit, prepare
+from cluster.progress import RunProgress
 from cluster.results.layout import commit_unit, read_predictions, read_unit_records
-from cluster.results.metrics import METRICS_VERSION, leaderboard_rows, run_metrics
+from cluster.results.metrics import METRICS_VERSION, leaderboard_rows, read_metrics, run_metrics
 from cluster.scheduler import ActorSlot, Scheduler
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset, run_config
@@ -119,6 +124,16 @@ def test_one_checkpoint_over_many_shards_is_shared_by_both_actors():
 # --------------------------------------------------------------------------- the evaluator in-process
 
 
+def test_a_dropped_checkpoints_units_are_never_handed_out_again_even_when_requeued():
+    units = units_for(2, 3)
+    scheduler = Scheduler(units)
+    taken = scheduler.next_for(slot(0, cached=["c0"]), [])
+    assert [u.id for u in scheduler.drop("c0")] == ["c0-s1", "c0-s2"]
+    scheduler.requeue(taken)
+    handed = [scheduler.next_for(slot(0, cached=["c0"]), []) for _ in range(4)]
+    assert [u.id if u else None for u in handed] == ["c1-s0", "c1-s1", "c1-s2", None]
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
@@ -200,3 +215,63 @@ def test_metrics_json_names_its_format_and_version(sweep):
     metrics = run_metrics(sweep, {})
     assert (metrics["format"], metrics["version"]) == ("hrm-eval/metrics", METRICS_VERSION)
     assert set(metrics["checkpoints"]) == {ref.name for ref in sweep.checkpoints}
+
+
+def quiet_run(config):
+    """Plan and execute a run with its progress kept off the test output; (prepared, error)."""
+    prepared = prepare(config)
+    try:
+        execute(prepared, RunProgress(stream=io.StringIO()))
+    except RunFailed as err:
+        return prepared, err
+    return prepared, None
+
+
+def three_checkpoint_run(root, run_id: str):
+    data = make_dataset(root / "data")
+    make_checkpoint(root / "run", steps=(1, 2, 3), q_scale=0.3, vocab_size=VOCAB, seq_len=SEQ_LEN,
+                    num_puzzle_identifiers=NUM_IDS)
+    config = run_config([{"run": str(root / "run")}], data, str(root / "out"), cluster={"actors": 1})
+    return config.model_copy(update={"output": config.output.model_copy(update={"run_id": run_id})})
+
+
+@pytest.mark.ray
+def test_a_checkpoint_that_cannot_be_loaded_fails_its_own_units_and_the_others_match_a_clean_run(tmp_path,
+                                                                                                 ray_runtime):
+    clean, error = quiet_run(three_checkpoint_run(tmp_path / "clean", "clean"))
+    assert error is None
+    prepared = prepare(three_checkpoint_run(tmp_path / "broken", "broken"))
+    (tmp_path / "broken" / "run" / "step_2").write_bytes(b"not a checkpoint")  # after planning
+    with pytest.raises(RunFailed, match="1 checkpoint\\(s\\) failed: run-step_2: .*step_2"):
+        execute(prepared, RunProgress(stream=io.StringIO()))
+
+    manifest = read_manifest(prepared.run)
+    assert manifest.status == "failed"
+    assert [c.name for c in manifest.checkpoints if c.error] == ["run-step_2"]
+    assert {s.state for s in manifest.units if s.checkpoint == "run-step_2"} == {"failed"}
+    assert {s.state for s in manifest.units if s.checkpoint != "run-step_2"} == {"committed"}
+    good, reference = read_metrics(prepared.run)["checkpoints"], read_metrics(clean.run)["checkpoints"]
+    assert list(good) == ["run-step_1", "run-step_3"]
+    for name in good:
+        assert good[name]["stats"] == reference[name]["stats"] and good[name]["metrics"] == reference[name]["metrics"]
+    report = (tmp_path / "broken" / "out" / "broken" / "report.md").read_text()
+    assert "Failed checkpoints" in report and "run-step_2" in report
+
+
+@pytest.mark.ray
+def test_a_checkpoint_changed_after_planning_is_refused_and_a_new_plan_evaluates_its_new_content(tmp_path,
+                                                                                                ray_runtime):
+    config = three_checkpoint_run(tmp_path, "first")
+    planned = prepare(config)
+    other = make_checkpoint(tmp_path / "other", steps=(2,), seed=99, vocab_size=VOCAB, seq_len=SEQ_LEN,
+                            num_puzzle_identifiers=NUM_IDS)[0]
+    (tmp_path / "run" / "step_2").write_bytes(other.read_bytes())  # same shapes, other weights
+    with pytest.raises(RunFailed, match="run-step_2: .*changed since the run was planned"):
+        execute(planned, RunProgress(stream=io.StringIO()))
+    assert not list((tmp_path / "out" / "first" / "predictions").glob("checkpoint=run-step_2/*"))
+
+    replanned, error = quiet_run(config)
+    assert error is None  # the rerun plans step_2 under its new hash, so nothing old is resumed for it
+    changed = {u.id for u in replanned.units if u.checkpoint == "run-step_2"}
+    assert changed.isdisjoint(u.id for u in planned.units)
+    assert read_manifest(replanned.run).counts["evaluated"] == len(changed)

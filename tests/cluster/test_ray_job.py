@@ -36,7 +36,7 @@ from cluster.progress import RunProgress
 from cluster.results.layout import METRICS, read_predictions, run_uri
 from cluster.results.metrics import read_leaderboard, read_metrics
 
-from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
+from tests.cluster_factories import NUM_IDS, RAY_ENV, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
 from tests.factories import CONFORMANCE, REPO, make_checkpoint
 
 pytestmark = pytest.mark.ray
@@ -46,7 +46,6 @@ VENV_BIN = Path(sys.executable).parent
 needs_conformance = pytest.mark.skipif(
     not SUDOKU.is_dir(), reason=f"conformance vectors not found at {SUDOKU} (the shared checkout is absent)"
 )
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # docs/ray.md, "Authentication"
 
 
 @dataclass

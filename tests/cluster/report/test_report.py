@@ -436,5 +436,5 @@ def test_a_failed_run_gets_a_report_whose_metric_sections_say_so_in_one_line(run
 def test_health_refuses_a_checkpoint_that_changed_since_the_run(runs):
     manifest = read_manifest(runs["fixed"])
     tampered = manifest.checkpoints[0].model_copy(update={"content_hash": "0" * 64})
-    with pytest.raises(InputError, match="changed since the run evaluated it"):
+    with pytest.raises(InputError, match="changed since the run was planned"):
         collect_health(manifest.model_copy(update={"checkpoints": [tampered]}))

@@ -36,7 +36,6 @@ from tests.cluster_factories import make_dataset, run_config
 from tests.factories import CONFORMANCE, make_checkpoint
 
 ARC_TINY = CONFORMANCE / "trm-arc-tiny"
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # docs/ray.md, "Authentication"
 WRONG_AT = 5  # the valid label position the ensemble test corrupts
 
 
@@ -169,21 +168,6 @@ def test_tta_is_refused_for_data_its_transform_does_not_fit(tmp_path):
     doc = {**sudoku.model_dump(exclude_unset=True), "tta": {"enabled": True}}
     with pytest.raises(InputError, match="tta: tta.transform is required when tta.enabled"):
         validate_run_config(doc, "run.yaml")
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in RAY_ENV.items():
-            env.setenv(key, value)
-        env.delenv("RAY_ADDRESS", raising=False)
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 def one_actor_run(checkpoints: list[dict], data: str, output: str, run_id: str, **sections) -> RunConfig:
