@@ -20,6 +20,8 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +39,10 @@ from hrm.puzzles.grids import GridTransform, board_side
 from hrm.puzzles.tta import tta_transform
 
 from cluster.config import CheckpointSource, EnsembleConfig, RunConfig, TTAConfig
+from cluster.progress import Meter
 from cluster.results.layout import run_uri
 
+PREFLIGHT_THREADS = 8  # checkpoints loaded and hashed at once: downloads and disk reads overlap
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MAZE_COPIES = 7  # non-identity dihedral transforms
 
@@ -203,14 +207,36 @@ def preflight(config: RunConfig) -> tuple[Dataset, list[CheckpointRef]]:
             problems.append(f"{ref.uri}: checkpoint name {ref.name!r} is also {names[ref.name]}'s: give `name:`")
         names.setdefault(ref.name, ref.uri)
     checked = []
-    for ref in refs.values():
-        try:
-            checked.append(_check_checkpoint(ref, meta, data.uri, config.cluster.checkpoint_cache_dir))
-        except InputError as err:
-            problems.append(str(err))
+    for ref, problem in _check_checkpoints(list(refs.values()), meta, data.uri, config.cluster.checkpoint_cache_dir):
+        if problem is None:
+            checked.append(ref)
+        else:
+            problems.append(problem)
     if problems:
         raise InputError(f"preflight found {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return dataset, checked
+
+
+def _check_checkpoints(refs: list[CheckpointRef], meta: DatasetMetadata | None, dataset_uri: str,
+                       cache_dir: str | None) -> Iterator[tuple[CheckpointRef, str | None]]:
+    """Each checkpoint checked (and hashed), PREFLIGHT_THREADS at a time, in plan order: with
+    its problem, or None. Reading and hashing files waits on storage, not on this process."""
+    meter = Meter("checkpoints checked", len(refs))
+    meter.start()
+
+    def check(ref: CheckpointRef) -> tuple[CheckpointRef, str | None]:
+        try:
+            return _check_checkpoint(ref, meta, dataset_uri, cache_dir), None
+        except InputError as err:
+            return ref, str(err)
+
+    try:
+        with ThreadPoolExecutor(PREFLIGHT_THREADS) as pool:
+            for done, result in enumerate(pool.map(check, refs), start=1):
+                meter.update(done, result[0].name)
+                yield result
+    finally:
+        meter.stop()
 
 
 def _check_checkpoint(ref: CheckpointRef, meta: DatasetMetadata | None, dataset_uri: str,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from cluster.plan import PreparedRun
 from cluster.results.layout import UnitRecord
+
+if TYPE_CHECKING:  # planning reports its own progress here: no import cycle at run time
+    from cluster.plan import PreparedRun
 
 LOG_INTERVAL_S = 10.0  # off a terminal: one progress line this often
 UNDEFINED = "—"
