@@ -44,6 +44,7 @@ from hrm.model.flops import Matmul, flops_per_example_step, step_matmuls
 from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
 from jobs.bench_cluster import configure_cluster, run_cluster
+from jobs.bench_scale import configure_scale, run_scale
 
 # The paper's Sudoku HRM, and the small HRM of the conformance vectors.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -395,6 +396,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "engine": ("ACT engine examples/s against the measured matmul roofline", configure_engine, run_engine),
     "cluster": ("the Ray path against the in-process engine: throughput and a checkpoint sweep",
                 configure_cluster, run_cluster),
+    "scale": ("the real job at chosen sizes with a tiny model: driver memory, preflight, per-unit overhead, "
+              "resume scan, summary-file sizes", configure_scale, run_scale),
 }
 
 

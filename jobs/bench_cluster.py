@@ -101,8 +101,8 @@ def multiple_above(n: int, multiple: int) -> int:
     return math.ceil(n / multiple) * multiple
 
 
-def make_checkpoints(run_dir: Path, count: int) -> list[Path]:
-    spec = ArchSpec(family="hrm", loss_type="softmax_cross_entropy", arch=ARCH, source=str(run_dir))
+def make_checkpoints(run_dir: Path, count: int, arch: dict[str, Any] = ARCH) -> list[Path]:
+    spec = ArchSpec(family="hrm", loss_type="softmax_cross_entropy", arch=arch, source=str(run_dir))
     config = spec.model_config(SIZES)
     paths = []
     for step in range(1, count + 1):

@@ -153,3 +153,20 @@ def test_a_failing_product_on_one_stream_raises_instead_of_leaving_the_others_wa
     caller.start()
     caller.join(timeout=60)
     assert not caller.is_alive() and len(raised) == 1
+
+
+@pytest.mark.ray
+def test_the_scale_bench_measures_each_size_in_real_runs_and_their_resume(tmp_path):
+    out = tmp_path / "scale.json"
+    run = subprocess.run([sys.executable, "-m", "jobs.bench", "scale", "--sizes", "600", "1200", "--checkpoints", "2",
+                          "--workdir", str(tmp_path / "work"), "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sizes = json.loads(out.read_text())["sizes"]
+    assert [(s["examples"], s["checkpoints"]) for s in sizes] == [(600, 2), (1200, 2)]
+    for s in sizes:
+        assert s["units"] == s["resumed_units"] > 0  # the second run found every unit committed
+        assert s["driver_peak_rss_mib"] > 0 and s["resume_scan_s"] > 0 and s["preflight_and_planning_s"] > 0
+        assert all(v > 0 for v in s["actor_s_per_unit"].values()) and 0 < s["model_share_of_actor_time"] < 1
+        assert all(size > 0 for size in s["file_bytes"].values())
+    assert "600 → 1,200 examples: driver peak RSS" in run.stdout
