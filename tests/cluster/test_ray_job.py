@@ -353,7 +353,7 @@ def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(clust
     assert not storage.exists(storage.join(prepared.run, METRICS))  # no half-finished figures
 
 
-def test_bad_weights_fail_the_run_at_once_without_retrying(cluster, tmp_path):
+def test_bad_weights_fail_their_checkpoint_at_once_without_retrying(cluster, tmp_path):
     doc, weights = tiny_run(tmp_path, max_attempts=3)
     state = torch.load(weights, weights_only=True)
     key = next(k for k in state if k.endswith("lm_head.weight"))
@@ -363,8 +363,9 @@ def test_bad_weights_fail_the_run_at_once_without_retrying(cluster, tmp_path):
     with pytest.raises(RunFailed, match="NaN"):
         execute(prepared)
     manifest = read_manifest(prepared.run)
-    failed = next(u for u in manifest.units if u.id == manifest.failed_unit)
-    assert failed.attempts == 1 and "NaN" in failed.error
+    assert manifest.status == "failed" and "NaN" in manifest.checkpoints[0].error
+    assert {u.state for u in manifest.units} == {"failed"} and all("NaN" in u.error for u in manifest.units)
+    assert max(u.attempts for u in manifest.units) == 1  # bad bytes do not get better: no retry
 
 
 # --------------------------------------------------------------------------- before Ray starts
