@@ -93,8 +93,9 @@ class Evaluator:
     def info(self) -> ActorInfo:
         """Who and where this actor is; also the readiness probe the driver waits on."""
         cuda = self.device.startswith("cuda")
-        in_ray = ray.is_initialized()  # the class also runs in-process (tests, the engine comparison)
-        context = ray.get_runtime_context() if in_ray else None
+        # The class also runs in-process (tests, the engine comparison), where Ray may be up all the same.
+        context = ray.get_runtime_context() if ray.is_initialized() else None
+        in_ray = context is not None and context.get_actor_id() is not None
         return ActorInfo(
             actor_id=context.get_actor_id() if in_ray else "local",
             instance=self.instance,

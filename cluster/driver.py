@@ -34,7 +34,7 @@ from cluster.plan import PreparedRun, Unit
 from cluster.progress import RunProgress
 from cluster.report.build import write_report
 from cluster.results.health import write_health
-from cluster.results.layout import UnitRecord, commit_unit, read_unit_records
+from cluster.results.layout import SEGMENT_UNITS, Segment, UnitRecord, commit_unit, read_committed, write_segment
 from cluster.results.metrics import leaderboard_rows, run_metrics, write_leaderboard, write_metrics
 from cluster.results.votes import apply_votes
 from cluster.scheduler import ActorSlot, Scheduler
@@ -74,8 +74,11 @@ class Driver:
 
     def run(self) -> Manifest:
         clock = time.perf_counter()
-        for record in read_unit_records(self.prepared.run, set(self.units)):
-            self.ledger.commit(record, self.units[record.unit_id], resumed=True)
+        for committed in read_committed(self.prepared.run, set(self.units)):
+            if isinstance(committed, Segment):
+                self.ledger.adopt(committed)
+            else:  # a record no segment holds yet: the next segment will
+                self._count(committed, resumed=True)
         self.ledger.timings["resume_scan_s"] = time.perf_counter() - clock
         self.progress.start(self.prepared, list(self.ledger.records.values()))
         todo = [unit for unit in self.prepared.units if unit.id not in self.ledger.records]
@@ -178,13 +181,23 @@ class Driver:
             return
         record = record.model_copy(update={"attempts": self.ledger.attempts[record.unit_id]})
         commit_unit(self.prepared.run, record)
-        self.ledger.commit(record, self.units[record.unit_id])
+        self._count(record, resumed=False)
         self.ledger.errors.pop(record.unit_id, None)
         if record.model_loaded:
             self.ledger.loads[record.checkpoint] += 1
         t = record.timings
         self.scheduler.observe(t["read_s"] + t["eval_s"] + t["write_s"], t["load_s"] if record.model_loaded else None)
         self.progress.unit_done(record)
+
+    def _count(self, record: UnitRecord, resumed: bool) -> None:
+        self.ledger.commit(record, self.units[record.unit_id], resumed)
+        if len(self.ledger.segment_records) >= SEGMENT_UNITS:
+            self._write_segment()
+
+    def _write_segment(self) -> None:
+        segment = self.ledger.take_segment()
+        if segment is not None:
+            write_segment(self.prepared.run, segment)
 
     def _actor_died(self, slot: ActorSlot, unit: Unit, err: Exception) -> None:
         """Ray gave up on the actor (its restart is used up): requeue everything it had and
@@ -280,6 +293,7 @@ class Driver:
         completed = (self.ledger.failure is None and bool(evaluated.checkpoints)
                      and all(u.id in self.ledger.records for u in evaluated.units))
         run = self.prepared.run
+        self._write_segment()  # what a rerun reads first, before the manifest says how the run ended
         metrics = None
         if completed:
             metrics = run_metrics(evaluated, self.ledger.stats)

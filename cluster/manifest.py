@@ -28,7 +28,7 @@ from hrm.eval.metrics import StatsTable
 
 from cluster.config import RunConfig
 from cluster.plan import PreparedRun, Unit
-from cluster.results.layout import MANIFEST, ActorInfo, UnitRecord, file_uri
+from cluster.results.layout import MANIFEST, ActorInfo, Segment, UnitRecord, file_uri
 
 RUN_FORMAT = "hrm-eval/run"
 VERSIONED_PACKAGES = ("hrm-eval", "ray", "torch", "numpy", "pyarrow", "pydantic")
@@ -101,14 +101,38 @@ class RunLedger:
     timings: dict[str, float] = field(default_factory=dict)
     failure: tuple[str | None, str] | None = None  # (failed unit id, message)
     failed_checkpoints: dict[str, str] = field(default_factory=dict)  # name -> why
+    # Units committed since the last segment was written (cluster.results.layout.Segment).
+    segment_records: list[UnitRecord] = field(default_factory=list)
+    segment_stats: dict[str, StatsTable] = field(default_factory=dict)
 
     def commit(self, record: UnitRecord, unit: Unit, resumed: bool = False) -> None:
-        """Count a committed unit: test-time-augmentation copies count only in their votes."""
-        if unit.tta is None:
-            self.stats.setdefault(record.checkpoint, StatsTable()).merge(StatsTable.from_dict(record.stats))
-        self.records[record.unit_id] = record.model_copy(update={"stats": {}})
+        """Count a committed unit (test-time-augmentation copies count only in their votes),
+        and keep it for the next segment."""
+        slim = record.model_copy(update={"stats": {}})
+        self.records[record.unit_id] = slim
+        self.segment_records.append(slim)
         if resumed:
             self.resumed.add(record.unit_id)
+        if unit.tta is None:
+            stats = StatsTable.from_dict(record.stats)
+            self.stats.setdefault(record.checkpoint, StatsTable()).merge(stats)
+            self.segment_stats.setdefault(record.checkpoint, StatsTable()).merge(stats)
+
+    def adopt(self, segment: Segment) -> None:
+        """Count a segment an earlier run wrote: all its units are resumed."""
+        for name, doc in segment.stats.items():
+            self.stats.setdefault(name, StatsTable()).merge(StatsTable.from_dict(doc))
+        for record in segment.records:
+            self.records[record.unit_id] = record
+            self.resumed.add(record.unit_id)
+
+    def take_segment(self) -> Segment | None:
+        """The units committed since the last segment, as one segment to write; None if none."""
+        if not self.segment_records:
+            return None
+        segment = Segment(self.segment_records, {name: t.to_dict() for name, t in self.segment_stats.items()})
+        self.segment_records, self.segment_stats = [], {}
+        return segment
 
 
 def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,

@@ -2,6 +2,8 @@
 
     <output>/<run id>/
       units/<unit id>.json                           one committed work unit (UnitRecord)
+      units/segment-<id>.parquet                     many committed units at once, compacted by the driver
+                                                     (Segment): what a resume reads instead of their records
       predictions/checkpoint=<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
       tta/checkpoint=<checkpoint>/copy=<NNN>/part-<set>-<start>.parquet  those of a test-time-
                                                      augmentation copy, mapped back to the original frame
@@ -18,15 +20,21 @@ duckdb, Ray Data) gives every checkpoint's predictions with a `checkpoint` colum
 
 Every object is published atomically (temporary key, then moved into place). A unit is
 committed when its record exists; its predictions are written before the record, so a
-committed unit always has them. Votes and ensembles read the stored predictions
+committed unit always has them. Every SEGMENT_UNITS commits the driver also writes those units
+once more as a segment: their records without statistics, and the statistics already merged
+per checkpoint. Reading one segment replaces a thousand small reads, which is what makes
+resuming a run of tens of thousands of units on object storage fast. Votes and ensembles read the stored predictions
 (`read_predictions`), never the models.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -49,6 +57,9 @@ UNITS = "units"
 # concurrent requests make a resume scan fast.
 READ_THREADS = 16
 READ_CHUNK = 256  # records in flight at a time: reading a run of any size holds a bounded number
+SEGMENT_UNITS = 1000  # committed units per segment
+SEGMENT_PREFIX = "segment-"
+SEGMENT_STATS_KEY = b"hrm-eval.stats"  # Parquet metadata: {checkpoint: StatsTable.to_dict()} of its counted units
 UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -140,6 +151,34 @@ def commit_unit(run: str, record: UnitRecord) -> None:
     storage.write_json_atomic(unit_record_uri(run, record.unit_id), record.model_dump(mode="json"))
 
 
+@dataclass
+class Segment:
+    """Committed units stored together: their records without statistics (`stats` is {}), and
+    the statistics of the units that count in the metrics, merged per checkpoint."""
+
+    records: list[UnitRecord]
+    stats: dict[str, dict[str, Any]]  # checkpoint -> hrm.eval.metrics.StatsTable.to_dict()
+
+
+def write_segment(run: str, segment: Segment) -> None:
+    table = pa.table({"unit_id": [r.unit_id for r in segment.records],
+                      "record": [r.model_dump_json() for r in segment.records]})
+    table = table.replace_schema_metadata({SEGMENT_STATS_KEY: json.dumps(segment.stats).encode()})
+    storage.write_parquet_atomic(storage.join(run, UNITS, f"{SEGMENT_PREFIX}{uuid.uuid4().hex}.parquet"), [table])
+
+
+def _read_segment(uri: str) -> tuple[list[str], Callable[[], Segment]]:
+    """A segment's unit ids, and how to parse the whole of it (only done when it is used)."""
+    table = pq.read_table(storage.open_input_file(uri))
+    ids = table.column("unit_id").to_pylist()
+
+    def parse() -> Segment:
+        records = [UnitRecord.model_validate_json(doc) for doc in table.column("record").to_pylist()]
+        return Segment(records, json.loads(table.schema.metadata[SEGMENT_STATS_KEY]))
+
+    return ids, parse
+
+
 def committed_unit_ids(run: str, unit_ids: set[str]) -> set[str]:
     """Which of `unit_ids` are committed under the run (others under units/ belong to other
     configs): one listing, no record read."""
@@ -147,11 +186,26 @@ def committed_unit_ids(run: str, unit_ids: set[str]) -> set[str]:
     return present & unit_ids
 
 
-def read_unit_records(run: str, unit_ids: set[str]) -> Iterator[UnitRecord]:
-    """The committed records among `unit_ids`, in unit id order, read READ_CHUNK at a time."""
-    wanted = sorted(committed_unit_ids(run, unit_ids))
+def read_committed(run: str, unit_ids: set[str]) -> Iterator[Segment | UnitRecord]:
+    """Every committed unit among `unit_ids` once: whole segments where a segment lies within
+    `unit_ids` (a rerun of the same plan), then the records of the rest, READ_CHUNK at a time."""
+    names = storage.list_files(storage.join(run, UNITS))
+    present = {p.removesuffix(".json") for p in names if p.endswith(".json")} & unit_ids
+    segments = [storage.join(run, UNITS, p) for p in names if p.startswith(SEGMENT_PREFIX) and p.endswith(".parquet")]
+    covered: set[str] = set()
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        for start in range(0, len(wanted), READ_CHUNK):
-            chunk = wanted[start:start + READ_CHUNK]
+        for ids, parse in pool.map(_read_segment, segments):
+            if set(ids) <= unit_ids and covered.isdisjoint(ids):
+                covered.update(ids)
+                yield parse()
+        rest = sorted(present - covered)
+        for start in range(0, len(rest), READ_CHUNK):
+            chunk = rest[start:start + READ_CHUNK]
             for doc in pool.map(lambda uid: storage.read_json(unit_record_uri(run, uid)), chunk):
                 yield UnitRecord.model_validate(doc)
+
+
+def read_unit_records(run: str, unit_ids: set[str]) -> Iterator[UnitRecord]:
+    """The committed records among `unit_ids`; those that came from a segment without statistics."""
+    for item in read_committed(run, unit_ids):
+        yield from item.records if isinstance(item, Segment) else [item]

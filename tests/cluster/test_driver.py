@@ -16,7 +16,14 @@ from cluster.driver import RunFailed, execute
 from cluster.manifest import read_manifest
 from cluster.plan import Unit, prepare
 from cluster.progress import RunProgress
-from cluster.results.layout import commit_unit, read_predictions, read_unit_records
+from cluster.results.layout import (
+    Segment,
+    commit_unit,
+    read_committed,
+    read_predictions,
+    read_unit_records,
+    write_segment,
+)
 from cluster.results.metrics import METRICS_VERSION, leaderboard_rows, read_metrics, run_metrics
 from cluster.scheduler import ActorSlot, Scheduler
 
@@ -275,3 +282,46 @@ def test_a_checkpoint_changed_after_planning_is_refused_and_a_new_plan_evaluates
     changed = {u.id for u in replanned.units if u.checkpoint == "run-step_2"}
     assert changed.isdisjoint(u.id for u in planned.units)
     assert read_manifest(replanned.run).counts["evaluated"] == len(changed)
+
+
+def test_a_segment_is_read_whole_only_when_every_unit_in_it_belongs_to_the_plan(sweep, tmp_path):
+    actor = evaluator(sweep, cache_size=2)
+    refs = {r.name: r for r in sweep.checkpoints}
+    records = [actor(unit, refs[unit.checkpoint]) for unit in sweep.units[:3]]
+    run = str(tmp_path / "run")
+    for record in records:
+        commit_unit(run, record)
+    stats = StatsTable()
+    for record in records:
+        stats.merge(StatsTable.from_dict(record.stats))
+    slim = [r.model_copy(update={"stats": {}}) for r in records]
+    write_segment(run, Segment(slim, {records[0].checkpoint: stats.to_dict()}))
+
+    whole = list(read_committed(run, {u.id for u in sweep.units}))
+    assert len(whole) == 1 and isinstance(whole[0], Segment)
+    assert whole[0].records == slim and whole[0].stats == {records[0].checkpoint: stats.to_dict()}
+    part = list(read_committed(run, {records[0].unit_id, records[1].unit_id}))  # a plan without the third
+    assert {r.unit_id: r for r in part} == {r.unit_id: r for r in records[:2]}  # the records, statistics included
+
+
+@pytest.mark.ray
+def test_a_rerun_resumes_from_segments_and_loose_records_with_the_first_runs_metrics(tmp_path, ray_runtime,
+                                                                                     monkeypatch):
+    monkeypatch.setattr("cluster.driver.SEGMENT_UNITS", 4)
+    config = three_checkpoint_run(tmp_path, "segments")
+    first, error = quiet_run(config)
+    assert error is None
+    units = tmp_path / "out" / "segments" / "units"
+    segments = sorted(units.glob("segment-*.parquet"))
+    assert len(segments) == 4  # 15 units: three full segments and the rest at the end
+    segments[0].unlink()  # its four units are now only in their own records
+    metrics = read_metrics(first.run)
+
+    again, error = quiet_run(config)
+    assert error is None
+    manifest = read_manifest(again.run)
+    assert (manifest.counts["resumed"], manifest.counts["evaluated"]) == (15, 0)
+    resumed = read_metrics(again.run)
+    assert {n: (c["stats"], c["metrics"]) for n, c in resumed["checkpoints"].items()} == \
+        {n: (c["stats"], c["metrics"]) for n, c in metrics["checkpoints"].items()}
+    assert len(list(units.glob("segment-*.parquet"))) == 4  # the loose four were compacted again
