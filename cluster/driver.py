@@ -29,7 +29,7 @@ from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 
 from cluster.actor import CheckpointUnusable, Evaluator
-from cluster.manifest import Manifest, RunLedger, build_manifest, write_manifest
+from cluster.manifest import Manifest, RunLedger, build_manifest, unit_states, write_manifest, write_unit_states
 from cluster.plan import PreparedRun, Unit
 from cluster.progress import RunProgress
 from cluster.report.build import write_report
@@ -299,8 +299,10 @@ class Driver:
             metrics = run_metrics(evaluated, self.ledger.stats)
             metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
         status = "completed" if completed and not failed else "failed"
+        states = unit_states(self.prepared, self.ledger)
+        write_unit_states(run, states)
         manifest = build_manifest(self.prepared, self.ledger, status,
-                                  ray.cluster_resources() if ray.is_initialized() else {})
+                                  ray.cluster_resources() if ray.is_initialized() else {}, states)
         if metrics is not None:
             write_metrics(run, metrics)
             write_leaderboard(run, leaderboard_rows(metrics))

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from hrm import storage
@@ -28,7 +30,7 @@ from hrm.eval.metrics import StatsTable
 
 from cluster.config import RunConfig
 from cluster.plan import PreparedRun, Unit
-from cluster.results.layout import MANIFEST, ActorInfo, Segment, UnitRecord, file_uri
+from cluster.results.layout import MANIFEST, UNIT_STATES, ActorInfo, Segment, UnitRecord, file_uri
 
 RUN_FORMAT = "hrm-eval/run"
 VERSIONED_PACKAGES = ("hrm-eval", "ray", "torch", "numpy", "pyarrow", "pydantic")
@@ -62,9 +64,17 @@ class UnitState(BaseModel):
     seconds: float | None = None  # load + read + eval + write on the actor
 
 
+# unit_states.parquet: one row per planned unit, beside the manifest (which stays small).
+UNIT_STATES_SCHEMA = pa.schema([
+    ("id", pa.string()), ("checkpoint", pa.string()), ("set", pa.string()), ("start", pa.int64()),
+    ("stop", pa.int64()), ("state", pa.string()), ("attempts", pa.int64()), ("error", pa.string()),
+    ("actor", pa.string()), ("seconds", pa.float64()),
+])
+
+
 class Manifest(BaseModel):
     format: str = RUN_FORMAT
-    version: int = 1
+    version: int = 2  # 2: unit states in unit_states.parquet instead of a list here
     run_id: str
     status: Literal["completed", "failed"]
     error: str | None = None
@@ -81,7 +91,6 @@ class Manifest(BaseModel):
     scheduling: dict[str, Any]
     timings: dict[str, float]
     hardware: dict[str, Any]
-    units: list[UnitState]
 
 
 @dataclass
@@ -135,8 +144,23 @@ class RunLedger:
         return segment
 
 
-def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
-                   cluster_resources: dict[str, float]) -> Manifest:
+def unit_states(prepared: PreparedRun, ledger: RunLedger) -> list[UnitState]:
+    failed_unit = ledger.failure[0] if ledger.failure else None
+    return [_unit_state(ledger, unit, failed_unit) for unit in prepared.units]
+
+
+def write_unit_states(run: str, states: list[UnitState]) -> None:
+    rows = [state.model_dump() for state in states]
+    storage.write_parquet_atomic(file_uri(run, UNIT_STATES), [pa.Table.from_pylist(rows, schema=UNIT_STATES_SCHEMA)])
+
+
+def read_unit_states(run: str) -> list[UnitState]:
+    table = pq.read_table(storage.open_input_file(file_uri(run, UNIT_STATES)))
+    return [UnitState.model_validate(row) for row in table.to_pylist()]
+
+
+def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str, cluster_resources: dict[str, float],
+                   states: list[UnitState]) -> Manifest:
     config, cluster, units = prepared.config, prepared.config.cluster, prepared.units
     evaluated = [r for uid, r in ledger.records.items() if uid not in ledger.resumed]
     evaluate_s = ledger.timings["evaluate_s"]
@@ -147,9 +171,12 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
             f"{name}: {why}" for name, why in ledger.failed_checkpoints.items())
     if status == "failed" and error is None:
         error = f"{len(units) - len(ledger.records)} unit(s) not committed"
-    states = [_unit_state(ledger, unit, failed_unit) for unit in units]
     loads = sum(ledger.loads.values())
     actors = list(ledger.actors.values())
+    unit_count, unit_examples = Counter(), Counter()
+    for unit in units:
+        unit_count[unit.checkpoint] += 1
+        unit_examples[unit.checkpoint] += unit.examples
     return Manifest(
         run_id=prepared.run_id,
         status=status,
@@ -171,8 +198,8 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
         checkpoints=[
             CheckpointEntry(
                 **ref.model_dump(),
-                units=sum(1 for u in units if u.checkpoint == ref.name),
-                examples=sum(u.examples for u in units if u.checkpoint == ref.name),
+                units=unit_count[ref.name],
+                examples=unit_examples[ref.name],
                 loads=ledger.loads[ref.name],
                 error=ledger.failed_checkpoints.get(ref.name),
             )
@@ -208,7 +235,6 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str,
             "peak_actor_gpu_bytes": max((a.peak_gpu_bytes for a in actors if a.peak_gpu_bytes is not None),
                                         default=None),
         },
-        units=states,
     )
 
 

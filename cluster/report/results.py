@@ -10,7 +10,7 @@ from typing import Any
 
 from hrm import storage
 
-from cluster.manifest import CheckpointEntry, Manifest, read_manifest
+from cluster.manifest import CheckpointEntry, Manifest, read_manifest, read_unit_states
 from cluster.results.health import read_health
 from cluster.results.layout import METRICS, UnitRecord, file_uri, read_predictions, read_unit_records
 from cluster.results.metrics import read_leaderboard, read_metrics
@@ -67,7 +67,7 @@ def load_results(run: str) -> RunResults:
     has_metrics = storage.exists(file_uri(run, METRICS))
     metrics = read_metrics(run) if has_metrics else None
     leaderboard = read_leaderboard(run).to_pylist() if has_metrics else []
-    costs, devices = unit_costs(read_unit_records(run, {u.id for u in manifest.units}))
+    costs, devices = unit_costs(read_unit_records(run, {state.id for state in read_unit_states(run)}))
     return RunResults(
         run=run,
         manifest=manifest,

@@ -12,6 +12,7 @@
       metrics.json, leaderboard.parquet              exact metrics per checkpoint × set × tier, and
                                                      one row per checkpoint (cluster.results.metrics)
       health.json                                    checkpoint health (cluster.results.health)
+      unit_states.parquet                            what became of every planned unit (cluster.manifest)
       manifest.json                                  written last: the run's commit point (cluster.manifest)
       report.html, report.md, plots/                 the report (cluster.report)
 
@@ -46,6 +47,7 @@ from hrm.data.schema import Shard
 from hrm.errors import InputError
 
 MANIFEST = "manifest.json"
+UNIT_STATES = "unit_states.parquet"
 METRICS = "metrics.json"
 LEADERBOARD = "leaderboard.parquet"
 HEALTH = "health.json"

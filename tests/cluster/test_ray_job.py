@@ -30,7 +30,7 @@ from hrm.eval.engine import cpu_compiler
 
 from cluster.config import load_run_config
 from cluster.driver import RunFailed, execute
-from cluster.manifest import read_manifest
+from cluster.manifest import read_manifest, read_unit_states
 from cluster.plan import prepare
 from cluster.progress import RunProgress
 from cluster.results.layout import METRICS, read_predictions, run_uri
@@ -254,7 +254,7 @@ def test_killing_actors_mid_run_still_gives_complete_identical_results(cluster, 
     assert manifest.counts["evaluated"] == 8 and manifest.counts["failed"] == 0
     assert manifest.scheduling["actor_restarts"] >= 1  # Ray restarted it once and retried its task
     assert manifest.scheduling["actor_replacements"] == 1  # then the driver replaced it
-    assert any(u.attempts > 1 for u in manifest.units)
+    assert any(u.attempts > 1 for u in read_unit_states(prepared.run))
     assert len(storage.list_files(storage.join(prepared.run, "units"))) == 8
     assert_same_as_in_process(prepared.run, sudoku_reference)
 
@@ -282,7 +282,7 @@ def test_a_killed_driver_resumes_from_its_committed_units(cluster, tmp_path, sud
     manifest = execute(prepared)
     assert manifest.counts == {"planned": 8, "resumed": committed, "evaluated": 8 - committed, "failed": 0,
                                "pending": 0}
-    assert sum(u.state == "resumed" for u in manifest.units) == committed
+    assert sum(u.state == "resumed" for u in read_unit_states(prepared.run)) == committed
     assert_same_as_in_process(prepared.run, sudoku_reference)
 
     log = io.StringIO()
@@ -346,7 +346,7 @@ def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(clust
     manifest = read_manifest(prepared.run)
     assert manifest == err.value.manifest
     assert manifest.status == "failed"
-    failed = next(u for u in manifest.units if u.id == manifest.failed_unit)
+    failed = next(u for u in read_unit_states(prepared.run) if u.id == manifest.failed_unit)
     assert (failed.set, failed.state, failed.attempts) == ("easy", "failed", 2) and failed.start >= 16
     assert "failed 2 times" in manifest.error and "IndexError" in manifest.error and failed.id in manifest.error
     assert "IndexError" in failed.error
@@ -364,8 +364,9 @@ def test_bad_weights_fail_their_checkpoint_at_once_without_retrying(cluster, tmp
         execute(prepared)
     manifest = read_manifest(prepared.run)
     assert manifest.status == "failed" and "NaN" in manifest.checkpoints[0].error
-    assert {u.state for u in manifest.units} == {"failed"} and all("NaN" in u.error for u in manifest.units)
-    assert max(u.attempts for u in manifest.units) == 1  # bad bytes do not get better: no retry
+    states = read_unit_states(prepared.run)
+    assert {u.state for u in states} == {"failed"} and all("NaN" in u.error for u in states)
+    assert max(u.attempts for u in states) == 1  # bad bytes do not get better: no retry
 
 
 # --------------------------------------------------------------------------- before Ray starts

@@ -23,7 +23,7 @@ from hrm.errors import InputError
 
 from cluster.actor import Evaluator
 from cluster.driver import execute
-from cluster.manifest import read_manifest
+from cluster.manifest import read_manifest, read_unit_states
 from cluster.plan import prepare
 from cluster.report.build import NO_METRICS, write_report
 from cluster.report.voting import HRM_RULE, TRM_RULE
@@ -241,7 +241,7 @@ def test_the_run_summary_names_the_dataset_hash_protocol_versions_and_measured_d
 def test_the_leaderboard_rows_are_the_stored_figures_best_first(runs):
     run = runs["fixed"]
     metrics, health = read_metrics(run), read_health(run)
-    records = list(read_unit_records(run, {u.id for u in read_manifest(run).units}))
+    records = list(read_unit_records(run, {u.id for u in read_unit_states(run)}))
     ranked = read_leaderboard(run).to_pylist()
     rows = table_by_header(md_sections(run)["Leaderboard"], "rank")
     assert [r["checkpoint"] for r in rows] == [r["checkpoint"] for r in ranked]
@@ -372,7 +372,7 @@ def test_health_tables_are_health_json_and_drift_is_the_measured_weight_change(r
 
 def test_the_comparison_table_holds_measured_latency_throughput_and_memory(runs):
     run = runs["fixed"]
-    records = list(read_unit_records(run, {u.id for u in read_manifest(run).units}))
+    records = list(read_unit_records(run, {u.id for u in read_unit_states(run)}))
     for row in table_by_header(md_sections(run)["Comparison"], "checkpoint", "parameters"):
         mine = [r for r in records if r.checkpoint == row["checkpoint"]]
         eval_s = sum(r.timings["eval_s"] for r in mine)
