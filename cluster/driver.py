@@ -245,7 +245,7 @@ class Driver:
         self.ledger.failed_checkpoints[name] = message
         skipped = self.scheduler.drop(name)
         self.progress.event(f"checkpoint {name} failed, {len(skipped)} more of its units skipped; the other "
-                            f"checkpoints go on: {_first_line(Exception(message))}")
+                            f"checkpoints go on: {message.splitlines()[0]}")
 
     def _fail(self, unit_id: str | None, message: str) -> None:
         if self.ledger.failure is None:

@@ -173,10 +173,7 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str, cluste
         error = f"{len(units) - len(ledger.records)} unit(s) not committed"
     loads = sum(ledger.loads.values())
     actors = list(ledger.actors.values())
-    unit_count, unit_examples = Counter(), Counter()
-    for unit in units:
-        unit_count[unit.checkpoint] += 1
-        unit_examples[unit.checkpoint] += unit.examples
+    tally = prepared.units_per_checkpoint()
     return Manifest(
         run_id=prepared.run_id,
         status=status,
@@ -198,8 +195,8 @@ def build_manifest(prepared: PreparedRun, ledger: RunLedger, status: str, cluste
         checkpoints=[
             CheckpointEntry(
                 **ref.model_dump(),
-                units=unit_count[ref.name],
-                examples=unit_examples[ref.name],
+                units=tally[ref.name][0],
+                examples=tally[ref.name][1],
                 loads=ledger.loads[ref.name],
                 error=ledger.failed_checkpoints.get(ref.name),
             )

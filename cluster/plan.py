@@ -103,6 +103,14 @@ class PreparedRun:
     started_at: float  # time.time()
     preflight_s: float
 
+    def units_per_checkpoint(self) -> dict[str, tuple[int, int]]:
+        """{checkpoint name: (units, examples)} of the plan, in one pass over the units."""
+        tally = {ref.name: (0, 0) for ref in self.checkpoints}
+        for unit in self.units:
+            units, examples = tally[unit.checkpoint]
+            tally[unit.checkpoint] = (units + 1, examples + unit.examples)
+        return tally
+
 
 def prepare(config: RunConfig) -> PreparedRun:
     """Everything before Ray: preflight (raises InputError listing every problem) and planning."""

@@ -51,7 +51,8 @@ ARCH: dict[str, Any] = {
 }
 BATCH = 64
 CALIBRATION_EXAMPLES = 256
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # docs/ray.md, "Authentication"
+# Every Ray a bench or a test starts: no token auth (docs/ray.md, "Authentication"), no usage reporting.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def configure_cluster(parser: argparse.ArgumentParser) -> None:

@@ -76,17 +76,14 @@ def describe_plan(prepared: PreparedRun, committed: set[str]) -> str:
     for shard in prepared.shards:
         shards[shard.set] += 1
         examples[shard.set] += shard.examples
-    unit_count, unit_examples = Counter(), Counter()
-    for unit in units:
-        unit_count[unit.checkpoint] += 1
-        unit_examples[unit.checkpoint] += unit.examples
+    tally = prepared.units_per_checkpoint()
     lines = [
         f"run {prepared.run_id}: results {prepared.run}",
         f"dataset {prepared.config.dataset.uri} [{prepared.config.dataset.split}], sha256 {prepared.dataset_hash[:16]}…",
         *(f"  set {name}: {examples[name]} examples in {shards[name]} shard(s)" for name in prepared.sets),
         f"{len(prepared.checkpoints)} checkpoint(s):",
-        *(f"  {ref.name} (step {ref.step}, {ref.family}): {unit_count[ref.name]} units, "
-          f"{unit_examples[ref.name]} examples" for ref in prepared.checkpoints),
+        *(f"  {ref.name} (step {ref.step}, {ref.family}): {tally[ref.name][0]} units, "
+          f"{tally[ref.name][1]} examples" for ref in prepared.checkpoints),
         f"{len(units)} units, {sum(u.examples for u in units)} example evaluations; already committed (a rerun "
         f"resumes them): {len(resumed)} units, {sum(u.examples for u in resumed)} examples; to evaluate: "
         f"{len(units) - len(resumed)} units",

@@ -21,8 +21,6 @@ from cluster.config import RunConfig
 from tests.factories import random_examples
 
 VOCAB, SEQ_LEN, NUM_IDS = 11, 16, 3
-# Every Ray the tests start: no token auth (docs/ray.md, "Authentication"), no usage reporting.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def make_dataset(uri: str | Path, sets: dict[str, int] | None = None, *, format: str = "parquet", seed: int = 0) -> str:

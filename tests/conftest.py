@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster_factories import RAY_ENV
+from jobs.bench_cluster import RAY_ENV
+
 from tests.s3server import S3_ENV, start_s3_server
 
 

@@ -36,7 +36,9 @@ from cluster.progress import RunProgress
 from cluster.results.layout import METRICS, read_predictions, run_uri
 from cluster.results.metrics import read_leaderboard, read_metrics
 
-from tests.cluster_factories import NUM_IDS, RAY_ENV, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
+from jobs.bench_cluster import RAY_ENV
+
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset
 from tests.factories import CONFORMANCE, REPO, make_checkpoint
 
 pytestmark = pytest.mark.ray
