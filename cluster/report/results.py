@@ -102,5 +102,5 @@ def larger(a: int | None, b: int | None) -> int | None:
 def count_puzzles(run: str, manifest: Manifest) -> int:
     """Every checkpoint sees the same examples, so one checkpoint's predictions count them."""
     first = next(c.name for c in manifest.checkpoints if c.error is None)
-    table = read_predictions(run, first).select(["set", "puzzle_index"])
+    table = read_predictions(run, first, columns=["set", "puzzle_index"])
     return len(set(zip(table.column("set").to_pylist(), table.column("puzzle_index").to_pylist())))

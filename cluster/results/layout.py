@@ -24,8 +24,13 @@ committed when its record exists; its predictions are written before the record,
 committed unit always has them. Every SEGMENT_UNITS commits the driver also writes those units
 once more as a segment: their records without statistics, and the statistics already merged
 per checkpoint. Reading one segment replaces a thousand small reads, which is what makes
-resuming a run of tens of thousands of units on object storage fast. Votes and ensembles read the stored predictions
-(`read_predictions`), never the models.
+resuming a run of tens of thousands of units on object storage fast.
+
+Votes and ensembles read the stored predictions, never the models, and part by part
+(`iter_predictions`; `prediction_parts` orders a checkpoint's parts as the dataset is
+ordered, and the same part names line up its TTA copies and the members of an ensemble), so
+the memory they need does not grow with the split: an ARC aug-1000 split of one checkpoint
+is ~400k × 900 tokens, gigabytes, in a few hundred parts of a shard each.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -133,16 +138,83 @@ def write_predictions(run: str, key: str, table: pa.Table) -> None:
     storage.write_parquet_atomic(storage.join(run, key), [table])
 
 
-def read_predictions(run: str, checkpoint: str, copy: int = 0) -> pa.Table:
-    """All stored predictions of one checkpoint (on the plain data, or on test-time-augmentation
-    copy `copy`), ordered by (set, example_id)."""
+def prediction_parts(run: str, checkpoint: str, copy: int = 0) -> list[str]:
+    """The part files of one checkpoint's stored predictions (on the plain data, or on
+    test-time-augmentation copy `copy`) in (set, first example_id) order: the dataset's.
+
+    Each part holds one shard (one set, its consecutive examples in order), and every
+    checkpoint and copy of a run has a part of the same name per shard of the run's plan, so
+    these names also line up TTA copies and ensemble members part by part.
+    """
     prefix = storage.join(run, predictions_prefix(checkpoint, copy))
-    parts = [p for p in storage.list_files(prefix) if p.endswith(".parquet") and ".tmp-" not in p]
-    if not parts:
+    names = [p for p in storage.list_files(prefix) if p.endswith(".parquet") and ".tmp-" not in p]
+    if not names:
         what = "" if copy == 0 else f" copy {copy}"
         raise InputError(f"{prefix}: no predictions stored for checkpoint {checkpoint!r}{what}")
-    tables = [pq.read_table(storage.open_input_file(storage.join(prefix, p))) for p in parts]
-    return pa.concat_tables(tables).sort_by([("set", "ascending"), ("example_id", "ascending")])
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # one small footer read each: latency-bound on S3
+        spans = list(pool.map(lambda name: _part_span(storage.join(prefix, name)), names))
+    ordered = sorted(zip(spans, names))
+    for (before, name_before), (after, name_after) in zip(ordered, ordered[1:]):
+        if before.set == after.set and after.first <= before.last:
+            raise InputError(f"{prefix}: parts {name_before} and {name_after} hold the same examples of set "
+                             f"{after.set!r}; each part must hold one shard of the run's plan")
+    return [name for _, name in ordered]
+
+
+class _PartSpan(NamedTuple):
+    """The examples one part holds; ordered by set, then first example_id."""
+
+    set: str
+    first: int
+    last: int
+
+
+def _part_span(uri: str) -> _PartSpan:
+    """From the Parquet footer's statistics alone (no rows are read). The file name cannot give
+    the order: its set name is sanitised (UNSAFE_KEY_CHARS), which can change how sets sort
+    ("a~" becomes "a-", which sorts before "a_"), and the order decides ARC vote tie-breaks."""
+    metadata = pq.ParquetFile(storage.open_input_file(uri)).metadata
+    sets, ids = _column_range(metadata, "set", uri), _column_range(metadata, "example_id", uri)
+    if sets[0] != sets[1]:
+        raise InputError(f"{uri}: holds examples of sets {sets[0]!r} to {sets[1]!r}; a part holds one set")
+    return _PartSpan(sets[0], ids[0], ids[1])
+
+
+def _column_range(metadata: pq.FileMetaData, column: str, uri: str) -> tuple[Any, Any]:
+    """(min, max) of a top-level column over every row group, from the footer's statistics
+    (pyarrow writes them for every column)."""
+    ranges = []
+    for group in range(metadata.num_row_groups):
+        chunks = [metadata.row_group(group).column(i) for i in range(metadata.num_columns)]
+        stats = next((c.statistics for c in chunks if c.path_in_schema == column), None)
+        if stats is None or not stats.has_min_max:
+            raise InputError(f"{uri}: no statistics of column {column!r} in the Parquet footer; "
+                             "predictions are written by hrm-eval, which stores them")
+        ranges.append((stats.min, stats.max))
+    if not ranges:
+        raise InputError(f"{uri}: a prediction part without rows")
+    return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+
+def read_prediction_part(run: str, checkpoint: str, part: str, copy: int = 0,
+                         columns: list[str] | None = None) -> pa.Table:
+    """One part (a name from `prediction_parts`) of a checkpoint's or copy's predictions."""
+    uri = storage.join(run, predictions_prefix(checkpoint, copy), part)
+    return pq.read_table(storage.open_input_file(uri), columns=columns)
+
+
+def iter_predictions(run: str, checkpoint: str, copy: int = 0,
+                     columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """One checkpoint's (or copy's) stored predictions part by part, in (set, example_id)
+    order; only the part being read is in memory. `columns` None reads every column."""
+    for part in prediction_parts(run, checkpoint, copy):
+        yield read_prediction_part(run, checkpoint, part, copy, columns)
+
+
+def read_predictions(run: str, checkpoint: str, copy: int = 0, columns: list[str] | None = None) -> pa.Table:
+    """All of `iter_predictions` in one table: for tests and small runs (an ARC aug-1000
+    split is gigabytes; votes stream it instead)."""
+    return pa.concat_tables(iter_predictions(run, checkpoint, copy, columns))
 
 
 def unit_record_uri(run: str, unit_id: str) -> str:
