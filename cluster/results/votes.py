@@ -15,12 +15,24 @@ later from the results alone (`apply_votes` on a finished run).
 
 Figures count examples with at least one valid label, as the run's metrics do. Whether the
 votes can be computed at all was checked before the run (`cluster.plan.check_votes`).
+
+Memory: every vote streams the stored predictions part by part (`cluster.results.layout`:
+one part per shard, in dataset order), reading the dataset's inputs or labels of just
+those rows, so what it holds does not grow with the split: one part of each voter (TTA: the
+plain copy and every transformed one; ensembles: every member), plus what the result
+itself needs. That is the ARC collector's votes (a hash and a confidence per example, and
+each distinct answer grid once), and for TTA and ensembles a few exact integers: examples,
+exact ones and token accuracy in fixed point (so the figures do not depend on how the
+rows were cut into parts), and per ensemble member its exact examples and its discordant
+pairs with the ensemble, from which McNemar's test follows. An ensemble's voted
+predictions are written as they are voted, a row group per part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -29,23 +41,17 @@ from hrm import storage
 from hrm.data.arrow import column_matrix, fixed_size_list
 from hrm.data.dataset import Dataset
 from hrm.errors import InputError
+from hrm.eval.metrics import fixed_point_ratio, from_fixed_point, int_sum
 from hrm.eval.stats import mcnemar
-from hrm.eval.votes import (
-    ArcVoteCollector,
-    MemberPredictions,
-    VoteLevel,
-    ensemble_vote,
-    majority_vote,
-    score_tokens,
-    submission_json,
-    top_k_members,
-)
+from hrm.eval.votes import ArcVoteCollector, VoteLevel, majority_vote, score_tokens, submission_json, top_k_members
 
 from cluster.config import EnsembleConfig, RunConfig, TTAConfig
-from cluster.results.layout import read_predictions, votes_uri
+from cluster.results.layout import iter_predictions, prediction_parts, read_prediction_part, votes_uri
 
 SUBMISSION = "submission.json"
-ARC_CHUNK_ROWS = 4096  # ARC splits are large (aug-1000: ~400k × 900 tokens): read inputs in chunks
+ARC_CHUNK_ROWS = 4096  # rows whose dataset inputs are read at once (a part can be a large shard)
+ARC_COLUMNS = ["set", "example_id", "puzzle_identifier", "pred", "q_halt_logit"]
+VOTE_COLUMNS = ["set", "example_id", "pred", "q_halt_logit"]
 
 
 def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -73,13 +79,18 @@ def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict
 
 
 def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str) -> dict[str, Any]:
-    """ARC augmentation voting of one checkpoint; writes its submission.json when asked."""
+    """ARC augmentation voting of one checkpoint; writes its submission.json when asked.
+
+    The predictions go in part by part, in dataset order (it decides exact ties), each part
+    in chunks of ARC_CHUNK_ROWS with the dataset inputs of just those rows."""
     split = config.dataset.split
     collector = ArcVoteCollector(dataset.identifiers, dataset.metadata(split).blank_identifier_id)
-    table = read_predictions(run_uri, checkpoint)
-    for rows, inputs in _with_inputs(dataset, split, table):
-        collector.add(inputs, column_matrix(rows, "pred"), rows.column("puzzle_identifier").to_numpy(),
-                      rows.column("q_halt_logit").to_numpy())
+    for part in iter_predictions(run_uri, checkpoint, columns=ARC_COLUMNS):
+        for start in range(0, part.num_rows, ARC_CHUNK_ROWS):
+            rows = part.slice(start, ARC_CHUNK_ROWS)
+            inputs = _dataset_rows(dataset, split, rows, "inputs")
+            collector.add(inputs, column_matrix(rows, "pred"), rows.column("puzzle_identifier").to_numpy(),
+                          rows.column("q_halt_logit").to_numpy())
     test_puzzles = dataset.test_puzzles
     result = collector.result(test_puzzles, sorted(set(config.voting.pass_k)))
     most = max((len(ranked) for puzzle in result.candidates.values() for ranked in puzzle), default=0)
@@ -103,120 +114,175 @@ def reported_ks(ks: list[int], most_candidates: int) -> list[int]:
 
 def tta_votes(tta: TTAConfig, run_uri: str, checkpoint: str, labels: _Labels) -> dict[str, Any]:
     """Per example, the plain copy and every transformed copy (stored already mapped back)
-    vote; the plain copy comes first, so it wins ties (`hrm.eval.votes` tie rules)."""
-    tables = [read_predictions(run_uri, checkpoint, copy) for copy in range(tta.copies + 1)]
-    plain = tables[0]
-    for copy, table in enumerate(tables[1:], start=1):
-        if not (table.column("set").equals(plain.column("set"))
-                and table.column("example_id").equals(plain.column("example_id"))):
-            raise InputError(f"{run_uri}: checkpoint {checkpoint!r}: the predictions of TTA copy {copy} "
-                             "cover other examples than the plain ones")
-    preds = np.stack([column_matrix(t, "pred") for t in tables])
-    q_halt = np.stack([t.column("q_halt_logit").to_numpy() for t in tables])
-    voted = majority_vote(preds, tta.level, q_halt)
-    target = labels.of(plain.column("set").to_numpy(zero_copy_only=False), plain.column("example_id").to_numpy())
-    return {
-        "copies": tta.copies,
-        "level": tta.level,
-        "plain": figures(preds[0], target, labels.ignore_label_id),
-        "voted": figures(voted, target, labels.ignore_label_id),
-    }
+    vote; the plain copy comes first, so it wins ties (`hrm.eval.votes` tie rules). Part by
+    part: the plain part and the same-named part of every copy."""
+    sources = [_Source(checkpoint, copy, ("the plain predictions" if copy == 0 else f"TTA copy {copy}")
+                       + f" of checkpoint {checkpoint!r}") for copy in range(tta.copies + 1)]
+    plain, voted = _Tally(), _Tally()
+    for tables in _aligned_parts(run_uri, sources, _common_parts(run_uri, sources)):
+        preds, q_halt = _stacked(tables)
+        target = labels.of(tables[0])
+        plain.add(score_tokens(preds[0], target, labels.ignore_label_id))
+        voted.add(score_tokens(majority_vote(preds, tta.level, q_halt), target, labels.ignore_label_id))
+    return {"copies": tta.copies, "level": tta.level, "plain": plain.figures(), "voted": voted.figures()}
 
 
 def ensemble_votes(ensemble: EnsembleConfig, members: list[str], run_uri: str, labels: _Labels) -> list[dict[str, Any]]:
-    """One entry per vote level of the ensemble, each beside its best member."""
-    stored = [read_predictions(run_uri, name) for name in members]
-    predictions = [
-        MemberPredictions(name, t.column("set").to_numpy(zero_copy_only=False), t.column("example_id").to_numpy(),
-                          column_matrix(t, "pred"), t.column("q_halt_logit").to_numpy())
-        for name, t in zip(members, stored)
-    ]
+    """One entry per vote level of the ensemble, each beside its best member; each level reads
+    the members' predictions once more, part by part."""
+    sources = [_Source(name, 0, f"ensemble member {name!r}") for name in members]
+    parts = _common_parts(run_uri, sources)
     levels: list[VoteLevel] = ["sequence", "token"] if ensemble.method == "both" else [ensemble.method]
     entries = []
     for level in levels:
-        aligned, voted = ensemble_vote(predictions, level)
-        target = labels.of(aligned.set, aligned.example_id)
-        scored = score_tokens(voted, target, labels.ignore_label_id)
-        counted = scored["valid_tokens"] > 0
-        member_exact = [score_tokens(p, target, labels.ignore_label_id)["exact"][counted] for p in aligned.pred]
-        best = int(np.argmax([flags.mean() if flags.size else 0.0 for flags in member_exact]))  # first of equals
-        test = mcnemar(scored["exact"][counted], member_exact[best])
-        _write_ensemble(run_uri, f"{ensemble.name}-{level}", aligned.set, aligned.example_id, voted, scored)
+        tally = _EnsembleTally(len(members))
+        voted = (tally.add(tables, level, labels) for tables in _aligned_parts(run_uri, sources, parts))
+        storage.write_parquet_atomic(votes_uri(run_uri, "ensembles", f"{ensemble.name}-{level}.parquet"), voted)
+        best = tally.best_member()
+        # b: only the ensemble is exact, c: only the best member (the report's reading).
+        test = mcnemar(tally.only_ensemble[best], tally.only_member[best])
+        count = tally.ensemble.count
         entries.append({
             "name": ensemble.name,
             "members": members,
             "level": level,
-            **figures(voted, target, labels.ignore_label_id),
-            "best_member": aligned.names[best],
-            "best_member_exact_accuracy": float(member_exact[best].mean()) if member_exact[best].size else None,
-            # b: only the ensemble is exact, c: only the best member (the report's reading).
+            **tally.ensemble.figures(),
+            "best_member": members[best],
+            "best_member_exact_accuracy": tally.member_exact[best] / count if count else None,
             "mcnemar": {"statistic": test.statistic, "p_value": test.p_value, "b": test.only_a, "c": test.only_b},
         })
     return entries
 
 
-def _write_ensemble(run_uri: str, stem: str, sets: np.ndarray, example_id: np.ndarray, pred: np.ndarray,
-                    scored: dict[str, np.ndarray]) -> None:
-    table = pa.table({
-        "set": pa.array(sets.astype(str), pa.string()),
-        "example_id": pa.array(np.asarray(example_id, np.int64)),
-        "pred": fixed_size_list(np.asarray(pred, dtype=np.int32)),
-        **{name: pa.array(values) for name, values in scored.items()},
-    })
-    storage.write_parquet_atomic(votes_uri(run_uri, "ensembles", f"{stem}.parquet"), [table])
+# --------------------------------------------------------------------------- tallies
 
 
-def figures(pred: np.ndarray, labels: np.ndarray, ignore_label_id: int | None) -> dict[str, Any]:
-    """exact and token accuracy over the examples with a valid label, as the run's metrics
-    define them (token accuracy: the mean over examples of correct / valid tokens)."""
-    scored = score_tokens(pred, labels, ignore_label_id)
-    counted = scored["valid_tokens"] > 0
-    n = int(counted.sum())
-    token = scored["correct_tokens"][counted] / scored["valid_tokens"][counted]
-    return {
-        "exact_accuracy": float(scored["exact"][counted].mean()) if n else None,
-        "token_accuracy": float(token.mean()) if n else None,
-        "count": n,
-    }
+@dataclass
+class _Tally:
+    """Figures of scored examples as exact integers, so they do not depend on how the rows were
+    cut into parts: the examples with at least one valid label (as the run's metrics count
+    them), the exact ones, and the sum of their token accuracies (correct / valid tokens) in
+    the fixed point of `hrm.eval.metrics`."""
+
+    count: int = 0
+    exact: int = 0
+    token_accuracy_fp: int = 0
+
+    def add(self, scored: dict[str, np.ndarray]) -> None:
+        counted = scored["valid_tokens"] > 0
+        self.count += int(counted.sum())
+        self.exact += int(scored["exact"][counted].sum())
+        self.token_accuracy_fp += int_sum(fixed_point_ratio(scored["correct_tokens"][counted],
+                                                            scored["valid_tokens"][counted]))
+
+    def figures(self) -> dict[str, Any]:
+        n = self.count
+        return {
+            "exact_accuracy": self.exact / n if n else None,
+            "token_accuracy": from_fixed_point(self.token_accuracy_fp, n) if n else None,
+            "count": n,
+        }
 
 
-# --------------------------------------------------------------------------- dataset rows
+class _EnsembleTally:
+    """An ensemble's figures, and per member the counts its comparison needs: its exact
+    examples, and its discordant pairs with the ensemble (McNemar's test needs nothing else)."""
+
+    def __init__(self, members: int):
+        self.ensemble = _Tally()
+        self.member_exact = [0] * members
+        self.only_ensemble = [0] * members  # the ensemble exact, the member not
+        self.only_member = [0] * members
+
+    def add(self, tables: list[pa.Table], level: VoteLevel, labels: _Labels) -> pa.Table:
+        """Vote one part (the members' same-named parts), count it; the voted rows to store."""
+        preds, q_halt = _stacked(tables)
+        voted = majority_vote(preds, level, q_halt)
+        target = labels.of(tables[0])
+        scored = score_tokens(voted, target, labels.ignore_label_id)
+        self.ensemble.add(scored)
+        counted = scored["valid_tokens"] > 0
+        ensemble_exact = scored["exact"][counted]
+        for i, pred in enumerate(preds):
+            member_exact = score_tokens(pred, target, labels.ignore_label_id)["exact"][counted]
+            self.member_exact[i] += int(member_exact.sum())
+            self.only_ensemble[i] += int((ensemble_exact & ~member_exact).sum())
+            self.only_member[i] += int((member_exact & ~ensemble_exact).sum())
+        return pa.table({
+            "set": tables[0].column("set"),
+            "example_id": tables[0].column("example_id"),
+            "pred": fixed_size_list(np.asarray(voted, dtype=np.int32)),
+            **{name: pa.array(values) for name, values in scored.items()},
+        })
+
+    def best_member(self) -> int:
+        """The member with the most exact examples; the first of equals."""
+        return self.member_exact.index(max(self.member_exact))
+
+
+# --------------------------------------------------------------------------- stored and dataset rows
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Stored predictions that vote: a checkpoint's plain ones (copy 0) or a TTA copy's."""
+
+    checkpoint: str
+    copy: int
+    description: str  # for messages
+
+
+def _common_parts(run_uri: str, sources: list[_Source]) -> list[str]:
+    """The first source's parts in dataset order; every other source must have parts of the
+    same names (one per shard of the run's plan)."""
+    first = sources[0]
+    parts = prediction_parts(run_uri, first.checkpoint, first.copy)
+    for source in sources[1:]:
+        theirs = prediction_parts(run_uri, source.checkpoint, source.copy)
+        if theirs != parts:
+            missing, extra = sorted(set(parts) - set(theirs)), sorted(set(theirs) - set(parts))
+            raise InputError(f"{run_uri}: {source.description}: its prediction parts differ from those of "
+                             f"{first.description} (missing: {missing or 'none'}, extra: {extra or 'none'}); "
+                             "they must cover the same examples")
+    return parts
+
+
+def _aligned_parts(run_uri: str, sources: list[_Source], parts: list[str]) -> Iterator[list[pa.Table]]:
+    """Per part, every source's part of that name, whose rows must be the first's (set,
+    example_id) rows in the same order; one part of each source is in memory at a time."""
+    for part in parts:
+        tables = [read_prediction_part(run_uri, s.checkpoint, part, s.copy, VOTE_COLUMNS) for s in sources]
+        first = tables[0]
+        for source, table in zip(sources[1:], tables[1:]):
+            if not (table.column("set").equals(first.column("set"))
+                    and table.column("example_id").equals(first.column("example_id"))):
+                raise InputError(f"{run_uri}: {source.description}: part {part} covers other examples than "
+                                 f"that of {sources[0].description}")
+        yield tables
+
+
+def _stacked(tables: list[pa.Table]) -> tuple[np.ndarray, np.ndarray]:
+    """The voters' predictions [V, N, L] and halting logits [V, N]."""
+    return (np.stack([column_matrix(t, "pred") for t in tables]),
+            np.stack([t.column("q_halt_logit").to_numpy() for t in tables]))
 
 
 class _Labels:
-    """The dataset's labels of given (set, example_id) rows; each set is read once."""
+    """The dataset's labels of stored prediction rows."""
 
     def __init__(self, dataset: Dataset, split: str):
         self.dataset, self.split = dataset, split
         self.ignore_label_id = dataset.metadata(split).ignore_label_id
-        self._sets: dict[str, np.ndarray] = {}
 
-    def of(self, sets: np.ndarray, example_id: np.ndarray) -> np.ndarray:
-        sets, example_id = np.asarray(sets).astype(str), np.asarray(example_id, dtype=np.int64)
-        out = None
-        for name in np.unique(sets):
-            if name not in self._sets:
-                self._sets[name] = np.asarray(self.dataset.examples(self.split, name).labels)
-            rows = sets == name
-            chosen = self._sets[name][example_id[rows]]
-            out = np.empty((len(sets), chosen.shape[1]), chosen.dtype) if out is None else out
-            out[rows] = chosen
-        if out is None:
-            raise InputError(f"{self.dataset.uri}: no stored predictions to score")
-        return out
+    def of(self, rows: pa.Table) -> np.ndarray:
+        return _dataset_rows(self.dataset, self.split, rows, "labels")
 
 
-def _with_inputs(dataset: Dataset, split: str, table: pa.Table) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """The predictions table in chunks of rows, each with the dataset inputs of its rows, in
-    table order ((set, example_id): the dataset's order, which decides ARC tie-breaks)."""
-    sets = table.column("set").to_numpy(zero_copy_only=False).astype(str)
-    ids = table.column("example_id").to_numpy()
-    start = 0
-    while start < len(sets):
-        stop = min(start + ARC_CHUNK_ROWS, len(sets))
-        stop = start + int(np.argmax(np.append(sets[start:stop] != sets[start], True)))  # one set per chunk
-        chunk_ids = ids[start:stop]
-        first = int(chunk_ids.min())
-        batch = dataset.examples(split, sets[start], first, int(chunk_ids.max()) + 1)
-        yield table.slice(start, stop - start), np.asarray(batch.inputs)[chunk_ids - first]
-        start = stop
+def _dataset_rows(dataset: Dataset, split: str, rows: pa.Table, field: Literal["inputs", "labels"]) -> np.ndarray:
+    """The dataset's `field` of stored prediction rows of one set (a part or a slice of one),
+    reading only the range of examples they span."""
+    set_name = rows.column("set")[0].as_py()
+    example_id = rows.column("example_id").to_numpy()
+    first = int(example_id.min())
+    batch = dataset.examples(split, set_name, first, int(example_id.max()) + 1)
+    return np.asarray(getattr(batch, field))[example_id - first]

@@ -50,12 +50,12 @@ LOGIT_BINS = 2 * LOGIT_LIMIT * LOGIT_SCALE
 GroupKey = tuple[str, str | None]  # (set, tier)
 
 
-def _ints(values: np.ndarray) -> int:
+def int_sum(values: np.ndarray) -> int:
     """Exact sum of an integer array as a Python int (no int64 overflow possible)."""
     return sum(np.asarray(values, dtype=np.int64).tolist())
 
 
-def _fixed_point_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def fixed_point_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """round(numerator / denominator * 2**32) per element, in exact integer arithmetic."""
     num = np.asarray(numerator, dtype=np.int64) << (FIXED_POINT_BITS + 1)
     den = np.asarray(denominator, dtype=np.int64)
@@ -67,7 +67,8 @@ def _fixed_point(values: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(values, dtype=np.float64) * 2.0**FIXED_POINT_BITS).astype(np.int64)
 
 
-def _from_fixed_point(total: int, count: int) -> float:
+def from_fixed_point(total: int, count: int) -> float:
+    """The mean of `count` values whose fixed-point sum is `total`."""
     return total / (count << FIXED_POINT_BITS)  # int / int: correctly rounded
 
 
@@ -100,7 +101,7 @@ class HaltCalibration:
             rows = which == b
             self.reliability_count[b] += int(rows.sum())
             self.reliability_exact[b] += int(flags[rows].sum())
-            self.confidence_fp[b] += _ints(fixed[rows])
+            self.confidence_fp[b] += int_sum(fixed[rows])
 
     def merge(self, other: HaltCalibration) -> None:
         self._add(other.bins, other.exact, other.inexact)
@@ -129,7 +130,7 @@ class HaltCalibration:
                 "low": b / CALIBRATION_BINS,
                 "high": (b + 1) / CALIBRATION_BINS,
                 "count": n,
-                "mean_confidence": _from_fixed_point(self.confidence_fp[b], n) if n else None,
+                "mean_confidence": from_fixed_point(self.confidence_fp[b], n) if n else None,
                 "accuracy": self.reliability_exact[b] / n if n else None,
             }
             for b, n in enumerate(self.reliability_count)
@@ -208,9 +209,9 @@ class MetricStats:
         self.count += int(keep.sum())
         self.exact += int(is_exact.sum())
         self.q_halt_correct += int(((q_halt >= 0) == is_exact).sum())
-        self.steps_sum += _ints(step)
-        self.token_accuracy_fp += _ints(_fixed_point_ratio(correct, valid))
-        self.lm_loss_fp += _ints(_fixed_point(loss))
+        self.steps_sum += int_sum(step)
+        self.token_accuracy_fp += int_sum(fixed_point_ratio(correct, valid))
+        self.lm_loss_fp += int_sum(_fixed_point(loss))
         for value, n in zip(*np.unique(step, return_counts=True)):
             self.steps_histogram[int(value)] = self.steps_histogram.get(int(value), 0) + int(n)
         self.halting.update(q_halt, is_exact)
@@ -282,14 +283,14 @@ class MetricStats:
         ci = wilson_interval(self.exact, n) if n else (None, None)
         return {
             "count": n,
-            "token_accuracy": _from_fixed_point(self.token_accuracy_fp, n) if n else None,
+            "token_accuracy": from_fixed_point(self.token_accuracy_fp, n) if n else None,
             "exact_accuracy": self.exact / n if n else None,
             "exact_ci_low": ci[0],
             "exact_ci_high": ci[1],
             "q_halt_accuracy": self.q_halt_correct / n if n else None,
             "mean_steps": self.steps_sum / n if n else None,
             "steps_histogram": {s: self.steps_histogram[s] for s in sorted(self.steps_histogram)},
-            "lm_loss": _from_fixed_point(self.lm_loss_fp, n) if n else None,
+            "lm_loss": from_fixed_point(self.lm_loss_fp, n) if n else None,
             "exact_accuracy_by_step": (
                 [k / n for k in self.exact_by_step] if n and self.exact_by_step is not None else None
             ),

@@ -87,16 +87,16 @@ class McNemarResult:
     method: Literal["exact", "chi2"]
 
 
-def mcnemar(a_exact: np.ndarray, b_exact: np.ndarray) -> McNemarResult:
-    """Paired McNemar test of two prediction sets' exact flags on the same examples.
+def mcnemar(only_a: int, only_b: int) -> McNemarResult:
+    """Paired McNemar test of two prediction sets on the same examples, from its discordant
+    pairs: `only_a` examples a gets exactly right and b does not, `only_b` the reverse. The
+    counts are all it needs, so callers can tally them part by part.
 
     With few discordant pairs the exact two-sided binomial test (p = 1/2) is used; otherwise
     the chi-square statistic with continuity correction, 1 degree of freedom.
     """
-    a, b = np.asarray(a_exact, dtype=bool), np.asarray(b_exact, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"paired flags must align, got shapes {a.shape} and {b.shape}")
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant pair counts must be non-negative, got {only_a} and {only_b}")
     discordant = only_a + only_b
     if discordant < MCNEMAR_EXACT_BELOW:
         tail = sum(math.comb(discordant, i) for i in range(min(only_a, only_b) + 1))

@@ -259,60 +259,6 @@ def majority_vote(votes: np.ndarray, level: VoteLevel, q_halt_logit: np.ndarray 
 # =========================================================================== checkpoint ensembles
 
 
-@dataclass
-class MemberPredictions:
-    """One checkpoint's stored predictions."""
-
-    name: str
-    set: np.ndarray  # [N] set names
-    example_id: np.ndarray  # [N]
-    pred: np.ndarray  # [N, L]
-    q_halt_logit: np.ndarray  # [N]
-
-
-@dataclass
-class AlignedMembers:
-    names: list[str]
-    set: np.ndarray  # [N] common key order: by set, then example_id
-    example_id: np.ndarray
-    pred: np.ndarray  # [V, N, L]
-    q_halt_logit: np.ndarray  # [V, N]
-
-
-def _sorted_keys(member: MemberPredictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sets = np.asarray(member.set).astype(str)
-    ids = np.asarray(member.example_id, dtype=np.int64)
-    order = np.lexsort((ids, sets))
-    return order, sets[order], ids[order]
-
-
-def align_members(members: Sequence[MemberPredictions]) -> AlignedMembers:
-    """Line members' predictions up by (set, example_id); all must cover the same examples."""
-    if not members:
-        raise InputError("ensemble: no members given")
-    order, sets, ids = _sorted_keys(members[0])
-    keys = list(zip(sets.tolist(), ids.tolist()))
-    if len(set(keys)) != len(keys):
-        raise InputError(f"ensemble member {members[0].name!r}: duplicate (set, example_id) rows")
-    preds, qs = [], []
-    for member in members:
-        member_order, member_sets, member_ids = _sorted_keys(member)
-        if not (np.array_equal(member_sets, sets) and np.array_equal(member_ids, ids)):
-            raise InputError(
-                f"ensemble member {member.name!r}: its (set, example_id) rows differ from "
-                f"member {members[0].name!r}'s; members must be evaluated on the same examples"
-            )
-        preds.append(np.asarray(member.pred)[member_order])
-        qs.append(np.asarray(member.q_halt_logit)[member_order])
-    return AlignedMembers([m.name for m in members], sets, ids, np.stack(preds), np.stack(qs))
-
-
-def ensemble_vote(members: Sequence[MemberPredictions], level: VoteLevel) -> tuple[AlignedMembers, np.ndarray]:
-    """Aligned members and the ensemble's prediction [N, L] in the aligned key order."""
-    aligned = align_members(members)
-    return aligned, majority_vote(aligned.pred, level, aligned.q_halt_logit)
-
-
 def top_k_members(exact_accuracy: Mapping[str, float], k: int) -> list[str]:
     """The k members with the highest exact accuracy; equal accuracies keep the given order."""
     if k < 1:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,6 +29,7 @@ from cluster.config import RunConfig, validate_run_config
 from cluster.driver import execute
 from cluster.plan import check_votes, prepare
 from cluster.progress import RunProgress
+from cluster.results import votes
 from cluster.results.layout import prediction_key, read_predictions, write_predictions
 from cluster.results.metrics import read_metrics
 from cluster.results.votes import apply_votes
@@ -40,9 +42,20 @@ WRONG_AT = 5  # the valid label position the ensemble test corrupts
 
 
 def store_predictions(run: str, checkpoint: str, dataset: Dataset, set_name: str, pred: np.ndarray,
-                      q_halt: np.ndarray) -> None:
-    """Write `pred` as a run's stored predictions of `checkpoint`, with the real writers."""
-    batch = dataset.examples("test", set_name)
+                      q_halt: np.ndarray, *, part_rows: int | None = None, copy: int = 0) -> None:
+    """Write `pred` as a run's stored predictions of `checkpoint` (or of its TTA copy `copy`),
+    with the real writers, a part per `part_rows` examples (default: one part)."""
+    n = dataset.num_examples("test", set_name)
+    step = part_rows or n
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        table = predictions_table(dataset, set_name, start, pred[start:stop], q_halt[start:stop])
+        write_predictions(run, prediction_key(checkpoint, Shard("test", set_name, start, stop), copy), table)
+
+
+def predictions_table(dataset: Dataset, set_name: str, start: int, pred: np.ndarray, q_halt: np.ndarray) -> pa.Table:
+    """What an actor stores for examples start.. of a set predicted as `pred`."""
+    batch = dataset.examples("test", set_name, start, start + len(pred))
     scored = score_tokens(pred, batch.labels, dataset.metadata("test").ignore_label_id)
     n = len(batch)
     result = EngineResult(pred=pred.astype(np.int32), q_halt_logit=q_halt.astype(np.float32),
@@ -50,9 +63,8 @@ def store_predictions(run: str, checkpoint: str, dataset: Dataset, set_name: str
                           valid_tokens=scored["valid_tokens"].astype(np.int32),
                           correct_tokens=scored["correct_tokens"].astype(np.int32), exact=scored["exact"],
                           lm_loss=np.zeros(n), exact_per_step=None)
-    table = prediction_table(result, set_name=set_name, example_id=batch.example_id, puzzle_index=batch.puzzle_index,
-                             puzzle_identifier=batch.puzzle_identifiers)
-    write_predictions(run, prediction_key(checkpoint, Shard("test", set_name, 0, n)), table)
+    return prediction_table(result, set_name=set_name, example_id=batch.example_id, puzzle_index=batch.puzzle_index,
+                            puzzle_identifier=batch.puzzle_identifiers)
 
 
 def with_ensembles(config: RunConfig, ensembles: list[dict]) -> RunConfig:
@@ -68,13 +80,18 @@ def exact_metrics(exact: dict[str, float]) -> dict:
 
 @pytest.mark.skipif(not ARC_TINY.is_dir(), reason=f"conformance vectors not found at {ARC_TINY} "
                                                    "(the shared checkout is absent)")
-def test_arc_voting_of_stored_predictions_matches_the_reference_evaluator(tmp_path):
+@pytest.mark.parametrize("part_rows, chunk_rows", [(None, 4096), (7, 3)], ids=["one-part", "small-parts"])
+def test_arc_voting_of_stored_predictions_matches_the_reference_evaluator_however_the_parts_are_cut(
+        tmp_path, monkeypatch, part_rows, chunk_rows):
+    # Exact ties keep the first-voted candidate first, so a part or chunk read out of order
+    # would change the ranking: small parts and chunks must give the reference's answer too.
+    monkeypatch.setattr(votes, "ARC_CHUNK_ROWS", chunk_rows)
     reference = np.load(ARC_TINY / "expected" / "trm-fp32.npz")
     dataset = open_dataset(str(ARC_TINY / "data"))
     assert np.array_equal(dataset.examples("test", "all").inputs, reference["inputs"])  # same rows, same order
     run = str(tmp_path / "run")
     store_predictions(run, "trm-fp32", dataset, "all", np.load(ARC_TINY / "voting" / "preds_modified.npz")["pred"],
-                      reference["q_halt_logits"])
+                      reference["q_halt_logits"], part_rows=part_rows)
     config = run_config([{"path": "unused"}], str(ARC_TINY / "data"), str(tmp_path),
                         voting={"enabled": True, "pass_k": [1, 2, 5, 10, 100, 1000]})
 
@@ -145,6 +162,80 @@ def test_ensembles_vote_stored_predictions_and_are_tested_against_their_best_mem
     assert stored.column("exact").to_numpy().sum() == 95
     voted = column_matrix(stored, "pred")
     assert np.array_equal(voted[90:95, WRONG_AT], ensemble_members(labels)["c"][90:95, WRONG_AT])
+
+
+def noisy_predictions(dataset: Dataset, set_name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labels with about one token in ten replaced at random, and random halting logits:
+    examples differ in exactness and token accuracy, and sequence votes tie in places."""
+    labels = dataset.examples("test", set_name).labels
+    rng = np.random.default_rng(seed)
+    pred = np.where(rng.random(labels.shape) < 0.1, rng.integers(1, 4, labels.shape), labels)
+    return pred, rng.normal(size=len(labels))
+
+
+def store_checkpoints(run: str, dataset: Dataset, *, part_rows: int | None, copies: int) -> None:
+    """Checkpoints a, b, c on every set, each with `copies` TTA copies: the same predictions
+    whatever `part_rows` cuts them into."""
+    for i, name in enumerate("abc"):
+        for copy in range(copies + 1):
+            for j, set_name in enumerate(dataset.sets("test")):
+                pred, q_halt = noisy_predictions(dataset, set_name, seed=100 * i + 10 * copy + j)
+                store_predictions(run, name, dataset, set_name, pred, q_halt, part_rows=part_rows, copy=copy)
+
+
+def test_tta_and_ensemble_votes_of_small_parts_equal_those_of_one_part_per_set(tmp_path):
+    data = make_dataset(tmp_path / "data")  # sets easy (40) and hard (24)
+    dataset = open_dataset(data)
+    config = with_ensembles(
+        run_config([{"path": "unused"}], data, str(tmp_path),
+                   tta={"enabled": True, "transform": "sudoku", "copies": 2, "level": "sequence"}),
+        [{"name": "top3", "top_k": 3, "method": "both"}])
+    metrics = exact_metrics({"a": 0.5, "b": 0.5, "c": 0.5})
+    results = {}
+    for part_rows in (None, 7):
+        run = str(tmp_path / f"run-{part_rows}")
+        store_checkpoints(run, dataset, part_rows=part_rows, copies=2)
+        voted = apply_votes(config, run, dataset, metrics)["votes"]
+        stored = {level: pq.read_table(Path(run) / "votes" / "ensembles" / f"top3-{level}.parquet")
+                  for level in ("sequence", "token")}
+        results[part_rows] = voted, stored
+
+    (whole, whole_stored), (parts, parts_stored) = results[None], results[7]
+    # Exact integers throughout: token accuracy too is the same to the last bit.
+    assert parts == whole
+    assert all(parts_stored[level].equals(whole_stored[level]) for level in whole_stored)
+    assert parts_stored["sequence"].num_rows == 64 and whole["ensembles"][0]["count"] == 64
+    assert whole["tta"]["a"]["voted"] != whole["tta"]["a"]["plain"]
+
+
+def test_an_ensemble_member_whose_part_covers_other_examples_is_refused_naming_it_and_the_part(tmp_path):
+    data = make_dataset(tmp_path / "data", {"all": 40})
+    dataset = open_dataset(data)
+    run = str(tmp_path / "run")
+    pred, q_halt = noisy_predictions(dataset, "all", seed=0)
+    store_predictions(run, "a", dataset, "all", pred, q_halt)
+    # b's part of the same name holds examples 0..29 only.
+    write_predictions(run, prediction_key("b", Shard("test", "all", 0, 40)),
+                      predictions_table(dataset, "all", 0, pred[:30], q_halt[:30]))
+    config = with_ensembles(run_config([{"path": "unused"}], data, str(tmp_path)),
+                            [{"name": "ab", "members": ["a", "b"]}])
+    with pytest.raises(InputError, match=r"ensemble member 'b': part part-all-000000000.parquet covers other "
+                                         r"examples than that of ensemble member 'a'"):
+        apply_votes(config, run, dataset, exact_metrics({"a": 0.5, "b": 0.5}))
+
+
+def test_a_tta_copy_missing_a_part_is_refused_naming_the_copy_and_the_part(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    dataset = open_dataset(data)
+    run = str(tmp_path / "run")
+    store_checkpoints(run, dataset, part_rows=None, copies=2)
+    (Path(run) / "tta" / "checkpoint=b" / "copy=002" / "part-hard-000000000.parquet").unlink()
+    config = run_config([{"path": "unused"}], data, str(tmp_path),
+                        tta={"enabled": True, "transform": "sudoku", "copies": 2})
+    with pytest.raises(InputError, match=r"TTA copy 2 of checkpoint 'b': its prediction parts differ from those "
+                                         r"of the plain predictions of checkpoint 'b' "
+                                         r"\(missing: \['part-hard-000000000.parquet'\], extra: none\)"):
+        apply_votes(config, run, dataset, exact_metrics({"a": 0.5, "b": 0.5, "c": 0.5}))
 
 
 def test_an_ensemble_naming_an_unknown_checkpoint_is_refused_before_the_run(tmp_path):
