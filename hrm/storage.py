@@ -11,9 +11,14 @@ into place (a rename locally, copy + delete on S3), so a reader never sees half 
 Every failure caused by the URI itself (missing key, missing bucket, unreachable endpoint,
 bad settings) is an `InputError` naming the URI.
 
-Code that needs a real file (torch's memory-mapped checkpoint loading) asks `local_copy`,
-which returns a local path as it is and downloads a remote object once per node into a
-cache keyed by its size and modification time.
+An object's `version` names its current bytes without reading them: the ETag (and version
+id, where the bucket keeps versions) on object storage, size and modification time in
+nanoseconds on a local disk. Any rewrite changes it, which is how a run tells that a file it
+planned with has changed under it.
+
+Code that needs a real file (torch's checkpoint loading) asks `local_copy`, which returns a
+local path as it is and downloads a remote object once per node into a cache keyed by its
+version.
 """
 
 from __future__ import annotations
@@ -162,18 +167,34 @@ def default_cache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "hrm-eval-downloads")
 
 
+def version(uri: str) -> str:
+    """What identifies the object's current bytes, from its metadata alone (a stat, or one
+    HEAD request): `etag=…[,version=…]` on object storage, `size=…,mtime_ns=…` locally (also
+    for object stores that give no ETag). A rewrite changes it; an unchanged object keeps it."""
+    fs, path = resolve(uri)
+    with _input_errors(uri, fs, path):
+        info = fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            raise InputError(f"{uri}: not found" if info.type == pafs.FileType.NotFound else f"{uri}: not a file")
+        if isinstance(fs, pafs.S3FileSystem):
+            with fs.open_input_file(path) as file:  # opening it is the HEAD request; nothing is read
+                metadata = file.metadata()
+            if "ETag" in metadata:  # a dict of str keys, bytes values
+                etag = metadata["ETag"].decode().strip('"')
+                version_id = metadata.get("VersionId", b"").decode()
+                return f"etag={etag}" + (f",version={version_id}" if version_id else "")
+    return f"size={info.size},mtime_ns={info.mtime_ns}"
+
+
 def local_copy(uri: str, cache_dir: str | None = None) -> Path:
     """A local path holding the object's bytes: the path itself for local URIs; for remote ones
     a download into `cache_dir` (default: a directory under the system's temp dir), shared by
-    every process of a node and reused while the object keeps its size and modification time."""
+    every process of a node and reused while the object keeps its `version`."""
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         return Path(path)
-    with _input_errors(uri, fs, path):
-        info = fs.get_file_info(path)
-    if info.type != pafs.FileType.File:
-        raise InputError(f"{uri}: not found")
-    key = hashlib.sha256(f"{uri}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()[:24]
+    planned = version(uri)
+    key = hashlib.sha256(f"{uri}\0{planned}".encode()).hexdigest()[:24]
     target = Path(cache_dir or default_cache_dir()) / key / posixpath.basename(path)
     if target.is_file():
         return target
@@ -183,6 +204,8 @@ def local_copy(uri: str, cache_dir: str | None = None) -> Path:
         with open_input_stream(uri) as stream, open(partial, "wb") as out:
             while chunk := stream.read(READ_CHUNK_BYTES):
                 out.write(chunk)
+        if version(uri) != planned:  # rewritten mid-download: these bytes must not be cached under `planned`
+            raise InputError(f"{uri}: changed while it was being downloaded")
         os.replace(partial, target)  # concurrent downloaders on one node: the last rename wins, same bytes
     finally:
         partial.unlink(missing_ok=True)

@@ -104,3 +104,31 @@ def test_parquet_tables_are_published_as_one_object_with_a_row_group_each(root):
         assert reader.num_row_groups == 3
         assert reader.read().column("x").to_pylist() == list(range(9))
     assert storage.list_files(root) == ["t.parquet"]
+
+
+def test_a_version_stays_while_an_object_is_unchanged_and_changes_when_it_is_rewritten(root):
+    uri = storage.join(root, "weights")
+    storage.write_bytes_atomic(uri, b"first")
+    first = storage.version(uri)
+    assert storage.version(uri) == first
+    storage.write_bytes_atomic(uri, b"other")
+    assert storage.version(uri) != first
+
+
+def test_an_object_version_is_its_etag_read_without_downloading_it(s3_bucket):
+    uri = f"{s3_bucket}/weights"
+    storage.write_bytes_atomic(uri, b"abc")
+    assert storage.version(uri) == f"etag={hashlib.md5(b'abc').hexdigest()}"  # a one-part upload's ETag: its MD5
+
+
+def test_the_version_of_a_missing_object_names_its_uri(root):
+    with pytest.raises(InputError, match="missing: not found"):
+        storage.version(storage.join(root, "missing"))
+
+
+def test_a_download_is_cached_under_the_version_it_had(s3_bucket, tmp_path):
+    uri = f"{s3_bucket}/weights"
+    storage.write_bytes_atomic(uri, b"first")
+    assert storage.local_copy(uri, str(tmp_path)).read_bytes() == b"first"
+    storage.write_bytes_atomic(uri, b"second")
+    assert storage.local_copy(uri, str(tmp_path)).read_bytes() == b"second"
