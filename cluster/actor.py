@@ -21,7 +21,7 @@ from collections import OrderedDict
 import ray
 import torch
 
-from hrm.checkpoint.loading import load_planned_checkpoint
+from hrm.checkpoint.loading import CheckpointChanged, load_planned_checkpoint
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 from hrm.eval.engine import Engine
@@ -33,13 +33,14 @@ from cluster.results.layout import ActorInfo, UnitRecord, prediction_key, write_
 
 
 class CheckpointUnusable(Exception):
-    """A unit's checkpoint could not be loaded as planned. It fails that checkpoint's units,
-    not the run. `permanent`: its bytes are bad or not the planned ones, so trying again cannot
-    help; otherwise the fault was on the way (reading, downloading) and the unit is retried."""
+    """A unit's checkpoint could not be loaded as planned. `changed`: the file is no longer the
+    one planned (the driver plans it again under its new version); `permanent`: its bytes are
+    bad, so trying again cannot help (it fails that checkpoint's units, not the run); otherwise
+    the fault was on the way (reading, downloading) and the unit is retried."""
 
-    def __init__(self, checkpoint: str, message: str, permanent: bool):
-        super().__init__(checkpoint, message, permanent)  # all in args: Ray pickles it to the driver
-        self.checkpoint, self.message, self.permanent = checkpoint, message, permanent
+    def __init__(self, checkpoint: str, message: str, permanent: bool, changed: bool = False):
+        super().__init__(checkpoint, message, permanent, changed)  # all in args: Ray pickles it to the driver
+        self.checkpoint, self.message, self.permanent, self.changed = checkpoint, message, permanent, changed
 
     def __str__(self) -> str:
         return self.message
@@ -54,7 +55,9 @@ class Evaluator:
         self.eval, self.device = config.eval, config.device
         self.dataset = open_dataset(config.dataset.uri)
         self.metadata = self.dataset.metadata(config.dataset.split)
-        self.engines: OrderedDict[str, Engine] = OrderedDict()  # checkpoint name -> engine, LRU first
+        # (checkpoint name, version) -> engine, LRU first: a checkpoint planned again under a new
+        # version must not be served from the model built on its former bytes.
+        self.engines: OrderedDict[tuple[str, str | None], Engine] = OrderedDict()
         # A restarted actor is a new instance with an empty cache; the driver tells by this id.
         self.instance = uuid.uuid4().hex[:12]
 
@@ -107,26 +110,29 @@ class Evaluator:
             torch_threads=torch.get_num_threads(),
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
             peak_gpu_bytes=torch.cuda.max_memory_allocated() if cuda else None,
-            cached=list(self.engines),
+            cached=[name for name, _ in self.engines],
         )
 
     def _engine(self, checkpoint: CheckpointRef) -> tuple[Engine, bool]:
-        if checkpoint.name in self.engines:
-            self.engines.move_to_end(checkpoint.name)
-            return self.engines[checkpoint.name], False
+        key = (checkpoint.name, checkpoint.version)
+        if key in self.engines:
+            self.engines.move_to_end(key)
+            return self.engines[key], False
         while len(self.engines) >= self.config.cluster.cache_size:
             self.engines.popitem(last=False)
             self._release_memory()
         try:
-            ckpt = load_planned_checkpoint(checkpoint.uri, checkpoint.config_uri, checkpoint.content_hash,
+            ckpt = load_planned_checkpoint(checkpoint.uri, checkpoint.config_uri, checkpoint.version,
                                            self.config.cluster.checkpoint_cache_dir)
             engine = build_engine(ckpt, self.metadata, self.config.dataset.uri, dtype=self.eval.dtype,
                                   device=self.device, batch_size=self.eval.batch_size, compile=self.eval.compile)
+        except CheckpointChanged as err:
+            raise CheckpointUnusable(checkpoint.name, str(err), permanent=True, changed=True) from None
         except InputError as err:
             raise CheckpointUnusable(checkpoint.name, str(err), permanent=True) from None
         except OSError as err:
             raise CheckpointUnusable(checkpoint.name, f"{checkpoint.uri}: {err}", permanent=False) from None
-        self.engines[checkpoint.name] = engine
+        self.engines[key] = engine
         return engine, True
 
     def _release_memory(self) -> None:

@@ -11,15 +11,18 @@ and writes the run's summary files.
   past that the driver replaces the actor and requeues its units. A unit that fails
   `max_attempts` times, or raises InputError (bad input never gets better), fails the run,
   and the manifest names it.
-- A checkpoint that cannot be loaded as planned (`CheckpointUnusable`: bad bytes, or not the
-  bytes it was planned with) fails its own units only: the other checkpoints complete, get
-  their metrics and report, and the run ends failed, naming it.
+- A checkpoint that cannot be loaded (`CheckpointUnusable`: bad bytes) fails its own units
+  only: the other checkpoints complete, get their metrics and report, and the run ends
+  failed, naming it. A checkpoint whose file changed since planning is planned again under
+  its new version (at most MAX_REPLANS times): what was committed for its former bytes no
+  longer counts, and results still in flight for them are ignored.
 - Resume: units whose records are committed under the run are not evaluated again.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +33,7 @@ from hrm.errors import InputError
 
 from cluster.actor import CheckpointUnusable, Evaluator
 from cluster.manifest import Manifest, RunLedger, build_manifest, unit_states, write_manifest, write_unit_states
-from cluster.plan import PreparedRun, Unit
+from cluster.plan import PreparedRun, Unit, replan_checkpoint
 from cluster.progress import RunProgress
 from cluster.report.build import write_report
 from cluster.results.health import write_health
@@ -44,6 +47,7 @@ ACTOR_MAX_RESTARTS = 1
 ACTOR_MAX_TASK_RETRIES = 1
 ACTOR_START_TIMEOUT_S = 600.0  # a run with no live actor for this long fails (no resources)
 WAIT_TICK_S = 1.0  # progress is refreshed at least this often
+MAX_REPLANS = 2  # a checkpoint rewritten more often than this is still being written: it fails
 
 
 class RunFailed(Exception):
@@ -71,6 +75,7 @@ class Driver:
         self.ledger = RunLedger(timings={"preflight_s": prepared.preflight_s})
         self.actors: dict[int, ActorSlot] = {}
         self.next_actor_key = 0
+        self.replans: Counter[str] = Counter()
 
     def run(self) -> Manifest:
         clock = time.perf_counter()
@@ -141,7 +146,11 @@ class Driver:
             self._actor_died(slot, unit, err)
             return
         except ray.exceptions.RayTaskError as err:
-            self._unit_failed(unit, err)
+            if not self._superseded(unit):
+                self._unit_failed(unit, err)
+            self._fill(slot)
+            return
+        if self._superseded(unit):
             self._fill(slot)
             return
         self._commit(slot, record)
@@ -216,7 +225,9 @@ class Driver:
         cause = err.cause if isinstance(err.cause, BaseException) else err
         if isinstance(cause, CheckpointUnusable):
             self.ledger.errors[unit.id] = str(cause)
-            if cause.permanent or self.ledger.attempts[unit.id] >= self.cluster.max_attempts:
+            if cause.changed:
+                self._replan(unit.checkpoint, str(cause))
+            elif cause.permanent or self.ledger.attempts[unit.id] >= self.cluster.max_attempts:
                 self._fail_checkpoint(unit.checkpoint, str(cause))
             else:
                 self._retry_or_fail(unit, str(cause))
@@ -228,6 +239,8 @@ class Driver:
         self._retry_or_fail(unit, _error_text(cause))
 
     def _retry_or_fail(self, unit: Unit, error: str) -> None:
+        if self._superseded(unit):
+            return
         self.ledger.errors[unit.id] = error
         if unit.checkpoint in self.ledger.failed_checkpoints:
             return  # given up already: nothing of it is evaluated again
@@ -238,6 +251,38 @@ class Driver:
             self.progress.event(f"retrying unit {unit.id} ({unit.checkpoint}, {_shard_text(unit)}) after: "
                                 f"{error.splitlines()[0] if error else 'unknown error'}")
             self.scheduler.requeue(unit)
+
+    def _superseded(self, unit: Unit) -> bool:
+        """A unit of a checkpoint's former plan (its file has changed since): whatever it
+        returns is ignored."""
+        if unit.id in self.units:
+            return False
+        self.ledger.counters["superseded_ignored"] += 1
+        return True
+
+    def _replan(self, name: str, why: str) -> None:
+        """Plan a checkpoint whose file changed again under its new version; its results so far
+        are forgotten. A file that keeps changing, or no longer passes preflight, fails it."""
+        if self.replans[name] >= MAX_REPLANS:
+            self._fail_checkpoint(name, f"{why} (it changed {self.replans[name] + 1} times during the run: is it "
+                                        "still being written?)")
+            return
+        self.replans[name] += 1
+        self.ledger.counters["checkpoints_replanned"] += 1
+        try:
+            self.prepared = replan_checkpoint(self.prepared, name)
+        except InputError as err:
+            self._fail_checkpoint(name, f"{why}; and as it is now: {err}")
+            return
+        self.checkpoints[name] = next(r for r in self.prepared.checkpoints if r.name == name)
+        fresh = [u for u in self.prepared.units if u.checkpoint == name]
+        self.units = {uid: u for uid, u in self.units.items() if u.checkpoint != name} | {u.id: u for u in fresh}
+        forgotten = self.ledger.forget(name)
+        self.scheduler.replace(name, fresh)
+        self.progress.checkpoint_replanned(name, forgotten, len(fresh))
+        self.progress.event(f"checkpoint {name} changed since planning; planned again as "
+                            f"{self.checkpoints[name].version} ({len(forgotten)} committed unit(s) no longer count): "
+                            f"{why.splitlines()[0]}")
 
     def _fail_checkpoint(self, name: str, message: str) -> None:
         if name in self.ledger.failed_checkpoints:

@@ -34,7 +34,8 @@ from cluster.results.layout import MANIFEST, UNIT_STATES, ActorInfo, Segment, Un
 
 RUN_FORMAT = "hrm-eval/run"
 VERSIONED_PACKAGES = ("hrm-eval", "ray", "torch", "numpy", "pyarrow", "pydantic")
-SCHEDULING_COUNTERS = ("actor_restarts", "actor_replacements", "failed_starts", "duplicates_ignored")
+SCHEDULING_COUNTERS = ("actor_restarts", "actor_replacements", "failed_starts", "duplicates_ignored",
+                       "checkpoints_replanned", "superseded_ignored")
 ACTOR_TIMINGS = ("load_s", "read_s", "eval_s", "write_s")
 
 
@@ -44,7 +45,7 @@ class CheckpointEntry(BaseModel):
     config_uri: str
     step: int | None
     family: str | None
-    content_hash: str | None
+    version: str | None = None  # hrm.storage.version of the file its results were computed on
     units: int
     examples: int
     loads: int  # models built for it across all actors (resumed units cost none)
@@ -74,7 +75,9 @@ UNIT_STATES_SCHEMA = pa.schema([
 
 class Manifest(BaseModel):
     format: str = RUN_FORMAT
-    version: int = 2  # 2: unit states in unit_states.parquet instead of a list here
+    # 2: unit states in unit_states.parquet instead of a list here; 3: checkpoints identified by
+    # their storage version instead of a sha256 the driver computed
+    version: int = 3
     run_id: str
     status: Literal["completed", "failed"]
     error: str | None = None
@@ -134,6 +137,19 @@ class RunLedger:
         for record in segment.records:
             self.records[record.unit_id] = record
             self.resumed.add(record.unit_id)
+
+    def forget(self, checkpoint: str) -> list[UnitRecord]:
+        """Drop a re-planned checkpoint's committed units from the count (they were evaluated on
+        bytes its file no longer holds); returns them."""
+        dropped = [r for r in self.records.values() if r.checkpoint == checkpoint]
+        for record in dropped:
+            del self.records[record.unit_id]
+            self.resumed.discard(record.unit_id)
+        self.stats.pop(checkpoint, None)
+        self.segment_stats.pop(checkpoint, None)
+        self.segment_records = [r for r in self.segment_records if r.checkpoint != checkpoint]
+        self.loads.pop(checkpoint, None)
+        return dropped
 
     def take_segment(self) -> Segment | None:
         """The units committed since the last segment, as one segment to write; None if none."""

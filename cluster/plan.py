@@ -3,7 +3,10 @@
 - Discovery turns the config's checkpoint sources (explicit files, run directories or s3://
   prefixes with a glob and step filters) into `CheckpointRef`s.
 - Preflight checks every checkpoint against the dataset metadata, and every vote the config
-  asks for against the data, before any actor starts, and reports every problem at once.
+  asks for against the data, before any actor starts, and reports every problem at once. It
+  reads no checkpoint whole: each file's storage `version` (a stat or a HEAD request), its
+  training config (once per distinct file) and its tensors' shapes from the archive's header.
+  The actors read the weights, and refuse a file whose version is not the planned one.
 - Planning cuts each set of the split into shards and pairs every checkpoint with every
   shard (and every test-time-augmentation copy): a work unit. A unit's id hashes everything
   that decides its result, so a rerun recognises units it has already committed.
@@ -22,14 +25,14 @@ import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
 from hrm.checkpoint.discovery import resolve_checkpoint, step_files, step_number
-from hrm.checkpoint.loading import CONFIG_FILE, check_fits, load_checkpoint
+from hrm.checkpoint.loading import CONFIG_FILE, ArchSpec, check_fits, read_arch_spec, read_checkpoint_header
 from hrm.data.dataset import Dataset
 from hrm.data.reader import open_dataset
 from hrm.data.schema import DatasetMetadata, Shard
@@ -42,7 +45,7 @@ from cluster.config import CheckpointSource, EnsembleConfig, RunConfig, TTAConfi
 from cluster.progress import Meter
 from cluster.results.layout import run_uri
 
-PREFLIGHT_THREADS = 8  # checkpoints loaded and hashed at once: downloads and disk reads overlap
+PREFLIGHT_THREADS = 8  # checkpoints checked at once: their small reads wait on storage, not on this process
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MAZE_COPIES = 7  # non-identity dihedral transforms
 
@@ -57,7 +60,7 @@ class CheckpointRef(BaseModel):
     uri: str  # the step_N file
     config_uri: str  # its all_config.yaml
     step: int | None
-    content_hash: str | None = None  # sha256 of the weights file, set by preflight
+    version: str | None = None  # hrm.storage.version of the weights file, set by preflight
     family: str | None = None
 
 
@@ -100,6 +103,7 @@ class PreparedRun:
     shards: list[Shard]
     checkpoints: list[CheckpointRef]
     units: list[Unit]
+    tta_copies: list[TTACopy]
     started_at: float  # time.time()
     preflight_s: float
 
@@ -131,9 +135,25 @@ def prepare(config: RunConfig) -> PreparedRun:
         shards=shards,
         checkpoints=checkpoints,
         units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies),
+        tta_copies=tta_copies,
         started_at=started,
         preflight_s=time.perf_counter() - clock,
     )
+
+
+def replan_checkpoint(prepared: PreparedRun, name: str) -> PreparedRun:
+    """The plan with checkpoint `name` checked again and its units planned under its current
+    version (new unit ids, so nothing evaluated on its former bytes is counted for it); raises
+    InputError when it no longer passes."""
+    config = prepared.config
+    meta = open_dataset(config.dataset.uri).metadata(config.dataset.split)
+    ref = next(r for r in prepared.checkpoints if r.name == name)
+    checked = _check_checkpoint(ref, read_arch_spec(ref.config_uri), meta, config.dataset.uri,
+                                config.cluster.checkpoint_cache_dir)
+    fresh = iter(plan_units([checked], prepared.shards, prepared.dataset_hash, config.eval_identity(),
+                            prepared.tta_copies))
+    return replace(prepared, checkpoints=[checked if r.name == name else r for r in prepared.checkpoints],
+                   units=[next(fresh) if u.checkpoint == name else u for u in prepared.units])
 
 
 # --------------------------------------------------------------------------- discovery
@@ -185,11 +205,8 @@ def _ref(name: str, uri: str, config: str | None, step: int | None) -> Checkpoin
 
 def preflight(config: RunConfig) -> tuple[Dataset, list[CheckpointRef]]:
     """Open the dataset, discover the checkpoints and check every one against the dataset
-    metadata. Returns the dataset and the checkpoints with content hashes, or raises one
-    InputError listing every problem found (not just the first).
-
-    The checks need only each checkpoint's header: tensors are memory-mapped and compared by
-    shape with a model built on the meta device. The content hash does read the file."""
+    metadata. Returns the dataset and the checkpoints with their storage versions, or raises
+    one InputError listing every problem found (not just the first, and each once)."""
     data = config.dataset
     problems: list[str] = []
     dataset = meta = None
@@ -215,26 +232,28 @@ def preflight(config: RunConfig) -> tuple[Dataset, list[CheckpointRef]]:
             problems.append(f"{ref.uri}: checkpoint name {ref.name!r} is also {names[ref.name]}'s: give `name:`")
         names.setdefault(ref.name, ref.uri)
     checked = []
-    for ref, problem in _check_checkpoints(list(refs.values()), meta, data.uri, config.cluster.checkpoint_cache_dir):
+    for ref, problem in check_checkpoints(list(refs.values()), meta, data.uri, config.cluster.checkpoint_cache_dir):
         if problem is None:
             checked.append(ref)
         else:
             problems.append(problem)
+    problems = list(dict.fromkeys(problems))  # checkpoints sharing a broken all_config.yaml: said once
     if problems:
         raise InputError(f"preflight found {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return dataset, checked
 
 
-def _check_checkpoints(refs: list[CheckpointRef], meta: DatasetMetadata | None, dataset_uri: str,
-                       cache_dir: str | None) -> Iterator[tuple[CheckpointRef, str | None]]:
-    """Each checkpoint checked (and hashed), PREFLIGHT_THREADS at a time, in plan order: with
-    its problem, or None. Reading and hashing files waits on storage, not on this process."""
+def check_checkpoints(refs: list[CheckpointRef], meta: DatasetMetadata | None, dataset_uri: str,
+                      cache_dir: str | None) -> Iterator[tuple[CheckpointRef, str | None]]:
+    """Each checkpoint checked, PREFLIGHT_THREADS at a time, in plan order: with its version
+    and family, and its problem or None. A training config shared by many checkpoints is read once."""
     meter = Meter("checkpoints checked", len(refs))
     meter.start()
+    specs = _ArchSpecs()
 
     def check(ref: CheckpointRef) -> tuple[CheckpointRef, str | None]:
         try:
-            return _check_checkpoint(ref, meta, dataset_uri, cache_dir), None
+            return _check_checkpoint(ref, specs.get(ref.config_uri), meta, dataset_uri, cache_dir), None
         except InputError as err:
             return ref, str(err)
 
@@ -247,14 +266,35 @@ def _check_checkpoints(refs: list[CheckpointRef], meta: DatasetMetadata | None, 
         meter.stop()
 
 
-def _check_checkpoint(ref: CheckpointRef, meta: DatasetMetadata | None, dataset_uri: str,
+class _ArchSpecs:
+    """Training configs by URI, each read once (or its error, raised again for every checkpoint
+    that shares it). Threads that miss at once may both read it: the same result."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, ArchSpec | InputError] = {}
+
+    def get(self, uri: str) -> ArchSpec:
+        if uri not in self._read:
+            try:
+                self._read[uri] = read_arch_spec(uri)
+            except InputError as err:
+                self._read[uri] = err
+        found = self._read[uri]
+        if isinstance(found, InputError):
+            raise found
+        return found
+
+
+def _check_checkpoint(ref: CheckpointRef, spec: ArchSpec, meta: DatasetMetadata | None, dataset_uri: str,
                       cache_dir: str | None) -> CheckpointRef:
-    """Loadable with its training config, and (when the dataset opened) shaped for the dataset."""
-    ckpt = load_checkpoint(ref.uri, ref.config_uri, cache_dir)
-    if meta is None:
-        return ref
-    check_fits(ckpt, meta.sizes, dataset_uri)
-    return ref.model_copy(update={"content_hash": ckpt.content_hash(), "family": ckpt.spec.family})
+    """Loadable as a checkpoint of its training config, and (when the dataset opened) shaped for
+    the dataset; its version is taken before its header is read, so a rewrite in between is
+    caught when an actor loads it."""
+    version = storage.version(ref.uri)
+    header = read_checkpoint_header(ref.uri, spec, cache_dir)
+    if meta is not None:
+        check_fits(header, meta.sizes, dataset_uri)
+    return ref.model_copy(update={"version": version, "family": spec.family})
 
 
 def check_votes(config: RunConfig, dataset: Dataset, checkpoints: list[str]) -> list[TTACopy]:
@@ -329,10 +369,10 @@ def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, 
 
 
 def unit_id(
-    checkpoint_hash: str, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None
+    checkpoint_version: str, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None
 ) -> str:
     key: dict[str, Any] = {
-        "checkpoint": checkpoint_hash,
+        "checkpoint": checkpoint_version,
         "dataset": dataset_hash,
         "eval": eval_identity,
         "shard": [shard.split, shard.set, shard.start, shard.stop],
@@ -352,7 +392,7 @@ def plan_units(
     """Checkpoint-major order (the plain data, then each test-time-augmentation copy): the driver
     then naturally finishes one checkpoint before the next."""
     return [
-        Unit(id=unit_id(ref.content_hash, dataset_hash, eval_identity, shard, copy), checkpoint=ref.name, shard=shard,
+        Unit(id=unit_id(ref.version, dataset_hash, eval_identity, shard, copy), checkpoint=ref.name, shard=shard,
              tta=copy)
         for ref in checkpoints
         for copy in [None, *(tta_copies or [])]

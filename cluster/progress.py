@@ -101,6 +101,13 @@ class RunProgress:
         self.units_left[record.checkpoint] -= 1
         self.tick()
 
+    def checkpoint_replanned(self, name: str, forgotten: list[UnitRecord], units: int) -> None:
+        """Its committed units no longer count; `units` are to do."""
+        self.done_units -= len(forgotten)
+        self.done_examples -= sum(r.examples for r in forgotten)
+        self.units_left[name] = units
+        self.tick()
+
     def actors_changed(self, ready: int) -> None:
         self.actors = ready
 

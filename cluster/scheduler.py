@@ -41,6 +41,11 @@ class Scheduler:
         self._dropped.add(checkpoint)
         return list(self.pending.pop(checkpoint, ()))
 
+    def replace(self, checkpoint: str, units: list[Unit]) -> None:
+        """A checkpoint planned again: `units` instead of whatever of it was pending (or dropped)."""
+        self._dropped.discard(checkpoint)
+        self.pending[checkpoint] = deque(units)
+
     def observe(self, unit_s: float, load_s: float | None) -> None:
         """Measured costs (a unit's work; its model load, if it paid one) drive stealing."""
         self._unit_seconds.append(unit_s)

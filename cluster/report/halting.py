@@ -66,10 +66,10 @@ def _savings(r: RunResults, other: RunResults | None) -> list[Block]:
                      "`hrm-eval report RUN --other-protocol RUN2` compares it with a run of the other.")]
     fixed, adaptive = (r, other) if r.protocol == "fixed" else (other, r)
     _check_pair(fixed, adaptive)
-    by_hash = {c.content_hash: c.name for c in adaptive.evaluated}
+    by_file = {(c.uri, c.version): c.name for c in adaptive.evaluated}
     rows = []
     for entry in fixed.evaluated:
-        twin = by_hash.get(entry.content_hash)
+        twin = by_file.get((entry.uri, entry.version))
         if twin is None or entry.name not in fixed.costs or twin not in adaptive.costs:
             continue
         f_fig, a_fig = fixed.figures(entry.name), adaptive.figures(twin)
@@ -83,9 +83,9 @@ def _savings(r: RunResults, other: RunResults | None) -> list[Block]:
                      num(f_cost.eval_s, 2), num(a_cost.eval_s, 2)])
     if not rows:
         return [Text(f"Forward steps saved by adaptive halting: runs {fixed.manifest.run_id} and "
-                     f"{adaptive.manifest.run_id} share no checkpoint (by content hash).")]
+                     f"{adaptive.manifest.run_id} share no checkpoint (the same file at the same version).")]
     return [
-        Text(f"Adaptive halting against the fixed protocol on the same checkpoints (matched by content hash) and "
+        Text(f"Adaptive halting against the fixed protocol on the same checkpoints (the same files at the same versions) and "
              f"data: fixed run {fixed.manifest.run_id}, adaptive run {adaptive.manifest.run_id}. Forward steps are "
              "the example-steps the engine computed; the accuracy change is adaptive − fixed, in points."),
         Table(["checkpoint", "forward steps, fixed", "forward steps, adaptive", "saved %", "steps/example, fixed",

@@ -71,9 +71,9 @@ def run_summary(r: RunResults) -> list[Block]:
                                         if k in ("CPU", "GPU")) or "no Ray cluster in this run"],
     ]
     checkpoints = Table(
-        ["checkpoint", "family", "step", "units", "examples", "loads", "sha256", "uri"],
+        ["checkpoint", "family", "step", "units", "examples", "loads", "version", "uri"],
         [[c.name, c.family or UNDEFINED, count(c.step), count(c.units), count(c.examples), count(c.loads),
-          c.content_hash or UNDEFINED, c.uri] for c in m.checkpoints],
+          c.version or UNDEFINED, c.uri] for c in m.checkpoints],
         caption="Checkpoints, in plan order",
         collapsed=len(m.checkpoints) > COLLAPSE_ROWS,
     )

@@ -8,6 +8,12 @@ without loading a checkpoint again.
 
 Drift is only measured within one training run (checkpoints sharing an all_config.yaml),
 ordered by step: weights of unrelated runs have no "change" between them.
+
+The driver reads no checkpoint: Ray tasks on the cluster's nodes measure it, each walking a
+stretch of HEALTH_STRETCH consecutive checkpoints of one training run (two in memory at a
+time; neighbouring stretches share their end checkpoint, so every consecutive pair is
+measured). Without Ray (`hrm-eval report --health` on a machine of its own) the stretches are
+measured in this process.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import posixpath
 from dataclasses import asdict
 from typing import Any
 
+import ray
+
 from hrm import storage
 from hrm.checkpoint.health import component_stats, relative_change
 from hrm.checkpoint.loading import Checkpoint, load_planned_checkpoint
@@ -23,27 +31,40 @@ from hrm.checkpoint.loading import Checkpoint, load_planned_checkpoint
 from cluster.manifest import CheckpointEntry, Manifest
 from cluster.results.layout import HEALTH, file_uri
 
+HEALTH_STRETCH = 16  # checkpoints per health task: enough to amortise a task, small enough to spread a sweep
+
 
 def collect_health(manifest: Manifest) -> dict[str, Any]:
-    """Read every checkpoint the run evaluated (each checked against the content hash it was
-    planned with; failed checkpoints are left out) and measure its health; one training run's checkpoints in memory two at a time."""
+    """Measure the health of every checkpoint the run evaluated (failed ones are left out), each
+    read as the version it was planned with, in stretches of training runs measured in parallel."""
     cache_dir = manifest.config.cluster.checkpoint_cache_dir
+    entries = [entry for entry in manifest.checkpoints if entry.error is None]
+    stretches = [group[start:start + HEALTH_STRETCH + 1]
+                 for group in training_runs(entries) for start in range(0, max(len(group) - 1, 1), HEALTH_STRETCH)]
+    if ray.is_initialized():
+        measure = ray.remote(measure_stretch)
+        measured = ray.get([measure.remote(stretch, cache_dir) for stretch in stretches])
+    else:
+        measured = [measure_stretch(stretch, cache_dir) for stretch in stretches]
+    checkpoints = {name: doc for stretch in measured for name, doc in stretch["checkpoints"].items()}
+    return {"checkpoints": {e.name: checkpoints[e.name] for e in entries},
+            "drift": [pair for stretch in measured for pair in stretch["drift"]]}
+
+
+def measure_stretch(entries: list[CheckpointEntry], cache_dir: str | None) -> dict[str, Any]:
+    """Component statistics of consecutive checkpoints of one training run, and the drift between
+    each and the next; two checkpoints in memory at a time."""
     checkpoints: dict[str, dict[str, Any]] = {}
     drift: list[dict[str, Any]] = []
-    for group in training_runs([entry for entry in manifest.checkpoints if entry.error is None]):
-        previous: tuple[CheckpointEntry, Checkpoint] | None = None
-        for entry in group:
-            ckpt = load_planned_checkpoint(entry.uri, entry.config_uri, entry.content_hash, cache_dir)
-            checkpoints[entry.name] = {
-                "components": [asdict(row) for row in component_stats(ckpt)],
-                "step": entry.step,
-            }
-            if previous is not None:
-                drift.append({"from": previous[0].name, "to": entry.name,
-                              "relative_change": relative_change(previous[1], ckpt)})
-            previous = (entry, ckpt)
-    ordered = {entry.name: checkpoints[entry.name] for entry in manifest.checkpoints if entry.name in checkpoints}
-    return {"checkpoints": ordered, "drift": drift}
+    previous: tuple[CheckpointEntry, Checkpoint] | None = None
+    for entry in entries:
+        ckpt = load_planned_checkpoint(entry.uri, entry.config_uri, entry.version, cache_dir)
+        checkpoints[entry.name] = {"components": [asdict(row) for row in component_stats(ckpt)], "step": entry.step}
+        if previous is not None:
+            drift.append({"from": previous[0].name, "to": entry.name,
+                          "relative_change": relative_change(previous[1], ckpt)})
+        previous = (entry, ckpt)
+    return {"checkpoints": checkpoints, "drift": drift}
 
 
 def training_runs(entries: list[CheckpointEntry]) -> list[list[CheckpointEntry]]:

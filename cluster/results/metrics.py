@@ -2,7 +2,7 @@
 units' statistics, and one row per checkpoint ranked by exact accuracy.
 
     {"format": "hrm-eval/metrics", "version", "run_id", "dataset", "split", "sets", "eval",
-     "checkpoints": {name: {"step", "family", "content_hash",
+     "checkpoints": {name: {"step", "family", "version",
                             "metrics": StatsTable.finalize(), "stats": StatsTable.to_dict()}},
      "votes": {...}}                       (cluster.results.votes, when the config asks for votes)
 
@@ -25,7 +25,9 @@ from cluster.plan import PreparedRun
 from cluster.results.layout import LEADERBOARD, METRICS, file_uri
 
 METRICS_FORMAT = "hrm-eval/metrics"
-METRICS_VERSION = 1  # raised whenever a key of metrics.json changes meaning or shape
+# Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
+# storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
+METRICS_VERSION = 2
 
 
 def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[
             ref.name: {
                 "step": ref.step,
                 "family": ref.family,
-                "content_hash": ref.content_hash,
+                "version": ref.version,
                 "metrics": per_checkpoint[ref.name].finalize(),
                 "stats": per_checkpoint[ref.name].to_dict(),
             }
@@ -66,7 +68,7 @@ def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             **{key: m[key] for key in ("count", "exact_accuracy", "exact_ci_low", "exact_ci_high", "token_accuracy",
                                        "q_halt_accuracy", "mean_steps", "lm_loss", "q_halt_auroc",
                                        "q_halt_auroc_bound")},
-            "content_hash": entry["content_hash"],
+            "version": entry["version"],
         })
     rows.sort(key=lambda r: (-(r["exact_accuracy"] or 0.0), -(r["token_accuracy"] or 0.0)))
     return [{"rank": i + 1, **row} for i, row in enumerate(rows)]

@@ -6,6 +6,11 @@ an `_orig_mod.` prefix when the model was torch.compile'd). A checkpoint is untr
 it is only ever read with `weights_only=True`, and every way it can be wrong becomes one
 `InputError` naming the file and the key. Checkpoints on object storage are read from a
 local copy (`hrm.storage.local_copy`), since torch memory-maps the file.
+
+Checking that a checkpoint fits a dataset needs only its tensors' names and shapes:
+`read_checkpoint_header` gets them by loading under torch's fake-tensor mode through a
+random-access reader, which reads the zip archive's directory and pickle (kilobytes, in
+ranged requests on object storage) and none of the tensor data.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import yaml
 from pydantic import ValidationError
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from hrm import storage
 from hrm.checkpoint.discovery import resolve_checkpoint, step_number
@@ -44,6 +50,7 @@ LOSS_HEAD = "losses@ACTLossHead"  # arch.loss.name: the loss head the reference 
 LOSS_TYPES: tuple[LossType, ...] = ("stablemax_cross_entropy", "softmax_cross_entropy")
 # Prefixes the reference puts in front of the model's own parameter names.
 KEY_PREFIXES = ("_orig_mod.", "model.", "inner.")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format (since torch 1.6); older files are one pickle stream
 
 
 @dataclass(frozen=True)
@@ -66,16 +73,18 @@ class ArchSpec:
 @dataclass
 class Checkpoint:
     uri: str  # the step file, as the user or the run names it
-    path: Path  # a local file holding its bytes (the file itself, or a downloaded copy)
+    path: Path | None  # a local file holding its bytes (the file itself, or a downloaded copy); None: header only
     step: int | None
     spec: ArchSpec
-    state: dict[str, torch.Tensor] = field(repr=False)
+    state: dict[str, torch.Tensor] = field(repr=False)  # fake tensors (shapes, dtypes, no data) when header only
 
     @property
     def name(self) -> str:
         return f"{storage.basename(storage.parent(self.uri))}/{storage.basename(self.uri)}"
 
     def content_hash(self) -> str:
+        if self.path is None:
+            raise ValueError(f"{self.uri}: only its header was read")
         return storage.sha256(str(self.path))
 
 
@@ -101,11 +110,11 @@ def read_arch_spec(config_uri: str | os.PathLike) -> ArchSpec:
     return ArchSpec(family=ARCH_FAMILIES[name], loss_type=loss_type, arch=arch, source=config_uri)
 
 
-def read_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
-    """Load tensors only from the local file `path` (errors name `source`); strip the
-    reference's wrapper prefixes."""
+def read_state_dict(file: Path | IO[bytes], source: str, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Load tensors only from `file` (a local path, or a seekable reader; errors name `source`);
+    strip the reference's wrapper prefixes. `mmap`: map a local archive instead of reading it."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        raw = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         reason = str(err).splitlines()[0]
         raise InputError(f"{source}: refused to load: it is not a plain tensor checkpoint ({reason})") from None
@@ -123,7 +132,7 @@ def strip_prefixes(key: str) -> str:
 
 
 def load_checkpoint(uri: str | os.PathLike, config: str | os.PathLike | None = None,
-                    cache_dir: str | None = None) -> Checkpoint:
+                    cache_dir: str | None = None, *, mmap: bool = True) -> Checkpoint:
     """Read a checkpoint (a step file or a run directory, local or on object storage) and its
     architecture (`config`, default the all_config.yaml beside it); no model is built yet.
     Remote files are downloaded into `cache_dir` once per node."""
@@ -131,17 +140,39 @@ def load_checkpoint(uri: str | os.PathLike, config: str | os.PathLike | None = N
     spec = read_arch_spec(config if config is not None else storage.sibling(file, CONFIG_FILE))
     path = storage.local_copy(file, cache_dir)
     return Checkpoint(uri=file, path=path, step=step_number(storage.basename(file)), spec=spec,
-                      state=read_state_dict(path, file))
+                      state=read_state_dict(path, file, mmap=mmap and zipfile.is_zipfile(path)))
 
 
-def load_planned_checkpoint(uri: str, config: str, content_hash: str | None, cache_dir: str | None = None) -> Checkpoint:
-    """`load_checkpoint`, refusing a file whose bytes are not those a run planned with
-    (`content_hash`): results must never be counted under another file's identity."""
-    ckpt = load_checkpoint(uri, config, cache_dir)
-    found = ckpt.content_hash()
-    if content_hash is not None and found != content_hash:
-        raise InputError(f"{uri}: the file changed since the run was planned (sha256 {found[:12]}…, planned "
-                         f"{content_hash[:12]}…); a new run plans it under its new content")
+def read_checkpoint_header(file: str, spec: ArchSpec, cache_dir: str | None = None) -> Checkpoint:
+    """The step file `file`'s tensor names, shapes and dtypes as fake tensors, without reading
+    tensor data (a checkpoint in torch's older single-stream format is read whole)."""
+    with storage.open_input_file(file) as reader:
+        if reader.size() == 0:
+            raise InputError(f"{file}: empty file (0 bytes), not a torch checkpoint")
+        if reader.read_at(len(ZIP_MAGIC), 0) != ZIP_MAGIC:
+            return load_checkpoint(file, spec.source, cache_dir)
+        with FakeTensorMode():
+            state = read_state_dict(reader, file)
+    return Checkpoint(uri=file, path=None, step=step_number(storage.basename(file)), spec=spec, state=state)
+
+
+class CheckpointChanged(InputError):
+    """The planned checkpoint file was rewritten: re-plan it, it is not broken."""
+
+
+def load_planned_checkpoint(uri: str, config: str, version: str | None, cache_dir: str | None = None) -> Checkpoint:
+    """`load_checkpoint`, refusing a file whose bytes are not those a run planned with: its
+    `hrm.storage.version` must be `version` before and after every byte is read (so the file
+    is read whole, not memory-mapped). Results must never be counted under another file's identity."""
+    def check(when: str) -> None:
+        found = storage.version(uri)
+        if version is not None and found != version:
+            raise CheckpointChanged(f"{uri}: the file changed since the run was planned ({when}: {found}, "
+                                    f"planned {version}); a new plan evaluates it under its new identity")
+
+    check("before loading")
+    ckpt = load_checkpoint(uri, config, cache_dir, mmap=False)
+    check("after loading")
     return ckpt
 
 

@@ -8,6 +8,7 @@ from collections import Counter, OrderedDict
 import pyarrow.parquet as pq
 import pytest
 
+from hrm import storage
 from hrm.data.schema import Shard
 from hrm.eval.metrics import StatsTable
 
@@ -210,7 +211,7 @@ def test_the_leaderboard_ranks_by_exact_then_token_accuracy():
     def entry(exact, token):
         figures = {key: 0.0 for key in ("count", "exact_ci_low", "exact_ci_high", "q_halt_accuracy", "mean_steps",
                                         "lm_loss", "q_halt_auroc", "q_halt_auroc_bound")}
-        return {"step": 1, "family": "hrm", "content_hash": "h",
+        return {"step": 1, "family": "hrm", "version": "h",
                 "metrics": {"all": {**figures, "exact_accuracy": exact, "token_accuracy": token}}}
 
     metrics = {"checkpoints": {"a": entry(0.1, 0.9), "b": entry(0.5, 0.1), "c": entry(0.1, 0.95)}}
@@ -266,23 +267,34 @@ def test_a_checkpoint_that_cannot_be_loaded_fails_its_own_units_and_the_others_m
     assert "Failed checkpoints" in report and "run-step_2" in report
 
 
+def with_run_id(config, run_id: str):
+    return config.model_copy(update={"output": config.output.model_copy(update={"run_id": run_id})})
+
+
 @pytest.mark.ray
-def test_a_checkpoint_changed_after_planning_is_refused_and_a_new_plan_evaluates_its_new_content(tmp_path,
-                                                                                                ray_runtime):
-    config = three_checkpoint_run(tmp_path, "first")
-    planned = prepare(config)
+def test_a_checkpoint_changed_after_planning_is_refused_and_replanned_never_counted_under_its_old_version(
+        tmp_path, ray_runtime):
+    config = three_checkpoint_run(tmp_path, "before")
+    before, error = quiet_run(config)
+    assert error is None
+    planned = prepare(with_run_id(config, "changed"))
+    step_2 = tmp_path / "run" / "step_2"
     other = make_checkpoint(tmp_path / "other", steps=(2,), seed=99, vocab_size=VOCAB, seq_len=SEQ_LEN,
                             num_puzzle_identifiers=NUM_IDS)[0]
-    (tmp_path / "run" / "step_2").write_bytes(other.read_bytes())  # same shapes, other weights
-    with pytest.raises(RunFailed, match="run-step_2: .*changed since the run was planned"):
-        execute(planned, RunProgress(stream=io.StringIO()))
-    assert not list((tmp_path / "out" / "first" / "predictions").glob("checkpoint=run-step_2/*"))
+    step_2.write_bytes(other.read_bytes())  # same shapes, other weights
+    manifest = execute(planned, RunProgress(stream=io.StringIO()))
 
-    replanned, error = quiet_run(config)
-    assert error is None  # the rerun plans step_2 under its new hash, so nothing old is resumed for it
-    changed = {u.id for u in replanned.units if u.checkpoint == "run-step_2"}
-    assert changed.isdisjoint(u.id for u in planned.units)
-    assert read_manifest(replanned.run).counts["evaluated"] == len(changed)
+    assert manifest.status == "completed" and manifest.scheduling["checkpoints_replanned"] == 1
+    entry = next(c for c in manifest.checkpoints if c.name == "run-step_2")
+    old_version = next(r.version for r in planned.checkpoints if r.name == "run-step_2")
+    assert entry.version == storage.version(str(step_2)) != old_version
+    old_ids = {u.id for u in planned.units if u.checkpoint == "run-step_2"}
+    assert old_ids.isdisjoint(s.id for s in read_unit_states(planned.run))
+    fresh, error = quiet_run(with_run_id(config, "fresh"))  # the files as they are now, planned from scratch
+    assert error is None
+    changed, now = read_metrics(planned.run)["checkpoints"], read_metrics(fresh.run)["checkpoints"]
+    assert {name: c["stats"] for name, c in changed.items()} == {name: c["stats"] for name, c in now.items()}
+    assert changed["run-step_2"]["stats"] != read_metrics(before.run)["checkpoints"]["run-step_2"]["stats"]
 
 
 def test_a_segment_is_read_whole_only_when_every_unit_in_it_belongs_to_the_plan(sweep, tmp_path):

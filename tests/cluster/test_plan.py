@@ -73,6 +73,20 @@ def test_a_run_prefix_on_s3_is_discovered_and_downloaded_once_into_the_cache(tmp
     assert (ckpt.step, ckpt.uri) == (20, refs[0].uri)
 
 
+def test_preflight_of_checkpoints_on_s3_checks_their_shapes_without_downloading_them(tmp_path, s3_bucket):
+    local = tmp_path / "run"
+    make_checkpoint(local, steps=(10, 20), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    prefix = f"{s3_bucket}/runs/tiny"
+    for file in local.iterdir():
+        storage.write_bytes_atomic(storage.join(prefix, file.name), file.read_bytes())
+    cache = tmp_path / "cache"
+    config = run_config([{"run": prefix}], make_dataset(tmp_path / "data"), str(tmp_path / "out"),
+                        cluster={"checkpoint_cache_dir": str(cache)})
+    _, refs = preflight(config)
+    assert [r.version for r in refs] == [storage.version(f"{prefix}/step_{n}") for n in (10, 20)]
+    assert not cache.exists()
+
+
 def test_preflight_reports_every_problem_at_once_and_names_file_and_key(tmp_path):
     data = make_dataset(tmp_path / "data")
     good = make_checkpoint(tmp_path / "good", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)[0]
@@ -100,14 +114,14 @@ def test_preflight_reports_every_problem_at_once_and_names_file_and_key(tmp_path
     assert str(good) not in message
 
 
-def test_preflight_passes_good_checkpoints_with_their_content_hashes(tmp_path):
+def test_preflight_passes_good_checkpoints_with_their_storage_versions(tmp_path):
     data = make_dataset(tmp_path / "data")
     paths = make_checkpoint(tmp_path / "run", steps=(1, 2), vocab_size=VOCAB, seq_len=SEQ_LEN,
                             num_puzzle_identifiers=NUM_IDS)
     config = run_config([{"run": str(tmp_path / "run")}, {"path": str(paths[1])}], data, str(tmp_path / "out"))
     dataset, refs = preflight(config)
     assert [r.name for r in refs] == ["run-step_1", "run-step_2"]  # the same file named twice counts once
-    assert [r.content_hash for r in refs] == [storage.sha256(str(p)) for p in paths]
+    assert [r.version for r in refs] == [storage.version(str(p)) for p in paths]
     assert {r.family for r in refs} == {"hrm"}
     assert dataset.sets("test") == ["easy", "hard"]
 

@@ -227,7 +227,7 @@ def test_preflight_accepts_each_local_config_run_from_a_directory_holding_its_pa
     for source in config.checkpoints:
         expected = [TINY_STEPS[-1]] if source.path else list(TINY_STEPS)  # a run directory → newest step
         assert [r.step for r in source_checkpoints(source)] == expected
-    assert prepared.units and all(ref.content_hash for ref in prepared.checkpoints)
+    assert prepared.units and all(ref.version for ref in prepared.checkpoints)
 
 
 @pytest.mark.s3

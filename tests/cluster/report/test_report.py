@@ -233,9 +233,9 @@ def test_the_run_summary_names_the_dataset_hash_protocol_versions_and_measured_d
     assert rows["examples/s"].startswith("none evaluated in this run")  # all committed before the driver ran
     assert rows["puzzles"] == "64"
     assert f"torch {manifest.versions['torch']}" in rows["versions"]
-    checkpoints = table_by_header(md_sections(runs["fixed"])["Run summary"], "checkpoint", "sha256")
-    assert [(c["checkpoint"], c["sha256"]) for c in checkpoints] == [(c.name, c.content_hash)
-                                                                     for c in manifest.checkpoints]
+    checkpoints = table_by_header(md_sections(runs["fixed"])["Run summary"], "checkpoint", "version")
+    assert [(c["checkpoint"], c["version"]) for c in checkpoints] == [(c.name, c.version)
+                                                                      for c in manifest.checkpoints]
 
 
 def test_the_leaderboard_rows_are_the_stored_figures_best_first(runs):
@@ -435,6 +435,6 @@ def test_a_failed_run_gets_a_report_whose_metric_sections_say_so_in_one_line(run
 
 def test_health_refuses_a_checkpoint_that_changed_since_the_run(runs):
     manifest = read_manifest(runs["fixed"])
-    tampered = manifest.checkpoints[0].model_copy(update={"content_hash": "0" * 64})
+    tampered = manifest.checkpoints[0].model_copy(update={"version": "size=0,mtime_ns=0"})
     with pytest.raises(InputError, match="changed since the run was planned"):
         collect_health(manifest.model_copy(update={"checkpoints": [tampered]}))

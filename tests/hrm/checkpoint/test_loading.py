@@ -3,8 +3,17 @@ import pytest
 import torch
 import yaml
 
+from hrm import storage
 from hrm.checkpoint.discovery import resolve_checkpoint
-from hrm.checkpoint.loading import build_checked_model, load_checkpoint
+from hrm.checkpoint.loading import (
+    CheckpointChanged,
+    build_checked_model,
+    check_fits,
+    load_checkpoint,
+    load_planned_checkpoint,
+    read_arch_spec,
+    read_checkpoint_header,
+)
 from hrm.errors import InputError
 from hrm.model.models import HRM, TRM
 
@@ -156,3 +165,37 @@ def test_the_cli_reports_a_bad_checkpoint_in_one_line_with_a_nonzero_exit(tmp_pa
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing: no such checkpoint" in err
+
+
+def test_a_header_gives_every_tensor_name_shape_and_dtype_without_its_data(tmp_path):
+    path = make_checkpoint(tmp_path)[0]
+    header = read_checkpoint_header(str(path), read_arch_spec(tmp_path / "all_config.yaml"))
+    full = load_checkpoint(path)
+    assert {k: (v.shape, v.dtype) for k, v in header.state.items()} == {k: (v.shape, v.dtype)
+                                                                          for k, v in full.state.items()}
+    assert all(type(v).__name__ == "FakeTensor" for v in header.state.values()) and header.path is None
+    check_fits(header, TINY_SIZES)
+
+
+def test_a_header_in_torchs_older_single_stream_format_is_read_whole(tmp_path):
+    path = make_checkpoint(tmp_path)[0]
+    state = torch.load(path, weights_only=True)
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    header = read_checkpoint_header(str(path), read_arch_spec(tmp_path / "all_config.yaml"))
+    assert set(header.state) == set(load_checkpoint(path).state)
+
+
+def test_an_empty_checkpoint_file_is_named_as_empty(tmp_path):
+    path = make_checkpoint(tmp_path)[0]
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=r"step_10: empty file \(0 bytes\)"):
+        read_checkpoint_header(str(path), read_arch_spec(tmp_path / "all_config.yaml"))
+
+
+def test_a_planned_load_refuses_a_file_rewritten_since_planning(tmp_path):
+    path = make_checkpoint(tmp_path)[0]
+    planned = storage.version(str(path))
+    load_planned_checkpoint(str(path), str(tmp_path / "all_config.yaml"), planned)
+    torch.save(torch.load(path, weights_only=True), path)  # the same tensors, written again
+    with pytest.raises(CheckpointChanged, match="changed since the run was planned"):
+        load_planned_checkpoint(str(path), str(tmp_path / "all_config.yaml"), planned)
