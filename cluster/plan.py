@@ -369,10 +369,12 @@ def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, 
 
 
 def unit_id(
-    checkpoint_version: str, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None
+    checkpoint: CheckpointRef, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None
 ) -> str:
     key: dict[str, Any] = {
-        "checkpoint": checkpoint_version,
+        # The name as well as the version: two files of equal size and modification time (or
+        # equal ETags: the same bytes) are still two checkpoints of the run, each with its units.
+        "checkpoint": [checkpoint.name, checkpoint.version],
         "dataset": dataset_hash,
         "eval": eval_identity,
         "shard": [shard.split, shard.set, shard.start, shard.stop],
@@ -392,7 +394,7 @@ def plan_units(
     """Checkpoint-major order (the plain data, then each test-time-augmentation copy): the driver
     then naturally finishes one checkpoint before the next."""
     return [
-        Unit(id=unit_id(ref.version, dataset_hash, eval_identity, shard, copy), checkpoint=ref.name, shard=shard,
+        Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy), checkpoint=ref.name, shard=shard,
              tta=copy)
         for ref in checkpoints
         for copy in [None, *(tta_copies or [])]

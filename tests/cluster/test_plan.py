@@ -9,7 +9,7 @@ from hrm.data.schema import Shard
 from hrm.errors import InputError
 
 from cluster.config import CheckpointSource
-from cluster.plan import plan_shards, plan_units, preflight, source_checkpoints, unit_id
+from cluster.plan import CheckpointRef, plan_shards, plan_units, preflight, source_checkpoints, unit_id
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config
 from tests.factories import make_checkpoint
@@ -144,15 +144,18 @@ def test_shards_are_whole_batches_and_cover_every_example_once(tmp_path):
 
 def test_a_unit_id_changes_with_checkpoint_data_eval_settings_and_shard_and_nothing_else():
     shard = Shard("test", "easy", 0, 16)
-    base = unit_id("ckpt", "data", {"protocol": "fixed"}, shard)
-    assert base == unit_id("ckpt", "data", {"protocol": "fixed"}, Shard("test", "easy", 0, 16))
+    ckpt = CheckpointRef(name="a", uri="run/step_1", config_uri="run/all_config.yaml", step=1, version="v1")
+    base = unit_id(ckpt, "data", {"protocol": "fixed"}, shard)
+    assert base == unit_id(ckpt.model_copy(update={"uri": "moved/step_1"}), "data", {"protocol": "fixed"},
+                           Shard("test", "easy", 0, 16))
     others = [
-        unit_id("ckpt2", "data", {"protocol": "fixed"}, shard),
-        unit_id("ckpt", "data2", {"protocol": "fixed"}, shard),
-        unit_id("ckpt", "data", {"protocol": "adaptive"}, shard),
-        unit_id("ckpt", "data", {"protocol": "fixed"}, Shard("test", "easy", 16, 32)),
+        unit_id(ckpt.model_copy(update={"version": "v2"}), "data", {"protocol": "fixed"}, shard),
+        unit_id(ckpt.model_copy(update={"name": "b"}), "data", {"protocol": "fixed"}, shard),
+        unit_id(ckpt, "data2", {"protocol": "fixed"}, shard),
+        unit_id(ckpt, "data", {"protocol": "adaptive"}, shard),
+        unit_id(ckpt, "data", {"protocol": "fixed"}, Shard("test", "easy", 16, 32)),
     ]
-    assert base not in others and len(set(others)) == 4
+    assert base not in others and len(set(others)) == 5
 
 
 def test_units_pair_every_checkpoint_with_every_shard_checkpoint_by_checkpoint(tmp_path):
