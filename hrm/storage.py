@@ -24,6 +24,7 @@ version.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -138,6 +139,60 @@ def open_input_file(uri: str) -> pa.NativeFile:
     fs, path = resolve(uri)
     with _input_errors(uri, fs, path):
         return fs.open_input_file(path)
+
+
+HEADER_BLOCK_BYTES = 1 << 20
+
+
+class BlockReader(io.RawIOBase):
+    """A seekable read-only file over a random-access reader that fetches whole aligned blocks
+    and keeps every block it fetched. A parser that makes many small reads close together
+    (torch's zip reader walking an archive's directory and its pickle) then costs a few ranged
+    requests instead of one per read. Written here because pyarrow's buffering only reads
+    forward, and torch's reader seeks to the end and back."""
+
+    def __init__(self, file: pa.NativeFile, block_bytes: int = HEADER_BLOCK_BYTES):
+        self._file, self._block, self._size, self._pos = file, block_bytes, file.size(), 0
+        self._blocks: dict[int, bytes] = {}
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), max(0, self._size - self._pos))
+        done = 0
+        while done < wanted:
+            index, offset = divmod(self._pos + done, self._block)
+            chunk = self._fetch(index)[offset:offset + wanted - done]
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        self._pos += done
+        return done
+
+    def _fetch(self, index: int) -> bytes:
+        if index not in self._blocks:
+            self._blocks[index] = self._file.read_at(self._block, index * self._block)
+        return self._blocks[index]
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def read_bytes(uri: str) -> bytes:

@@ -9,8 +9,8 @@ local copy (`hrm.storage.local_copy`), since torch memory-maps the file.
 
 Checking that a checkpoint fits a dataset needs only its tensors' names and shapes:
 `read_checkpoint_header` gets them by loading under torch's fake-tensor mode through a
-random-access reader, which reads the zip archive's directory and pickle (kilobytes, in
-ranged requests on object storage) and none of the tensor data.
+random-access reader, which reads the zip archive's directory and pickle (a few ranged
+requests of `hrm.storage.BlockReader` blocks on object storage) and none of the tensor data.
 """
 
 from __future__ import annotations
@@ -146,11 +146,12 @@ def load_checkpoint(uri: str | os.PathLike, config: str | os.PathLike | None = N
 def read_checkpoint_header(file: str, spec: ArchSpec, cache_dir: str | None = None) -> Checkpoint:
     """The step file `file`'s tensor names, shapes and dtypes as fake tensors, without reading
     tensor data (a checkpoint in torch's older single-stream format is read whole)."""
-    with storage.open_input_file(file) as reader:
-        if reader.size() == 0:
+    with storage.BlockReader(storage.open_input_file(file)) as reader:
+        if reader.size == 0:
             raise InputError(f"{file}: empty file (0 bytes), not a torch checkpoint")
-        if reader.read_at(len(ZIP_MAGIC), 0) != ZIP_MAGIC:
+        if reader.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
             return load_checkpoint(file, spec.source, cache_dir)
+        reader.seek(0)
         with FakeTensorMode():
             state = read_state_dict(reader, file)
     return Checkpoint(uri=file, path=None, step=step_number(storage.basename(file)), spec=spec, state=state)

@@ -132,3 +132,35 @@ def test_a_download_is_cached_under_the_version_it_had(s3_bucket, tmp_path):
     assert storage.local_copy(uri, str(tmp_path)).read_bytes() == b"first"
     storage.write_bytes_atomic(uri, b"second")
     assert storage.local_copy(uri, str(tmp_path)).read_bytes() == b"second"
+
+
+class CountingFile:
+    """The part of a pyarrow random-access file BlockReader uses, counting ranged reads."""
+
+    def __init__(self, data: bytes):
+        self.data, self.requests = data, 0
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_at(self, nbytes: int, offset: int) -> bytes:
+        self.requests += 1
+        return self.data[offset:offset + nbytes]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_block_reader_returns_the_bytes_and_serves_small_reads_from_few_requests():
+    data = bytes(range(256)) * 40  # 10,240 bytes: 10 blocks of 1024 and a bit
+    file = CountingFile(data)
+    reader = storage.BlockReader(file, block_bytes=1024)
+    assert reader.read(4) == data[:4]
+    reader.seek(-30, 2)
+    assert reader.read(100) == data[-30:]  # clipped at the end
+    reader.seek(1000)
+    assert reader.read(50) == data[1000:1050]  # across a block boundary
+    for offset in range(0, 1000, 7):  # many small reads inside blocks already fetched
+        reader.seek(offset)
+        assert reader.read(3) == data[offset:offset + 3]
+    assert file.requests == 3  # blocks 0, 1 and the last
