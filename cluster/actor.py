@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import socket
 import time
 import uuid
@@ -26,6 +25,7 @@ from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 from hrm.eval.engine import Engine
 from hrm.eval.shard import build_engine, evaluate_examples
+from hrm.memory import peak_rss_bytes
 
 from cluster.config import RunConfig
 from cluster.plan import CheckpointRef, Unit
@@ -108,7 +108,7 @@ class Evaluator:
             device=self.device,
             gpu=torch.cuda.get_device_name() if cuda else None,
             torch_threads=torch.get_num_threads(),
-            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
+            peak_rss_bytes=peak_rss_bytes(),
             peak_gpu_bytes=torch.cuda.max_memory_allocated() if cuda else None,
             cached=[name for name, _ in self.engines],
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import resource
 import socket
 import subprocess
 import time
@@ -27,6 +26,7 @@ from pydantic import BaseModel
 
 from hrm import storage
 from hrm.eval.metrics import StatsTable
+from hrm.memory import peak_rss_bytes
 
 from cluster.config import RunConfig
 from cluster.plan import PreparedRun, Unit
@@ -312,5 +312,5 @@ def _driver_hardware() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from hrm import storage  # noqa: E402
 from hrm.data.reader import open_dataset  # noqa: E402
 from hrm.data.schema import DatasetMetadata, PuzzleArrays  # noqa: E402
 from hrm.data.writer import write_dataset  # noqa: E402
+from hrm.memory import peak_rss_bytes  # noqa: E402
 
 BATCH = 4096
 
@@ -97,7 +97,7 @@ def stream(uri: str) -> None:
     started = time.perf_counter()
     dataset = open_dataset(uri)
     first = dataset.examples("test", "all", 0, min(BATCH, dataset.num_examples("test", "all")))
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    baseline = peak_rss_bytes() // 2**20
     count, checksum = 0, 0
     for shard in dataset.shards("test"):
         for start in range(shard.start, shard.stop, BATCH):
@@ -107,7 +107,7 @@ def stream(uri: str) -> None:
     assert np.array_equal(first.inputs, dataset.examples("test", "all", 0, len(first)).inputs)
     print(json.dumps({"examples": count, "checksum": checksum, "seconds": round(time.perf_counter() - started, 2),
                       "baseline_rss_mib": baseline,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+                      "peak_rss_mib": peak_rss_bytes() // 2**20}))
 
 
 def main() -> None:
