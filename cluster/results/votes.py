@@ -30,7 +30,7 @@ predictions are written as they are voted, a row group per part.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,7 +49,9 @@ from cluster.config import EnsembleConfig, RunConfig, TTAConfig
 from cluster.results.layout import iter_predictions, prediction_parts, read_prediction_part, votes_uri
 
 SUBMISSION = "submission.json"
-ARC_CHUNK_ROWS = 4096  # rows whose dataset inputs are read at once (a part can be a large shard)
+# Rows voted at once. A part is a whole shard, which a run may make large: chunks keep the
+# numpy copies and temporaries of a vote small whatever the shard size.
+CHUNK_ROWS = 4096
 ARC_COLUMNS = ["set", "example_id", "puzzle_identifier", "pred", "q_halt_logit"]
 VOTE_COLUMNS = ["set", "example_id", "pred", "q_halt_logit"]
 
@@ -82,12 +84,11 @@ def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str
     """ARC augmentation voting of one checkpoint; writes its submission.json when asked.
 
     The predictions go in part by part, in dataset order (it decides exact ties), each part
-    in chunks of ARC_CHUNK_ROWS with the dataset inputs of just those rows."""
+    in chunks of CHUNK_ROWS with the dataset inputs of just those rows."""
     split = config.dataset.split
     collector = ArcVoteCollector(dataset.identifiers, dataset.metadata(split).blank_identifier_id)
     for part in iter_predictions(run_uri, checkpoint, columns=ARC_COLUMNS):
-        for start in range(0, part.num_rows, ARC_CHUNK_ROWS):
-            rows = part.slice(start, ARC_CHUNK_ROWS)
+        for rows in _chunks(part):
             inputs = _dataset_rows(dataset, split, rows, "inputs")
             collector.add(inputs, column_matrix(rows, "pred"), rows.column("puzzle_identifier").to_numpy(),
                           rows.column("q_halt_logit").to_numpy())
@@ -119,7 +120,7 @@ def tta_votes(tta: TTAConfig, run_uri: str, checkpoint: str, labels: _Labels) ->
     sources = [_Source(checkpoint, copy, ("the plain predictions" if copy == 0 else f"TTA copy {copy}")
                        + f" of checkpoint {checkpoint!r}") for copy in range(tta.copies + 1)]
     plain, voted = _Tally(), _Tally()
-    for tables in _aligned_parts(run_uri, sources, _common_parts(run_uri, sources)):
+    for tables in _aligned_chunks(run_uri, sources, _common_parts(run_uri, sources)):
         preds, q_halt = _stacked(tables)
         target = labels.of(tables[0])
         plain.add(score_tokens(preds[0], target, labels.ignore_label_id))
@@ -136,7 +137,7 @@ def ensemble_votes(ensemble: EnsembleConfig, members: list[str], run_uri: str, l
     entries = []
     for level in levels:
         tally = _EnsembleTally(len(members))
-        voted = (tally.add(tables, level, labels) for tables in _aligned_parts(run_uri, sources, parts))
+        voted = (tally.add(tables, level, labels) for tables in _aligned_chunks(run_uri, sources, parts))
         storage.write_parquet_atomic(votes_uri(run_uri, "ensembles", f"{ensemble.name}-{level}.parquet"), voted)
         best = tally.best_member()
         # b: only the ensemble is exact, c: only the best member (the report's reading).
@@ -194,8 +195,8 @@ class _EnsembleTally:
         self.only_ensemble = [0] * members  # the ensemble exact, the member not
         self.only_member = [0] * members
 
-    def add(self, tables: list[pa.Table], level: VoteLevel, labels: _Labels) -> pa.Table:
-        """Vote one part (the members' same-named parts), count it; the voted rows to store."""
+    def add(self, tables: Sequence[pa.Table], level: VoteLevel, labels: _Labels) -> pa.Table:
+        """Vote one chunk (the same rows of every member), count it; the voted rows to store."""
         preds, q_halt = _stacked(tables)
         voted = majority_vote(preds, level, q_halt)
         target = labels.of(tables[0])
@@ -247,9 +248,10 @@ def _common_parts(run_uri: str, sources: list[_Source]) -> list[str]:
     return parts
 
 
-def _aligned_parts(run_uri: str, sources: list[_Source], parts: list[str]) -> Iterator[list[pa.Table]]:
+def _aligned_chunks(run_uri: str, sources: list[_Source], parts: list[str]) -> Iterator[tuple[pa.Table, ...]]:
     """Per part, every source's part of that name, whose rows must be the first's (set,
-    example_id) rows in the same order; one part of each source is in memory at a time."""
+    example_id) rows in the same order, in chunks of the same rows; one part of each source
+    is in memory at a time."""
     for part in parts:
         tables = [read_prediction_part(run_uri, s.checkpoint, part, s.copy, VOTE_COLUMNS) for s in sources]
         first = tables[0]
@@ -258,10 +260,16 @@ def _aligned_parts(run_uri: str, sources: list[_Source], parts: list[str]) -> It
                     and table.column("example_id").equals(first.column("example_id"))):
                 raise InputError(f"{run_uri}: {source.description}: part {part} covers other examples than "
                                  f"that of {sources[0].description}")
-        yield tables
+        yield from zip(*(_chunks(table) for table in tables))
 
 
-def _stacked(tables: list[pa.Table]) -> tuple[np.ndarray, np.ndarray]:
+def _chunks(table: pa.Table) -> Iterator[pa.Table]:
+    """Consecutive slices of CHUNK_ROWS rows (no copy)."""
+    for start in range(0, table.num_rows, CHUNK_ROWS):
+        yield table.slice(start, CHUNK_ROWS)
+
+
+def _stacked(tables: Sequence[pa.Table]) -> tuple[np.ndarray, np.ndarray]:
     """The voters' predictions [V, N, L] and halting logits [V, N]."""
     return (np.stack([column_matrix(t, "pred") for t in tables]),
             np.stack([t.column("q_halt_logit").to_numpy() for t in tables]))
@@ -275,6 +283,7 @@ class _Labels:
         self.ignore_label_id = dataset.metadata(split).ignore_label_id
 
     def of(self, rows: pa.Table) -> np.ndarray:
+        """The labels of `rows`: prediction rows of one set (a part or a slice of one)."""
         return _dataset_rows(self.dataset, self.split, rows, "labels")
 
 

@@ -85,7 +85,7 @@ def test_arc_voting_of_stored_predictions_matches_the_reference_evaluator_howeve
         tmp_path, monkeypatch, part_rows, chunk_rows):
     # Exact ties keep the first-voted candidate first, so a part or chunk read out of order
     # would change the ranking: small parts and chunks must give the reference's answer too.
-    monkeypatch.setattr(votes, "ARC_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(votes, "CHUNK_ROWS", chunk_rows)
     reference = np.load(ARC_TINY / "expected" / "trm-fp32.npz")
     dataset = open_dataset(str(ARC_TINY / "data"))
     assert np.array_equal(dataset.examples("test", "all").inputs, reference["inputs"])  # same rows, same order
@@ -183,7 +183,7 @@ def store_checkpoints(run: str, dataset: Dataset, *, part_rows: int | None, copi
                 store_predictions(run, name, dataset, set_name, pred, q_halt, part_rows=part_rows, copy=copy)
 
 
-def test_tta_and_ensemble_votes_of_small_parts_equal_those_of_one_part_per_set(tmp_path):
+def test_tta_and_ensemble_votes_of_small_parts_and_chunks_equal_those_of_one_part_per_set(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data")  # sets easy (40) and hard (24)
     dataset = open_dataset(data)
     config = with_ensembles(
@@ -192,7 +192,8 @@ def test_tta_and_ensemble_votes_of_small_parts_equal_those_of_one_part_per_set(t
         [{"name": "top3", "top_k": 3, "method": "both"}])
     metrics = exact_metrics({"a": 0.5, "b": 0.5, "c": 0.5})
     results = {}
-    for part_rows in (None, 7):
+    for part_rows, chunk_rows in ((None, 4096), (7, 3)):
+        monkeypatch.setattr(votes, "CHUNK_ROWS", chunk_rows)
         run = str(tmp_path / f"run-{part_rows}")
         store_checkpoints(run, dataset, part_rows=part_rows, copies=2)
         voted = apply_votes(config, run, dataset, metrics)["votes"]
