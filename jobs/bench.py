@@ -45,6 +45,7 @@ from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
 from jobs.bench_cluster import configure_cluster, run_cluster
 from jobs.bench_scale import configure_scale, run_scale
+from jobs.bench_votes import configure_votes, run_votes
 
 # The paper's Sudoku HRM, and the small HRM of the conformance vectors.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -398,6 +399,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                 configure_cluster, run_cluster),
     "scale": ("the real job at chosen sizes with a tiny model: driver memory, preflight, per-unit overhead, "
               "resume scan, summary-file sizes", configure_scale, run_scale),
+    "votes": ("ARC voting and a checkpoint ensemble at ARC aug-1000 size (synthetic): seconds and peak RSS",
+              configure_votes, run_votes),
 }
 
 

@@ -7,12 +7,15 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from hrm.eval.engine import Engine
+from hrm.puzzles.arc_grids import ArcAugmentation, grid_to_tokens
 
 from jobs.bench import bench_config, bench_model, concurrent_seconds
+from jobs.bench_votes import augmented_canvases, distinct_augmentations
 
 from tests.factories import REPO
 
@@ -170,3 +173,31 @@ def test_the_scale_bench_measures_each_size_in_real_runs_and_their_resume(tmp_pa
         assert all(v > 0 for v in s["actor_s_per_unit"].values()) and 0 < s["model_share_of_actor_time"] < 1
         assert all(size > 0 for size in s["file_bytes"].values())
     assert "600 → 1,200 examples: driver peak RSS" in run.stdout
+
+
+def test_the_votes_bench_measures_arc_votes_and_an_ensemble_each_in_a_process_of_its_own(tmp_path):
+    out = tmp_path / "votes.json"
+    run = subprocess.run([sys.executable, "-m", "jobs.bench", "votes", "--puzzles", "3", "--augment", "199",
+                          "--shard-size", "256", "--tmp", str(tmp_path), "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    # Shards of the run's plan: 256 examples (whole batches of the default 256), the last 88.
+    assert report["dataset"]["examples"] == 600 and report["predictions"]["parts_per_member"] == 3
+    arc, ensemble = report["votes"]["arc"], report["votes"]["ensemble"]
+    assert (arc["result"]["puzzles"], arc["result"]["test_inputs"]) == (3, 3)
+    assert [(e["level"], e["count"], e["members"]) for e in ensemble["result"]] == [
+        ("sequence", 600, ["member0", "member1", "member2"]), ("token", 600, ["member0", "member1", "member2"])]
+    for vote in (arc, ensemble):
+        assert vote["peak_rss_bytes"] >= vote["peak_rss_before_vote_bytes"] > 0 and vote["seconds"] > 0
+    assert report["peak_rss_within_limit"] is True
+    assert "ARC votes of 1 checkpoint: 600 rows × 900 tokens in 3 parts" in run.stdout
+
+
+def test_the_votes_bench_draws_arc_canvases_as_the_converter_encodes_them():
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 10, size=(3, 5), dtype=np.uint8)
+    augmentations = distinct_augmentations(rng, 40)
+    assert len(set(augmentations)) == 40 and augmentations[0] == ArcAugmentation()
+    expected = np.stack([grid_to_tokens(aug.apply(grid)) for aug in augmentations])
+    assert np.array_equal(augmented_canvases(grid, augmentations), expected)
