@@ -44,16 +44,12 @@ from hrm.model.flops import Matmul, flops_per_example_step, step_matmuls
 from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
 from jobs.bench_cluster import configure_cluster, run_cluster
+from jobs.bench_models import CONFIGS, model_fields
+from jobs.bench_preflight import configure_preflight, run_preflight
 from jobs.bench_scale import configure_scale, run_scale
+from jobs.bench_unit import configure_unit, run_unit
 from jobs.bench_votes import configure_votes, run_votes
 
-# The paper's Sudoku HRM, and the small HRM of the conformance vectors.
-CONFIGS: dict[str, dict[str, Any]] = {
-    "paper": dict(hidden_size=512, num_heads=8, H_layers=4, L_layers=4, halt_max_steps=16, puzzle_emb_ndim=512),
-    "small": dict(hidden_size=128, num_heads=2, H_layers=2, L_layers=2, halt_max_steps=8, puzzle_emb_ndim=128),
-}
-SUDOKU = dict(family="hrm", vocab_size=11, seq_len=81, num_puzzle_identifiers=2, expansion=4, H_cycles=2, L_cycles=2,
-              pos_encodings="rope")
 SQUARE_SIZES = (1024, 2048, 4096)
 # Operand layouts of a square product, each writing into a preallocated `out` so that only the
 # matmul is timed. "nt" (a @ bᵀ) is the layout of the model's linear layers.
@@ -128,7 +124,7 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_config(name: str, dtype: str, overrides: list[str]) -> ModelConfig:
-    fields = {**SUDOKU, **CONFIGS[name], "forward_dtype": dtype}
+    fields = model_fields(name, dtype)
     for item in overrides:
         key, _, value = item.partition("=")
         fields[key] = value  # pydantic converts the string to the field's type
@@ -399,6 +395,10 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                 configure_cluster, run_cluster),
     "scale": ("the real job at chosen sizes with a tiny model: driver memory, preflight, per-unit overhead, "
               "resume scan, summary-file sizes", configure_scale, run_scale),
+    "preflight": ("--dry-run of a sweep of real-size checkpoints (local and loopback S3) over a full-size dataset: "
+                  "seconds and peak RSS", configure_preflight, run_preflight),
+    "unit": ("what a work unit costs besides the model at the default shard size, against the paper-size HRM's "
+             "time for it", configure_unit, run_unit),
     "votes": ("ARC voting and a checkpoint ensemble at ARC aug-1000 size (synthetic): seconds and peak RSS",
               configure_votes, run_votes),
 }

@@ -40,15 +40,11 @@ from cluster.driver import execute
 from cluster.plan import prepare
 from cluster.progress import RunProgress
 
+from jobs.bench_models import arch_section
+
 VOCAB, SEQ_LEN = 11, 81  # Sudoku-shaped
 SIZES = DatasetSizes(vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=1)
-ARCH: dict[str, Any] = {
-    "name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
-    "loss": {"name": "losses@ACTLossHead", "loss_type": "softmax_cross_entropy"},
-    "hidden_size": 128, "num_heads": 2, "expansion": 4, "H_layers": 2, "L_layers": 2, "H_cycles": 2, "L_cycles": 2,
-    "halt_max_steps": 8, "halt_exploration_prob": 0.1, "puzzle_emb_ndim": 128, "pos_encodings": "rope",
-    "forward_dtype": "float32",
-}
+ARCH = arch_section("small")
 BATCH = 64
 CALIBRATION_EXAMPLES = 256
 # Every Ray a bench or a test starts: no token auth (docs/ray.md, "Authentication"), no usage reporting.

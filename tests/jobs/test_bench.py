@@ -201,3 +201,33 @@ def test_the_votes_bench_draws_arc_canvases_as_the_converter_encodes_them():
     assert len(set(augmentations)) == 40 and augmentations[0] == ArcAugmentation()
     expected = np.stack([grid_to_tokens(aug.apply(grid)) for aug in augmentations])
     assert np.array_equal(augmented_canvases(grid, augmentations), expected)
+
+
+@pytest.mark.s3
+def test_the_preflight_bench_dry_runs_a_sweep_on_local_disk_and_on_s3_each_in_a_process_of_its_own(tmp_path):
+    out = tmp_path / "preflight.json"
+    run = subprocess.run([sys.executable, "-m", "jobs.bench", "preflight", "--checkpoints", "3", "--examples", "500",
+                          "--model", "small", "--tmp", str(tmp_path), "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [d["storage"] for d in report["dry_runs"]] == ["local", "s3"]
+    for dry in report["dry_runs"]:
+        assert dry["seconds"] > 0 and 0 < dry["peak_rss_mib"] < report["checkpoint_bytes"] * 3 / 2**20 + 2048
+        assert dry["plan_head"][2:] == ["  set all: 500 examples in 1 shard(s)", "3 checkpoint(s):"]
+    assert "dry run, 3 checkpoints on s3 × 500 examples" in run.stdout
+
+
+def test_the_unit_bench_splits_a_default_size_units_overhead_and_times_the_paper_model(tmp_path):
+    out = tmp_path / "unit.json"
+    run = subprocess.run([sys.executable, "-m", "jobs.bench", "unit", "--paper-examples", "1", "--threads", "1",
+                          "--tmp", str(tmp_path), "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    first, cached = report["tiny_units"]
+    assert first["model_loaded"] and not cached["model_loaded"] and cached["examples"] == report["shard_size"] == 4096
+    assert all(v > 0 for v in report["overhead_per_unit"].values())
+    assert report["paper"]["examples"] == 1 and report["paper"]["load_s"] > 0 and report["paper"]["eval_s"] > 0
+    assert 0 < report["overhead_share"] < 1 and report["units_per_checkpoint"] == 104
+    assert "the overhead passes 10% of a unit only for an engine faster than" in run.stdout
