@@ -55,12 +55,16 @@ def test_a_glob_selects_files_and_a_path_to_a_run_directory_means_its_newest_ste
     assert (ref.name, ref.step, ref.uri) == ("best", 50, str(run / "step_50"))
 
 
-def test_a_run_prefix_on_s3_is_discovered_and_downloaded_once_into_the_cache(tmp_path, s3_bucket):
-    local = tmp_path / "run"
+def upload_run(local, prefix: str) -> None:
+    """A run directory of steps 10 and 20 made at `local` and copied to the object prefix."""
     make_checkpoint(local, steps=(10, 20), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
-    prefix = f"{s3_bucket}/runs/tiny"
     for file in local.iterdir():
         storage.write_bytes_atomic(storage.join(prefix, file.name), file.read_bytes())
+
+
+def test_a_run_prefix_on_s3_is_discovered_and_downloaded_once_into_the_cache(tmp_path, s3_bucket):
+    local, prefix = tmp_path / "run", f"{s3_bucket}/runs/tiny"
+    upload_run(local, prefix)
     refs = source_checkpoints(CheckpointSource(run=prefix, last=1))
     assert [(r.name, r.uri) for r in refs] == [("tiny-step_20", f"{prefix}/step_20")]
     cache = tmp_path / "cache"
@@ -74,11 +78,8 @@ def test_a_run_prefix_on_s3_is_discovered_and_downloaded_once_into_the_cache(tmp
 
 
 def test_preflight_of_checkpoints_on_s3_checks_their_shapes_without_downloading_them(tmp_path, s3_bucket):
-    local = tmp_path / "run"
-    make_checkpoint(local, steps=(10, 20), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
-    prefix = f"{s3_bucket}/runs/tiny"
-    for file in local.iterdir():
-        storage.write_bytes_atomic(storage.join(prefix, file.name), file.read_bytes())
+    local, prefix = tmp_path / "run", f"{s3_bucket}/runs/tiny"
+    upload_run(local, prefix)
     cache = tmp_path / "cache"
     config = run_config([{"run": prefix}], make_dataset(tmp_path / "data"), str(tmp_path / "out"),
                         cluster={"checkpoint_cache_dir": str(cache)})
