@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from hrm import storage
 from hrm.eval.metrics import StatsTable
 from hrm.memory import peak_rss_bytes
+from hrm.secrets import redact_document
 
 from cluster.config import RunConfig
 from cluster.plan import PreparedRun, Unit
@@ -171,7 +171,7 @@ def write_unit_states(run: str, states: list[UnitState]) -> None:
 
 
 def read_unit_states(run: str) -> list[UnitState]:
-    table = pq.read_table(storage.open_input_file(file_uri(run, UNIT_STATES)))
+    table = storage.read_parquet(file_uri(run, UNIT_STATES))
     return [UnitState.model_validate(row) for row in table.to_pylist()]
 
 
@@ -272,7 +272,7 @@ def _unit_state(ledger: RunLedger, unit: Unit, failed_unit: str | None) -> UnitS
 
 
 def write_manifest(run: str, manifest: Manifest) -> None:
-    storage.write_json_atomic(file_uri(run, MANIFEST), manifest.model_dump(mode="json"), indent=1)
+    storage.write_json_atomic(file_uri(run, MANIFEST), redact_document(manifest.model_dump(mode="json")), indent=1)
 
 
 def read_manifest(run: str) -> Manifest:

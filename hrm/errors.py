@@ -1,8 +1,8 @@
-"""The one exception type users see, and the one place pydantic's errors become it.
+"""The exception types users see, and the one place pydantic's errors become one.
 
 Anything raised as `InputError` is bad input (a file, a field, a config key): the CLI prints
-its message on one line and exits non-zero without a traceback. Everything else is a bug and
-keeps its traceback.
+its message on one line and exits 2. `StorageUnavailable` is a transient storage fault that
+outlasted the retries (exit 3). Everything else is a bug (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from pydantic import ValidationError
 
 class InputError(Exception):
     """Bad user input. The message must name the file (or URI) and the key/field/line."""
+
+
+class StorageUnavailable(Exception):
+    """A transient storage fault that outlasted the retries: not bad input, and nothing a run
+    committed is lost; the same command later resumes."""
 
 
 def invalid_input(source: str, err: ValidationError, *, within: str = "", hidden: Iterable[str] = ()) -> InputError:

@@ -8,8 +8,13 @@ ignore `AWS_ENDPOINT_URL`, which is why every S3 URI goes through `from_uri`.
 
 Writes are atomic: data goes to a temporary key next to the final one and is then moved
 into place (a rename locally, copy + delete on S3), so a reader never sees half an object.
-Every failure caused by the URI itself (missing key, missing bucket, unreachable endpoint,
-bad settings) is an `InputError` naming the URI.
+
+Failures are sorted in one place, `_call` (docs/errors.md): a transient one (connection
+refused or reset, timeouts, HTTP 5xx, throttling) is retried with exponential backoff for up
+to RETRY_BUDGET_S, then raised as `StorageUnavailable`; every other failure caused by the URI
+(missing key or bucket, access denied, bad settings) is an `InputError` naming the URI, at once.
+Whole operations are retried (a read from its start, a write of bytes in memory from its
+temporary key); a write streamed from a generator has its opening and its final move retried.
 
 An object's `version` names its current bytes without reading them: the ETag (and version
 id, where the bucket keeps versions) on object storage, size and modification time in
@@ -27,23 +32,35 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import posixpath
 import tempfile
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from hrm.errors import InputError
+from hrm.errors import InputError, StorageUnavailable
 
 READ_CHUNK_BYTES = 8 << 20
+RETRY_BUDGET_S = 60.0  # how long a transient storage fault is retried before the command gives up
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 8.0
+# How pyarrow's S3 client (the AWS SDK) and the OS word failures that may pass by themselves.
+TRANSIENT_MARKERS = (
+    "NETWORK_CONNECTION", "curlCode", "Connection refused", "Connection reset", "timed out", "Timeout",
+    "SLOW_DOWN", "SlowDown", "THROTTLING", "Throttling", "SERVICE_UNAVAILABLE", "ServiceUnavailable",
+    "INTERNAL_FAILURE", "InternalError", "REQUEST_TIMEOUT", "RequestTimeout", "HTTP response code: 5",
+)
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_local(uri: str) -> bool:
@@ -96,22 +113,38 @@ def _missing_bucket(uri: str, fs: pafs.FileSystem, path: str) -> InputError | No
     return None
 
 
-@contextmanager
-def _input_errors(uri: str, fs: pafs.FileSystem, path: str) -> Iterator[None]:
-    """Turn storage failures caused by the URI into InputError naming it."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise _missing_bucket(uri, fs, path) or InputError(f"{uri}: not found") from None
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(f"{uri}: {err}") from None
+def is_transient(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, (ConnectionError, TimeoutError)) or any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+def _call(uri: str, op: Callable[[], T]) -> T:
+    """`op()` with its storage failures sorted: transient ones retried (backoff doubling from
+    FIRST_BACKOFF_S, for up to RETRY_BUDGET_S) and then StorageUnavailable; a missing object or
+    bucket and every other failure caused by the URI an InputError naming it."""
+    started, delay = time.monotonic(), FIRST_BACKOFF_S
+    while True:
+        try:
+            return op()
+        except FileNotFoundError:
+            fs, path = resolve(uri)
+            raise _missing_bucket(uri, fs, path) or InputError(f"{uri}: not found") from None
+        except (pa.ArrowException, OSError) as err:
+            if not is_transient(err):
+                raise InputError(f"{uri}: {err}") from None
+            waited = time.monotonic() - started
+            if waited + delay > RETRY_BUDGET_S:
+                raise StorageUnavailable(f"{uri}: storage unavailable, gave up after {waited:.0f} s of retries: "
+                                         f"{str(err).splitlines()[0]}") from None
+            log.warning("%s: %s; retrying in %.1f s", uri, str(err).splitlines()[0], delay)
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_BACKOFF_S)
 
 
 def exists(uri: str) -> bool:
     """True if an object (not a prefix) exists at `uri`."""
     fs, path = resolve(uri)
-    with _input_errors(uri, fs, path):
-        return fs.get_file_info(path).type == pafs.FileType.File
+    return _call(uri, lambda: fs.get_file_info(path).type == pafs.FileType.File)
 
 
 def list_files(uri: str) -> list[str]:
@@ -119,10 +152,9 @@ def list_files(uri: str) -> list[str]:
     but a missing bucket is an error."""
     fs, path = resolve(uri)
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
-    with _input_errors(uri, fs, path):
-        infos = fs.get_file_info(selector)
-        if not infos and (error := _missing_bucket(uri, fs, path)):
-            raise error
+    infos = _call(uri, lambda: fs.get_file_info(selector))
+    if not infos and (error := _call(uri, lambda: _missing_bucket(uri, fs, path))):
+        raise error
     root = path.rstrip("/") + "/"
     return sorted(info.path[len(root):] for info in infos if info.type == pafs.FileType.File)
 
@@ -130,15 +162,13 @@ def list_files(uri: str) -> list[str]:
 def open_input_stream(uri: str) -> pa.NativeFile:
     """A sequential reader (no decompression guessed from the name)."""
     fs, path = resolve(uri)
-    with _input_errors(uri, fs, path):
-        return fs.open_input_stream(path, compression=None)
+    return _call(uri, lambda: fs.open_input_stream(path, compression=None))
 
 
 def open_input_file(uri: str) -> pa.NativeFile:
     """A random-access reader: `read_at(nbytes, offset)` fetches only that range (an HTTP range on S3)."""
     fs, path = resolve(uri)
-    with _input_errors(uri, fs, path):
-        return fs.open_input_file(path)
+    return _call(uri, lambda: fs.open_input_file(path))
 
 
 HEADER_BLOCK_BYTES = 1 << 20
@@ -196,8 +226,35 @@ class BlockReader(io.RawIOBase):
 
 
 def read_bytes(uri: str) -> bytes:
-    with open_input_stream(uri) as stream:
-        return stream.read()
+    fs, path = resolve(uri)
+
+    def read() -> bytes:
+        with fs.open_input_stream(path, compression=None) as stream:
+            return stream.read()
+
+    return _call(uri, read)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet object (or some of its columns), read again from the start on a transient fault."""
+    fs, path = resolve(uri)
+
+    def read() -> pa.Table:
+        with fs.open_input_file(path) as file:
+            return pq.read_table(file, columns=columns)
+
+    return _call(uri, read)
+
+
+def parquet_metadata(uri: str) -> pq.FileMetaData:
+    """A Parquet object's footer: its schema, row groups and their statistics."""
+    fs, path = resolve(uri)
+
+    def read() -> pq.FileMetaData:
+        with fs.open_input_file(path) as file:
+            return pq.ParquetFile(file).metadata
+
+    return _call(uri, read)
 
 
 def read_json(uri: str) -> Any:
@@ -211,11 +268,16 @@ def read_json(uri: str) -> Any:
 
 def sha256(uri: str) -> str:
     """Hex SHA-256 of the object's bytes, streamed in chunks."""
-    digest = hashlib.sha256()
-    with open_input_stream(uri) as stream:
-        while chunk := stream.read(READ_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    fs, path = resolve(uri)
+
+    def digest() -> str:
+        hashed = hashlib.sha256()
+        with fs.open_input_stream(path, compression=None) as stream:
+            while chunk := stream.read(READ_CHUNK_BYTES):
+                hashed.update(chunk)
+        return hashed.hexdigest()
+
+    return _call(uri, digest)
 
 
 def default_cache_dir() -> str:
@@ -227,18 +289,21 @@ def version(uri: str) -> str:
     HEAD request): `etag=…[,version=…]` on object storage, `size=…,mtime_ns=…` locally (also
     for object stores that give no ETag). A rewrite changes it; an unchanged object keeps it."""
     fs, path = resolve(uri)
-    with _input_errors(uri, fs, path):
-        info = fs.get_file_info(path)
-        if info.type != pafs.FileType.File:
-            raise InputError(f"{uri}: not found" if info.type == pafs.FileType.NotFound else f"{uri}: not a file")
-        if isinstance(fs, pafs.S3FileSystem):
-            with fs.open_input_file(path) as file:  # opening it is the HEAD request; nothing is read
-                metadata = file.metadata()
-            if "ETag" in metadata:  # a dict of str keys, bytes values
-                etag = metadata["ETag"].decode().strip('"')
-                version_id = metadata.get("VersionId", b"").decode()
-                return f"etag={etag}" + (f",version={version_id}" if version_id else "")
+    info = _call(uri, lambda: fs.get_file_info(path))
+    if info.type != pafs.FileType.File:
+        raise InputError(f"{uri}: not found" if info.type == pafs.FileType.NotFound else f"{uri}: not a file")
+    if isinstance(fs, pafs.S3FileSystem):
+        metadata = _call(uri, lambda: _object_metadata(fs, path))
+        if "ETag" in metadata:  # a dict of str keys, bytes values
+            etag = metadata["ETag"].decode().strip('"')
+            version_id = metadata.get("VersionId", b"").decode()
+            return f"etag={etag}" + (f",version={version_id}" if version_id else "")
     return f"size={info.size},mtime_ns={info.mtime_ns}"
+
+
+def _object_metadata(fs: pafs.FileSystem, path: str) -> dict[str, bytes]:
+    with fs.open_input_file(path) as file:  # opening it is the HEAD request; nothing is read
+        return file.metadata()
 
 
 def local_copy(uri: str, cache_dir: str | None = None) -> Path:
@@ -255,10 +320,14 @@ def local_copy(uri: str, cache_dir: str | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex}")
-    try:
-        with open_input_stream(uri) as stream, open(partial, "wb") as out:
+
+    def download() -> None:
+        with fs.open_input_stream(path, compression=None) as stream, open(partial, "wb") as out:
             while chunk := stream.read(READ_CHUNK_BYTES):
                 out.write(chunk)
+
+    try:
+        _call(uri, download)
         if version(uri) != planned:  # rewritten mid-download: these bytes must not be cached under `planned`
             raise InputError(f"{uri}: changed while it was being downloaded")
         os.replace(partial, target)  # concurrent downloaders on one node: the last rename wins, same bytes
@@ -272,23 +341,28 @@ def atomic_output(uri: str) -> Iterator[pa.NativeFile]:
     """A writable stream whose bytes appear at `uri` only if the block finishes without error."""
     fs, path = resolve(uri)
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    with _input_errors(uri, fs, path):
+
+    def open_temporary() -> pa.NativeFile:
         if isinstance(fs, pafs.LocalFileSystem):
             fs.create_dir(posixpath.dirname(path), recursive=True)
-        stream = fs.open_output_stream(temporary, compression=None)
+        return fs.open_output_stream(temporary, compression=None)
+
+    stream = _call(uri, open_temporary)
     try:
         with stream:
             yield stream
-        with _input_errors(uri, fs, path):
-            fs.move(temporary, path)  # local: atomic rename; S3: copy to the final key, then delete
+        _call(uri, lambda: fs.move(temporary, path))  # local: atomic rename; S3: copy to the final key, then delete
     except BaseException:
         _delete_quietly(fs, temporary)
         raise
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    with atomic_output(uri) as stream:
-        stream.write(data)
+    def write() -> None:
+        with atomic_output(uri) as stream:
+            stream.write(data)  # on S3 the upload happens as the stream closes: a fault there is retried whole
+
+    _call(uri, write)
 
 
 def write_json_atomic(uri: str, obj: Any, *, indent: int | None = None) -> None:
@@ -311,9 +385,8 @@ def write_parquet_atomic(uri: str, tables: Iterable[pa.Table], schema: pa.Schema
 def delete(uri: str) -> None:
     """Remove one object; a missing one is fine."""
     fs, path = resolve(uri)
-    with _input_errors(uri, fs, path):
-        if fs.get_file_info(path).type == pafs.FileType.File:
-            fs.delete_file(path)
+    if _call(uri, lambda: fs.get_file_info(path).type == pafs.FileType.File):
+        _call(uri, lambda: fs.delete_file(path))
 
 
 def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:

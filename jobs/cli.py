@@ -3,15 +3,30 @@
 Each job module exposes `configure(parser)` and `run(args) -> int`. Modules are imported only
 when their sub-command runs, so `hrm-eval --help` and `hrm-eval convert` stay fast and never
 import torch or Ray unless needed.
+
+What goes wrong ends the command as docs/errors.md says: bad input (InputError) exits 2 with
+its one line; a storage fault that outlasted the retries (StorageUnavailable) exits 3; anything
+else is a bug: its traceback goes to a log file, one line names it, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
 
-from hrm.errors import InputError
+from hrm.errors import InputError, StorageUnavailable
+from hrm.secrets import redact
+
+EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE = 1, 2, 3
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,11 +63,69 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"hrm-eval {name}", description=help_text)
     module.configure(sub_parser)
     args = sub_parser.parse_args(rest)
+    with redacted_output():
+        return run_command(name, module, args)
+
+
+def run_command(name: str, module: Any, args: argparse.Namespace) -> int:
     try:
         return int(module.run(args) or 0)
     except InputError as err:
         print(f"hrm-eval {name}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except StorageUnavailable as err:
+        print(f"hrm-eval {name}: error: {err} (a run resumes where it stopped: run the same command again)",
+              file=sys.stderr)
+        return EXIT_STORAGE
+    except Exception as err:  # noqa: BLE001 - the contract: any other exception is a bug, reported as one
+        log = crash_log(name)
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        print(f"hrm-eval {name}: internal error (a bug in hrm-eval): {type(err).__name__}: {first_line}; "
+              f"traceback in {log}", file=sys.stderr)
+        return EXIT_BUG
+
+
+@contextmanager
+def redacted_output() -> Iterator[None]:
+    """Everything the command prints (its own lines, log records, Ray's forwarded worker logs)
+    goes out with credentials hidden (hrm.secrets)."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that writes to another with `redact` applied to every write."""
+
+    def __init__(self, target: TextIO):
+        self.target = target
+
+    def write(self, text: str) -> int:
+        self.target.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
+
+
+def crash_log(command: str) -> Path:
+    """Write the current exception's traceback to a fresh file in the temp dir; its path."""
+    path = Path(tempfile.gettempdir()) / f"hrm-eval-crash-{time.strftime('%Y%m%d-%H%M%S')}-{command}.log"
+    path.write_text(redact(f"hrm-eval {command}\n{traceback.format_exc()}"))
+    return path
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hrm import storage
+from hrm.secrets import redact
 
 from cluster.report.accuracy import comparison, leaderboard, sets_and_tiers
 from cluster.report.document import PLOTS_DIR, UNDEFINED, Block, Document, Section, Text, render_html, render_markdown
@@ -41,8 +42,8 @@ def write_report(run: str, other_protocol_run: str | None = None) -> tuple[str, 
     for stale in set(storage.list_files(storage.join(run, PLOTS_DIR))) - written:
         storage.delete(storage.join(run, PLOTS_DIR, stale))  # a plot this regeneration no longer has
     md_uri, html_uri = storage.join(run, REPORT_MD), storage.join(run, REPORT_HTML)
-    storage.write_bytes_atomic(md_uri, render_markdown(doc).encode())
-    storage.write_bytes_atomic(html_uri, render_html(doc).encode())
+    storage.write_bytes_atomic(md_uri, redact(render_markdown(doc)).encode())
+    storage.write_bytes_atomic(html_uri, redact(render_html(doc)).encode())
     return html_uri, md_uri
 
 

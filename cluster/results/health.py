@@ -27,6 +27,7 @@ import ray
 from hrm import storage
 from hrm.checkpoint.health import component_stats, relative_change
 from hrm.checkpoint.loading import Checkpoint, load_planned_checkpoint
+from hrm.secrets import redact_document
 
 from cluster.manifest import CheckpointEntry, Manifest
 from cluster.results.layout import HEALTH, file_uri
@@ -80,7 +81,7 @@ def training_runs(entries: list[CheckpointEntry]) -> list[list[CheckpointEntry]]
 def write_health(run: str, manifest: Manifest) -> str:
     """Measure and publish the run's health.json atomically; returns its URI."""
     uri = file_uri(run, HEALTH)
-    storage.write_json_atomic(uri, collect_health(manifest), indent=1)
+    storage.write_json_atomic(uri, redact_document(collect_health(manifest)), indent=1)
     return uri
 
 

@@ -173,7 +173,7 @@ def _part_span(uri: str) -> _PartSpan:
     """From the Parquet footer's statistics alone (no rows are read). The file name cannot give
     the order: its set name is sanitised (UNSAFE_KEY_CHARS), which can change how sets sort
     ("a~" becomes "a-", which sorts before "a_"), and the order decides ARC vote tie-breaks."""
-    metadata = pq.ParquetFile(storage.open_input_file(uri)).metadata
+    metadata = storage.parquet_metadata(uri)
     sets, ids = _column_range(metadata, "set", uri), _column_range(metadata, "example_id", uri)
     if sets[0] != sets[1]:
         raise InputError(f"{uri}: holds examples of sets {sets[0]!r} to {sets[1]!r}; a part holds one set")
@@ -200,7 +200,7 @@ def read_prediction_part(run: str, checkpoint: str, part: str, copy: int = 0,
                          columns: list[str] | None = None) -> pa.Table:
     """One part (a name from `prediction_parts`) of a checkpoint's or copy's predictions."""
     uri = storage.join(run, predictions_prefix(checkpoint, copy), part)
-    return pq.read_table(storage.open_input_file(uri), columns=columns)
+    return storage.read_parquet(uri, columns)
 
 
 def iter_predictions(run: str, checkpoint: str, copy: int = 0,
@@ -243,7 +243,7 @@ def write_segment(run: str, segment: Segment) -> None:
 
 def _read_segment(uri: str) -> tuple[list[str], Callable[[], Segment]]:
     """A segment's unit ids, and how to parse the whole of it (only done when it is used)."""
-    table = pq.read_table(storage.open_input_file(uri))
+    table = storage.read_parquet(uri)
     ids = table.column("unit_id").to_pylist()
 
     def parse() -> Segment:

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hrm import storage
 from hrm.eval.metrics import StatsTable
+from hrm.secrets import redact_document
 
 from cluster.plan import PreparedRun
 from cluster.results.layout import LEADERBOARD, METRICS, file_uri
@@ -75,7 +75,7 @@ def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_metrics(run: str, metrics: dict[str, Any]) -> None:
-    storage.write_json_atomic(file_uri(run, METRICS), metrics, indent=1)
+    storage.write_json_atomic(file_uri(run, METRICS), redact_document(metrics), indent=1)
 
 
 def read_metrics(run: str) -> dict[str, Any]:
@@ -87,4 +87,4 @@ def write_leaderboard(run: str, rows: list[dict[str, Any]]) -> None:
 
 
 def read_leaderboard(run: str) -> pa.Table:
-    return pq.read_table(storage.open_input_file(file_uri(run, LEADERBOARD)))
+    return storage.read_parquet(file_uri(run, LEADERBOARD))

@@ -1,11 +1,16 @@
 import hashlib
+import threading
 
+import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
 
 from hrm import storage
-from hrm.errors import InputError
+from hrm.errors import InputError, StorageUnavailable
+
+from tests.s3server import S3_ENV, start_s3_server
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -90,9 +95,10 @@ def test_settings_in_the_uri_override_the_environment_endpoint(s3_bucket, s3_end
 
 
 @pytest.mark.s3
-def test_an_unreachable_endpoint_is_an_input_error_naming_the_uri(s3_endpoint):
+def test_an_endpoint_that_stays_unreachable_is_storage_unavailable_naming_the_uri(s3_endpoint, monkeypatch):
+    monkeypatch.setattr(storage, "RETRY_BUDGET_S", 1.0)  # pyarrow's own retries already take seconds per try
     uri = "s3://bkt/data/dataset.json?endpoint_override=http://127.0.0.1:9"
-    with pytest.raises(InputError, match=r"s3://bkt/data/dataset.json\?endpoint_override=.*connect"):
+    with pytest.raises(StorageUnavailable, match=r"s3://bkt/data/dataset.json\?endpoint_override=.*gave up.*connect"):
         storage.read_bytes(uri)
 
 
@@ -164,3 +170,68 @@ def test_a_block_reader_returns_the_bytes_and_serves_small_reads_from_few_reques
         reader.seek(offset)
         assert reader.read(3) == data[offset:offset + 3]
     assert file.requests == 3  # blocks 0, 1 and the last
+
+
+class FlakyOperation:
+    """Fails with `error` the first `failures` times it is called, then returns "done"."""
+
+    def __init__(self, error: Exception, failures: int):
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "done"
+
+
+OUTAGE = OSError("When reading information for key 'k' in bucket 'b': AWS Error NETWORK_CONNECTION during "
+                 "HeadObject operation: curlCode: 7, Could not connect to server")
+
+
+@pytest.fixture
+def no_sleep(monkeypatch) -> list[float]:
+    """storage's backoff sleeps recorded instead of slept."""
+    slept: list[float] = []
+    monkeypatch.setattr(storage.time, "sleep", slept.append)
+    return slept
+
+
+def test_a_transient_storage_fault_is_retried_with_doubling_backoff_until_it_passes(no_sleep):
+    operation = FlakyOperation(OUTAGE, failures=4)
+    assert storage._call("s3://b/k", operation) == "done"
+    assert operation.calls == 5 and no_sleep == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_a_transient_fault_that_outlasts_the_retry_budget_is_storage_unavailable(no_sleep, monkeypatch):
+    clock = iter(range(0, 1000, 10))  # every look at the clock: 10 s later
+    monkeypatch.setattr(storage.time, "monotonic", lambda: next(clock))
+    with pytest.raises(StorageUnavailable, match=r"s3://b/k: storage unavailable, gave up after \d+ s of retries"):
+        storage._call("s3://b/k", FlakyOperation(OUTAGE, failures=1000))
+
+
+@pytest.mark.parametrize("error", [OSError("AWS Error ACCESS_DENIED during HeadObject operation: Access Denied"),
+                                   OSError("AWS Error INVALID_ACCESS_KEY_ID during ListObjectsV2 operation")])
+def test_a_permanent_storage_fault_is_bad_input_at_once(no_sleep, error):
+    operation = FlakyOperation(error, failures=1)
+    with pytest.raises(InputError, match="s3://b/k: AWS Error"):
+        storage._call("s3://b/k", operation)
+    assert operation.calls == 1 and no_sleep == []
+
+
+@pytest.mark.s3
+def test_a_read_survives_the_object_store_going_away_for_a_few_seconds(monkeypatch):
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    server, endpoint = start_s3_server()
+    uri = f"s3://outage/key?endpoint_override={endpoint}&scheme=http"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="outage")
+    storage.write_bytes_atomic(uri, b"still here")
+    host, port = server.get_host_and_port()
+    server.stop()
+    restart = threading.Timer(3.0, lambda: ThreadedMotoServer(ip_address=host, port=port, verbose=False).start())
+    restart.start()
+    try:
+        assert storage.read_bytes(uri) == b"still here"
+    finally:
+        restart.join()

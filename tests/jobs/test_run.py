@@ -1,4 +1,7 @@
+import pytest
 import yaml
+
+from hrm import storage
 
 from cluster.actor import Evaluator
 from cluster.config import load_run_config
@@ -32,3 +35,31 @@ def test_a_dry_run_prints_the_plan_and_what_a_rerun_resumes_and_writes_nothing(t
     commit_unit(prepared.run, Evaluator(prepared.config, prepared.run)(unit, prepared.checkpoints[0]))
     assert main(["run", str(path), "--dry-run"]) == 0
     assert f"resumes them): 1 units, {unit.examples} examples; to evaluate: 9 units" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_credentials_given_in_the_output_uri_are_used_and_written_nowhere(tmp_path, s3_bucket, ray_runtime, capsys):
+    secret = "TOPSECRETVALUE"
+    data = make_dataset(tmp_path / "data")
+    make_checkpoint(tmp_path / "run", steps=(1,), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    output = f"s3://AKIAEXAMPLE:{secret}@{s3_bucket.removeprefix('s3://')}/out"
+    doc = {"checkpoints": [{"run": str(tmp_path / "run")}], "dataset": {"uri": data}, "eval": {"batch_size": 8},
+           "cluster": {"shard_size": 32, "torch_threads": 1, "actors": 1}, "output": {"uri": output, "run_id": "r"}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+    assert main(["run", str(path)]) == 0
+    printed = capsys.readouterr()
+    assert secret not in printed.out + printed.err
+    assert f"results: s3://***@{s3_bucket.removeprefix('s3://')}/out/r" in printed.err
+    run = f"{s3_bucket}/out/r"
+    files = storage.list_files(run)
+    assert {"manifest.json", "metrics.json", "health.json", "report.html", "report.md"} <= set(files)
+    assert not [f for f in files if secret.encode() in storage.read_bytes(storage.join(run, f))]
+
+
+def test_an_error_naming_a_uri_with_credentials_prints_it_without_them(s3_endpoint, capsys):
+    assert main(["inspect", "s3://AKIAEXAMPLE:TOPSECRETVALUE@no-such-bucket/run/step_1"]) == 2
+    err = capsys.readouterr().err
+    assert "TOPSECRETVALUE" not in err and "s3://***@no-such-bucket/run/step_1" in err
