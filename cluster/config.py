@@ -119,6 +119,8 @@ class ClusterConfig(Strict):
     units_in_flight: int = Field(2, ge=1, description="units queued per actor, so the next one is ready when one ends")
     max_attempts: int = Field(3, ge=1, description="tries per unit before the run fails")
     checkpoint_cache_dir: str | None = Field(None, description="where s3:// checkpoints are downloaded (default: a temp dir)")
+    wait_for_nodes: bool = Field(False, description="on an autoscaling cluster: wait (up to 10 minutes) for nodes "
+                                                    "that can hold an actor, instead of failing at once when none can")
 
     @property
     def actor_torch_threads(self) -> int:

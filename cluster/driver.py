@@ -99,6 +99,7 @@ class Driver:
 
     # -- the scheduling loop ------------------------------------------------------------
     def _evaluate(self, todo: list[Unit]) -> None:
+        self._check_cluster_fits_an_actor()
         self.scheduler = Scheduler(todo)
         low, high = self.cluster.actor_range
         self.min_actors = min(low, len(todo))
@@ -295,6 +296,23 @@ class Driver:
     def _fail(self, unit_id: str | None, message: str) -> None:
         if self.ledger.failure is None:
             self.ledger.failure = (unit_id, message)
+
+    def _check_cluster_fits_an_actor(self) -> None:
+        """Fail at once, naming the config fields, when no node of the cluster could ever hold
+        one actor (a GPU request on a cluster without GPUs), unless nodes may still come."""
+        if self.cluster.wait_for_nodes:
+            return
+        need = {"CPU": self.cluster.cpus_per_actor, "GPU": self.cluster.gpus_per_actor}
+        fields = {"CPU": "cluster.cpus_per_actor", "GPU": "cluster.gpus_per_actor"}
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        if any(all(node.get(kind, 0.0) >= amount for kind, amount in need.items() if amount > 0) for node in nodes):
+            return
+        largest = {kind: max((node.get(kind, 0.0) for node in nodes), default=0.0) for kind in need}
+        short = [f"{fields[kind]}: {amount:g} {kind} per actor, but the largest node has {largest[kind]:g}"
+                 for kind, amount in need.items() if amount > largest[kind]]
+        raise InputError("no node of the Ray cluster can hold an evaluation actor: " + "; ".join(short or [
+            f"{need} per actor fits no single node ({[{k: n.get(k, 0.0) for k in need} for n in nodes]})"])
+            + " (on an autoscaling cluster, set cluster.wait_for_nodes: true)")
 
     def _check_actor_supply(self) -> None:
         """Fail when no actor has been alive for ACTOR_START_TIMEOUT_S (the cluster cannot place

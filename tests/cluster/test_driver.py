@@ -3,6 +3,7 @@ the results layout, the leaderboard), and on an embedded Ray, what it does when 
 cannot be used."""
 
 import io
+import time
 from collections import Counter, OrderedDict
 
 import pyarrow.parquet as pq
@@ -10,6 +11,7 @@ import pytest
 
 from hrm import storage
 from hrm.data.schema import Shard
+from hrm.errors import InputError
 from hrm.eval.metrics import StatsTable
 
 from cluster.actor import Evaluator
@@ -338,3 +340,15 @@ def test_a_rerun_resumes_from_segments_and_loose_records_with_the_first_runs_met
     assert {n: (c["stats"], c["metrics"]) for n, c in resumed["checkpoints"].items()} == \
         {n: (c["stats"], c["metrics"]) for n, c in metrics["checkpoints"].items()}
     assert len(list(units.glob("segment-*.parquet"))) == 4  # the loose four were compacted again
+
+
+@pytest.mark.ray
+def test_a_gpu_request_on_a_cluster_without_gpus_fails_at_once_naming_the_field(tmp_path, ray_runtime):
+    config = three_checkpoint_run(tmp_path, "gpu")
+    config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"gpus_per_actor": 1.0})})
+    prepared = prepare(config)
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=r"cluster.gpus_per_actor: 1 GPU per actor, but the largest node has 0"):
+        execute(prepared, RunProgress(stream=io.StringIO()))
+    assert time.perf_counter() - started < 30
+    assert not storage.list_files(prepared.run)  # nothing published
