@@ -29,7 +29,7 @@ from hrm.memory import peak_rss_bytes
 
 from cluster.config import RunConfig
 from cluster.plan import CheckpointRef, Unit
-from cluster.results.layout import ActorInfo, UnitRecord, prediction_key, write_predictions
+from cluster.results.layout import ActorInfo, UnitRecord, write_predictions
 
 
 class CheckpointUnusable(Exception):
@@ -72,8 +72,7 @@ class Evaluator:
                                  min_steps=self.eval.min_steps,
                                  transform=unit.tta.transform() if unit.tta is not None else None)
         evaluated_at = time.perf_counter()
-        key = prediction_key(checkpoint.name, shard, unit.tta.index if unit.tta is not None else 0)
-        write_predictions(self.run, key, done.predictions)
+        write_predictions(self.run, unit.prediction_key, done.predictions)
         written_at = time.perf_counter()
         return UnitRecord(
             unit_id=unit.id,
@@ -82,7 +81,7 @@ class Evaluator:
             examples=len(done.result),
             forward_steps=done.result.forward_steps,
             stats=done.stats.to_dict(),
-            predictions=key,
+            predictions=unit.prediction_key,
             model_loaded=loaded,
             timings={
                 "load_s": loaded_at - started,

@@ -37,7 +37,16 @@ from cluster.plan import PreparedRun, Unit, replan_checkpoint
 from cluster.progress import RunProgress
 from cluster.report.build import write_report
 from cluster.results.health import write_health
-from cluster.results.layout import SEGMENT_UNITS, Segment, UnitRecord, commit_unit, read_committed, write_segment
+from cluster.results.layout import (
+    SEGMENT_UNITS,
+    Segment,
+    UnitRecord,
+    commit_unit,
+    committed_unit_ids,
+    read_committed,
+    stored_predictions,
+    write_segment,
+)
 from cluster.results.metrics import leaderboard_rows, run_metrics, write_leaderboard, write_metrics
 from cluster.results.votes import apply_votes
 from cluster.scheduler import ActorSlot, Scheduler
@@ -79,13 +88,16 @@ class Driver:
 
     def run(self) -> Manifest:
         clock = time.perf_counter()
-        for committed in read_committed(self.prepared.run, set(self.units)):
+        for committed in read_committed(self.prepared.run, set(self.units) - self._lost_predictions()):
             if isinstance(committed, Segment):
                 self.ledger.adopt(committed)
             else:  # a record no segment holds yet: the next segment will
                 self._count(committed, resumed=True)
         self.ledger.timings["resume_scan_s"] = time.perf_counter() - clock
         self.progress.start(self.prepared, list(self.ledger.records.values()))
+        if self.ledger.counters["predictions_lost"]:
+            self.progress.event(f"{self.ledger.counters['predictions_lost']} committed unit(s) have no stored "
+                                "predictions: they are evaluated again")
         todo = [unit for unit in self.prepared.units if unit.id not in self.ledger.records]
         clock = time.perf_counter()
         if todo:
@@ -96,6 +108,14 @@ class Driver:
                     self._discard(slot)
         self.ledger.timings["evaluate_s"] = time.perf_counter() - clock
         return self._finish()
+
+    def _lost_predictions(self) -> set[str]:
+        """Planned units whose predictions part is not stored (deleted, or lost with a bucket's
+        lifecycle rule): a record of them is not resumed, they are evaluated again."""
+        stored = stored_predictions(self.prepared.run)
+        lost = {unit.id for unit in self.prepared.units if unit.prediction_key not in stored}
+        self.ledger.counters["predictions_lost"] = len(committed_unit_ids(self.prepared.run, lost))
+        return lost
 
     # -- the scheduling loop ------------------------------------------------------------
     def _evaluate(self, todo: list[Unit]) -> None:

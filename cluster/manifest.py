@@ -35,7 +35,7 @@ from cluster.results.layout import MANIFEST, UNIT_STATES, ActorInfo, Segment, Un
 RUN_FORMAT = "hrm-eval/run"
 VERSIONED_PACKAGES = ("hrm-eval", "ray", "torch", "numpy", "pyarrow", "pydantic")
 SCHEDULING_COUNTERS = ("actor_restarts", "actor_replacements", "failed_starts", "duplicates_ignored",
-                       "checkpoints_replanned", "superseded_ignored")
+                       "checkpoints_replanned", "superseded_ignored", "predictions_lost")
 ACTOR_TIMINGS = ("load_s", "read_s", "eval_s", "write_s")
 
 

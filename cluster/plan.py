@@ -43,7 +43,7 @@ from hrm.puzzles.tta import tta_transform
 
 from cluster.config import CheckpointSource, EnsembleConfig, RunConfig, TTAConfig
 from cluster.progress import Meter
-from cluster.results.layout import run_uri
+from cluster.results.layout import prediction_key, run_uri
 
 PREFLIGHT_THREADS = 8  # checkpoints checked at once: their small reads wait on storage, not on this process
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -91,6 +91,11 @@ class Unit(BaseModel):
     @property
     def examples(self) -> int:
         return self.shard.examples
+
+    @property
+    def prediction_key(self) -> str:
+        """Where its predictions are stored, relative to the run."""
+        return prediction_key(self.checkpoint, self.shard, self.tta.index if self.tta is not None else 0)
 
 
 @dataclass

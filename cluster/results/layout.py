@@ -217,6 +217,13 @@ def read_predictions(run: str, checkpoint: str, copy: int = 0, columns: list[str
     return pa.concat_tables(iter_predictions(run, checkpoint, copy, columns))
 
 
+def stored_predictions(run: str) -> set[str]:
+    """The keys (relative to the run) of every predictions part stored under the run: one
+    listing each of predictions/ and tta/."""
+    return {f"{top}/{path}" for top in (PREDICTIONS, TTA_PREDICTIONS)
+            for path in storage.list_files(storage.join(run, top))}
+
+
 def unit_record_uri(run: str, unit_id: str) -> str:
     return storage.join(run, UNITS, f"{unit_id}.json")
 

@@ -352,3 +352,20 @@ def test_a_gpu_request_on_a_cluster_without_gpus_fails_at_once_naming_the_field(
         execute(prepared, RunProgress(stream=io.StringIO()))
     assert time.perf_counter() - started < 30
     assert not storage.list_files(prepared.run)  # nothing published
+
+
+@pytest.mark.ray
+def test_a_committed_unit_whose_predictions_are_gone_is_evaluated_again_with_the_same_results(tmp_path,
+                                                                                            ray_runtime):
+    config = three_checkpoint_run(tmp_path, "lost")
+    first, error = quiet_run(config)
+    assert error is None
+    before = {name: c["stats"] for name, c in read_metrics(first.run)["checkpoints"].items()}
+    lost = first.units[3]
+    storage.delete(storage.join(first.run, lost.prediction_key))
+
+    again, error = quiet_run(config)
+    manifest = read_manifest(again.run)
+    assert error is None and manifest.counts["evaluated"] == 1 and manifest.scheduling["predictions_lost"] == 1
+    assert storage.exists(storage.join(again.run, lost.prediction_key))
+    assert {name: c["stats"] for name, c in read_metrics(again.run)["checkpoints"].items()} == before
