@@ -3,11 +3,14 @@ the results layout, the leaderboard), and on an embedded Ray, what it does when 
 cannot be used."""
 
 import io
+import threading
 import time
 from collections import Counter, OrderedDict
 
+import boto3
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
 
 from hrm import storage
 from hrm.data.schema import Shard
@@ -32,6 +35,7 @@ from cluster.scheduler import ActorSlot, Scheduler
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset, run_config
 from tests.factories import make_checkpoint
+from tests.s3server import start_s3_server
 
 
 def units_for(checkpoints: int, shards: int) -> list[Unit]:
@@ -369,3 +373,40 @@ def test_a_committed_unit_whose_predictions_are_gone_is_evaluated_again_with_the
     assert error is None and manifest.counts["evaluated"] == 1 and manifest.scheduling["predictions_lost"] == 1
     assert storage.exists(storage.join(again.run, lost.prediction_key))
     assert {name: c["stats"] for name, c in read_metrics(again.run)["checkpoints"].items()} == before
+
+
+class OutageProgress(RunProgress):
+    """Takes the object store down for `seconds` once the first unit is committed."""
+
+    def __init__(self, server: ThreadedMotoServer, seconds: float):
+        super().__init__(stream=io.StringIO())
+        self.server, self.seconds, self.restart = server, seconds, None
+
+    def unit_done(self, record):
+        super().unit_done(record)
+        if self.restart is None:
+            host, port = self.server.get_host_and_port()
+            self.server.stop()
+            self.restart = threading.Timer(self.seconds, ThreadedMotoServer(ip_address=host, port=port,
+                                                                              verbose=False).start)
+            self.restart.start()
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_a_run_whose_object_store_goes_away_for_10_seconds_completes_with_a_clean_runs_metrics(
+        tmp_path, s3_endpoint, ray_runtime, caplog):
+    clean, error = quiet_run(three_checkpoint_run(tmp_path / "clean", "clean"))
+    assert error is None
+    server, endpoint = start_s3_server()
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="outage")
+    config = three_checkpoint_run(tmp_path / "outage", "outage")
+    output = config.output.model_copy(update={"uri": f"s3://outage/out?endpoint_override={endpoint}&scheme=http"})
+    prepared = prepare(config.model_copy(update={"output": output}))
+    progress = OutageProgress(server, seconds=10.0)
+    manifest = execute(prepared, progress)
+    progress.restart.join()
+    assert "Could not connect to server; retrying in" in caplog.text  # the driver's commits met the outage
+    assert manifest.status == "completed" and manifest.counts["evaluated"] == len(prepared.units)
+    stats = lambda run: {name: c["stats"] for name, c in read_metrics(run)["checkpoints"].items()}  # noqa: E731
+    assert stats(prepared.run) == stats(clean.run)
