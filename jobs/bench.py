@@ -44,6 +44,7 @@ from hrm.model.flops import Matmul, flops_per_example_step, step_matmuls
 from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
 from jobs.bench_cluster import configure_cluster, run_cluster
+from jobs.bench_faults import configure_faults, run_faults
 from jobs.bench_models import CONFIGS, model_fields
 from jobs.bench_preflight import configure_preflight, run_preflight
 from jobs.bench_scale import configure_scale, run_scale
@@ -399,6 +400,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                   "seconds and peak RSS", configure_preflight, run_preflight),
     "unit": ("what a work unit costs besides the model at the default shard size, against the paper-size HRM's "
              "time for it", configure_unit, run_unit),
+    "faults": ("the fault matrix: actors and drivers killed part-way through a small sweep; units lost or "
+               "doubled, metrics against a clean run", configure_faults, run_faults),
     "votes": ("ARC voting and a checkpoint ensemble at ARC aug-1000 size (synthetic): seconds and peak RSS",
               configure_votes, run_votes),
 }

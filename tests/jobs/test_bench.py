@@ -231,3 +231,16 @@ def test_the_unit_bench_splits_a_default_size_units_overhead_and_times_the_paper
     assert report["paper"]["examples"] == 1 and report["paper"]["load_s"] > 0 and report["paper"]["eval_s"] > 0
     assert 0 < report["overhead_share"] < 1 and report["units_per_checkpoint"] == 104
     assert "the overhead passes 10% of a unit only for an engine faster than" in run.stdout
+
+
+@pytest.mark.ray
+def test_the_faults_bench_kills_an_actor_and_a_driver_and_finds_nothing_lost_or_doubled(tmp_path):
+    out = tmp_path / "faults.json"
+    run = subprocess.run([sys.executable, "-m", "jobs.bench", "faults", "--kinds", "actor", "driver", "--fractions",
+                          "0.5", "--repeats", "1", "--examples", "400", "--tmp", str(tmp_path), "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [(t["kind"], t["killed"], t["reruns"]) for t in report["trials"]] == [("actor", 1, 0), ("driver", 1, 1)]
+    assert report["summary"] == {"trials": 2, "lost": 0, "doubled": 0, "identical": 2, "completed": 2}
+    assert "2 trials: 0 units lost, 0 doubled, metrics identical in 2, completed 2" in run.stdout
