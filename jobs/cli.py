@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import io
 import sys
 import tempfile
@@ -45,10 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate HRM / TRM checkpoints on puzzle datasets. "
         "Run `hrm-eval COMMAND --help` for each command.",
     )
+    parser.add_argument("--version", action="version", version=f"hrm-eval {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("hrm-eval")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
