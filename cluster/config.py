@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from hrm.checkpoint.discovery import STEP_GLOB
+from hrm.decode import load_yaml, read_text
 from hrm.errors import InputError, invalid_input
 from hrm.eval.engine import Protocol
 from hrm.eval.votes import PASS_KS
@@ -82,6 +82,12 @@ class EvalConfig(Strict):
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="auto: cuda when GPUs are given to actors")
     compile: bool = Field(False, description="torch.compile the reasoning modules (see hrm.eval.engine): faster after "
                           "a one-off compilation per actor, equal to eager up to float rounding")
+
+    @model_validator(mode="after")
+    def _min_steps_within_steps(self) -> EvalConfig:
+        if self.steps is not None and self.min_steps > self.steps:
+            raise ValueError(f"min_steps {self.min_steps} > steps {self.steps}: an example runs at most `steps` steps")
+        return self
 
 
 class ActorRange(Strict):
@@ -228,12 +234,7 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     """Read a YAML run config, apply `a.b=value` overrides, validate. Raises InputError
     listing every invalid key."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise InputError(f"{path}: cannot read the run config: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML: {err}") from None
+    doc = load_yaml(read_text(path), str(path))
     if not isinstance(doc, dict):
         raise InputError(f"{path}: a run config is a mapping of sections (checkpoints, dataset, eval, …)")
     for override in overrides or []:
@@ -254,10 +255,7 @@ def apply_override(doc: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise InputError(f"--set {override!r}: expected KEY=VALUE, e.g. eval.batch_size=128")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise InputError(f"--set {key}: value {raw!r} is not valid YAML: {err}") from None
+    value = load_yaml(raw, f"--set {key}")
     parts = key.split(".")
     node: Any = doc
     for i, part in enumerate(parts):

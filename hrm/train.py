@@ -54,6 +54,7 @@ from hrm import storage
 from hrm.checkpoint.discovery import step_files
 from hrm.checkpoint.loading import ARCH_NAMES, CONFIG_FILE, LOSS_HEAD, read_arch_spec, save_checkpoint
 from hrm.data.dataset import Dataset
+from hrm.decode import load_yaml
 from hrm.errors import InputError
 from hrm.model.losses import LossType, token_losses
 from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
@@ -420,7 +421,7 @@ def finished_checkpoints(out_dir: Path, doc: dict[str, Any]) -> list[Path] | Non
     config_file, summary_file = out_dir / CONFIG_FILE, out_dir / SUMMARY_FILE
     if not (config_file.is_file() and summary_file.is_file()):
         return None
-    if yaml.safe_load(config_file.read_text()) != doc:
+    if load_yaml(config_file.read_bytes(), str(config_file)) != doc:
         return None
     paths = [out_dir / name for name in json.loads(summary_file.read_text())["checkpoints"]]
     return paths if all(p.is_file() for p in paths) else None
@@ -432,7 +433,7 @@ def prepare_run_dir(out_dir: Path, doc: dict[str, Any]) -> None:
     config_file = out_dir / CONFIG_FILE
     steps = [out_dir / name for name in step_files(str(out_dir))] if out_dir.is_dir() else []
     if config_file.exists() or steps:
-        if not (config_file.is_file() and yaml.safe_load(config_file.read_text()) == doc):
+        if not (config_file.is_file() and load_yaml(config_file.read_bytes(), str(config_file)) == doc):
             raise InputError(f"{out_dir}: holds another training run ({CONFIG_FILE} differs or is missing); "
                              f"use a new directory or delete it")
         for path in steps:

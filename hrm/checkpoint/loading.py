@@ -31,6 +31,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from hrm import storage
 from hrm.checkpoint.discovery import resolve_checkpoint, step_number
 from hrm.data.schema import DatasetSizes
+from hrm.decode import load_yaml
 from hrm.errors import InputError, invalid_input
 from hrm.model.losses import LossType
 from hrm.model.models import Family, ModelConfig, RecursiveReasoningModel, build_model
@@ -92,10 +93,7 @@ def read_arch_spec(config_uri: str | os.PathLike) -> ArchSpec:
     config_uri = os.fspath(config_uri)
     if not storage.exists(config_uri):
         raise InputError(f"{config_uri}: missing (a checkpoint needs {CONFIG_FILE} beside it, or --config)")
-    try:
-        doc = yaml.safe_load(storage.read_bytes(config_uri))
-    except yaml.YAMLError as err:
-        raise InputError(f"{config_uri}: not valid YAML: {err}") from None
+    doc = load_yaml(storage.read_bytes(config_uri), config_uri)
     arch = doc.get("arch") if isinstance(doc, dict) else None
     if not isinstance(arch, dict):
         raise InputError(f"{config_uri}: key 'arch' is missing or not a mapping")

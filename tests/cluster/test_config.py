@@ -140,3 +140,59 @@ def test_the_quickstart_config_is_valid():
 
     config = load_run_config(REPO / "configs" / "quickstart.yaml")
     assert config.checkpoints
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"eval": {"batch_size": 0}}, "eval.batch_size: Input should be greater than or equal to 1"),
+    ({"eval": {"steps": -3}}, "eval.steps: Input should be greater than or equal to 1"),
+    ({"eval": {"steps": 0}}, "eval.steps: Input should be greater than or equal to 1"),
+    ({"eval": {"min_steps": 0}}, "eval.min_steps: Input should be greater than or equal to 1"),
+    ({"eval": {"steps": 2, "min_steps": 3}}, "eval: min_steps 3 > steps 2: an example runs at most `steps` steps"),
+    ({"eval": {"device": "tpu"}}, "eval.device: Input should be 'cpu', 'cuda' or 'auto'"),
+    ({"cluster": {"torch_threads": -1}}, "cluster.torch_threads: Input should be greater than or equal to 1"),
+    ({"eval": {"batch_size": "many"}},
+     "eval.batch_size: Input should be a valid integer, unable to parse string as an integer"),
+], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type"])
+def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
+    path = write(tmp_path, {**MINIMAL, **section})
+    with pytest.raises(InputError) as err:
+        load_run_config(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_key_given_twice_in_a_run_config_is_refused_naming_the_line_of_each(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("checkpoints:\n  - path: a\ndataset:\n  uri: d\neval:\n  batch_size: 8\n  batch_size: 64\n")
+    with pytest.raises(InputError) as err:
+        load_run_config(path)
+    assert str(err.value) == (f"{path}:7: key 'batch_size' appears twice in one mapping (first at line 6); "
+                              "keys must be unique")
+
+
+def test_a_run_config_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"checkpoints:\n  - path: caf\xe9\n")
+    with pytest.raises(InputError) as err:
+        load_run_config(path)
+    assert str(err.value) == f"{path}:2: byte 26 is not valid UTF-8 (0xe9; the file must be UTF-8 text)"
+
+
+def test_a_run_config_that_is_not_yaml_is_refused_in_one_line_naming_the_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("checkpoints:\n  - path: a\n dataset: [\n")
+    with pytest.raises(InputError) as err:
+        load_run_config(path)
+    assert str(err.value).startswith(f"{path}:3: not valid YAML: ")
+    assert "\n" not in str(err.value)
+
+
+def test_a_directory_given_as_the_run_config_is_refused_naming_it(tmp_path):
+    with pytest.raises(InputError) as err:
+        load_run_config(tmp_path)
+    assert str(err.value) == f"{tmp_path}: cannot read it: Is a directory"
+
+
+def test_an_override_with_a_repeated_key_is_refused_naming_the_override():
+    with pytest.raises(InputError) as err:
+        apply_override({**MINIMAL}, "cluster.actors={min: 1, min: 2}")
+    assert str(err.value).startswith("--set cluster.actors:1: key 'min' appears twice in one mapping")
