@@ -40,6 +40,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts and sizes: an integer of at least 1. argparse names the flag
+    in front of the message ("argument --batch-size: ...")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected a positive integer)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive (expected an integer >= 1)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hrm-eval",

@@ -25,6 +25,8 @@ from hrm.eval.shard import build_engine, evaluate_examples
 
 from cluster.progress import METRIC_COLUMNS, Meter, metric_cells, print_metrics_table
 
+from jobs.cli import positive_int
+
 CHUNK_EXAMPLES = 8192  # examples read and evaluated at a time: bounded memory on huge sets
 
 
@@ -53,16 +55,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fixed: every example runs all ACT steps (the reference evaluator); adaptive: "
         "examples halt on the q-head, slots are refilled at once (default: fixed)",
     )
-    parser.add_argument("--steps", type=int, help="ACT steps (fixed) or maximum steps (adaptive); default halt_max_steps")
-    parser.add_argument("--min-steps", type=int, default=1, help="adaptive: earliest step an example may halt")
-    parser.add_argument("--batch-size", type=int, default=256, help="examples per forward batch (default: 256)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=positive_int, help="ACT steps (fixed) or maximum steps (adaptive); default halt_max_steps")
+    parser.add_argument("--min-steps", type=positive_int, default=1, help="adaptive: earliest step an example may halt")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="examples per forward batch (default: 256)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when this machine has a GPU)")
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16"), help="activation dtype (default: the checkpoint's forward_dtype)"
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
-        "--streams", type=int, default=1,
+        "--streams", type=positive_int, default=1,
         help="CPU only: split the batch between this many worker threads, each running single-threaded "
         "kernels on batch-size/streams examples; one per core is usually fastest on a multi-core CPU "
         "(see `python -m jobs.bench engine --streams`). Fixed-protocol results equal those of "
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return run_config_file(args.config, [])
     if args.data is None:
         raise InputError("--data is required with --checkpoint")
+    check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate(args)
@@ -99,6 +103,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_device(device: str) -> None:
+    # torch would fail deep inside the first .to(device), with an assertion about its build
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device: cuda, but torch sees no CUDA device on this machine (use --device cpu)")
+
+
+def check_steps(steps: int, min_steps: int) -> None:
+    """`steps` is --steps or the checkpoint's halt_max_steps."""
+    if min_steps > steps:
+        raise InputError(f"--min-steps: {min_steps} is more than the {steps} steps an example runs at most "
+                         f"(--steps, default halt_max_steps); give --min-steps <= {steps}")
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     ckpt = load_checkpoint(args.checkpoint, args.config)
@@ -106,6 +123,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.split not in dataset.splits:
         raise InputError(f"{args.data}: no split {args.split!r} (splits: {', '.join(dataset.splits)})")
     meta = dataset.metadata(args.split)
+    check_steps(args.steps or ckpt.spec.model_config(meta.sizes).halt_max_steps, args.min_steps)
     try:
         engine = build_engine(ckpt, meta, args.data, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
                               streams=args.streams, compile=args.compile)

@@ -21,7 +21,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from hrm.model.layers import (
@@ -45,27 +45,27 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: Family
-    vocab_size: int
-    seq_len: int
-    num_puzzle_identifiers: int
+    vocab_size: int = Field(ge=1)
+    seq_len: int = Field(ge=1)
+    num_puzzle_identifiers: int = Field(ge=1)
 
-    hidden_size: int
-    num_heads: int
-    expansion: float
-    H_layers: int
-    L_layers: int
-    H_cycles: int
-    L_cycles: int
-    halt_max_steps: int
-    halt_exploration_prob: float = 0.0
-    puzzle_emb_ndim: int = 0
+    hidden_size: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+    expansion: float = Field(gt=0)
+    H_layers: int = Field(ge=0)  # TRM has no H level: 0
+    L_layers: int = Field(ge=1)
+    H_cycles: int = Field(ge=1)
+    L_cycles: int = Field(ge=1)
+    halt_max_steps: int = Field(ge=1)  # at least one ACT step, or there is no prediction to score
+    halt_exploration_prob: float = Field(0.0, ge=0, le=1)
+    puzzle_emb_ndim: int = Field(0, ge=0)
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    rms_norm_eps: float = Field(1e-5, gt=0)
+    rope_theta: float = Field(10000.0, gt=0)
     forward_dtype: Dtype = "bfloat16"
     # TRM only
     mlp_t: bool = False
-    puzzle_emb_len: int = 16
+    puzzle_emb_len: int = Field(16, ge=0)
     no_ACT_continue: bool = True
 
     @model_validator(mode="after")

@@ -199,3 +199,61 @@ def test_a_planned_load_refuses_a_file_rewritten_since_planning(tmp_path):
     torch.save(torch.load(path, weights_only=True), path)  # the same tensors, written again
     with pytest.raises(CheckpointChanged, match="changed since the run was planned"):
         load_planned_checkpoint(str(path), str(tmp_path / "all_config.yaml"), planned)
+
+
+def rewrite_arch(run_dir, **changes) -> str:
+    path = run_dir / "all_config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["arch"].update(changes)
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.parametrize("halt_max_steps", [0, -2])
+def test_halt_max_steps_below_one_is_refused_naming_the_file_and_the_key(tmp_path, halt_max_steps):
+    make_checkpoint(tmp_path)
+    config = rewrite_arch(tmp_path, halt_max_steps=halt_max_steps)
+    with pytest.raises(InputError) as err:
+        load_checkpoint(tmp_path).spec.model_config(TINY_SIZES)
+    assert str(err.value) == f"{config}: arch.halt_max_steps: Input should be greater than or equal to 1"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("hidden_size", 0, "arch.hidden_size: Input should be greater than or equal to 1"),
+    ("H_cycles", -1, "arch.H_cycles: Input should be greater than or equal to 1"),
+    ("expansion", 0, "arch.expansion: Input should be greater than 0"),
+    ("halt_exploration_prob", 2, "arch.halt_exploration_prob: Input should be less than or equal to 1"),
+    ("num_heads", "two", "arch.num_heads: Input should be a valid integer, unable to parse string as an integer"),
+])
+def test_an_arch_size_out_of_range_or_of_the_wrong_type_is_refused_naming_the_key(tmp_path, key, value, message):
+    make_checkpoint(tmp_path)
+    config = rewrite_arch(tmp_path, **{key: value})
+    with pytest.raises(InputError) as err:
+        load_checkpoint(tmp_path).spec.model_config(TINY_SIZES)
+    assert str(err.value) == f"{config}: {message}"
+
+
+def test_a_key_given_twice_in_all_config_is_refused_naming_the_line_of_each(tmp_path):
+    make_checkpoint(tmp_path)
+    path = tmp_path / "all_config.yaml"
+    path.write_text(path.read_text() + "seed: 1\n")  # make_checkpoint wrote `seed: 0` already
+    first = next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if line == "seed: 0")
+    last = len(path.read_text().splitlines())
+    with pytest.raises(InputError) as err:
+        read_arch_spec(path)
+    assert str(err.value) == (f"{path}:{last}: key 'seed' appears twice in one mapping (first at line {first}); "
+                              "keys must be unique")
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"- arch\n- seed\n", "key 'arch' is missing or not a mapping"),
+    (b"arch: [1, 2]\n", "key 'arch' is missing or not a mapping"),
+    (b"arch:\n  name: caf\xc3\n", "2: byte 17 is not valid UTF-8 (0xc3; the file must be UTF-8 text)"),
+], ids=["a list", "arch a list", "not utf-8"])
+def test_an_all_config_that_is_not_a_mapping_of_utf8_text_is_refused_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "all_config.yaml"
+    path.write_bytes(text)
+    with pytest.raises(InputError) as err:
+        read_arch_spec(path)
+    separator = ":" if message[0].isdigit() else ": "
+    assert str(err.value) == f"{path}{separator}{message}"

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from jobs.cli import main
+
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset
+from tests.factories import make_checkpoint
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """(checkpoint run dir, dataset, output dir) of a tiny valid evaluation (halt_max_steps 4)."""
+    make_checkpoint(tmp_path / "run", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    return str(tmp_path / "run"), make_dataset(tmp_path / "data", {"all": 8}), tmp_path / "out"
+
+
+def evaluate_args(inputs, *flags: str) -> list[str]:
+    run, data, out = inputs
+    return ["evaluate", "--checkpoint", run, "--data", data, "--output", str(out), *flags]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "argument --batch-size: 0 is not positive (expected an integer >= 1)"),
+    (["--steps", "-3"], "argument --steps: -3 is not positive (expected an integer >= 1)"),
+    (["--steps", "0"], "argument --steps: 0 is not positive (expected an integer >= 1)"),
+    (["--threads", "-1"], "argument --threads: -1 is not positive (expected an integer >= 1)"),
+    (["--min-steps", "0"], "argument --min-steps: 0 is not positive (expected an integer >= 1)"),
+    (["--streams", "0"], "argument --streams: 0 is not positive (expected an integer >= 1)"),
+    (["--batch-size", "many"], "argument --batch-size: 'many' is not an integer (expected a positive integer)"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu' (choose from 'cpu', 'cuda')"),
+])
+def test_a_count_flag_that_is_not_a_positive_integer_is_refused_naming_the_flag(inputs, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(evaluate_args(inputs, *flags))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"hrm-eval evaluate: error: {message}"
+    assert not inputs[2].exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "2", "--min-steps", "3", "--protocol", "adaptive"],
+     "--min-steps: 3 is more than the 2 steps an example runs at most (--steps, default halt_max_steps); "
+     "give --min-steps <= 2"),
+    (["--min-steps", "5"],
+     "--min-steps: 5 is more than the 4 steps an example runs at most (--steps, default halt_max_steps); "
+     "give --min-steps <= 4"),
+])
+def test_min_steps_above_the_steps_an_example_runs_is_refused_not_reinterpreted(inputs, capsys, flags, message):
+    assert main(evaluate_args(inputs, *flags)) == 2
+    assert capsys.readouterr().err.splitlines() == [f"hrm-eval evaluate: error: {message}"]
+    assert not inputs[2].exists()
+
+
+def test_cuda_on_a_machine_without_cuda_is_refused_in_one_line_not_a_torch_traceback(inputs, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(evaluate_args(inputs, "--device", "cuda")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "hrm-eval evaluate: error: --device: cuda, but torch sees no CUDA device on this machine (use --device cpu)"]
+    assert not inputs[2].exists()
+
+
+def test_an_unknown_split_is_refused_naming_the_dataset_and_its_splits(inputs, capsys):
+    assert main(evaluate_args(inputs, "--split", "validation")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"hrm-eval evaluate: error: {inputs[1]}: no split 'validation' (splits: test)"]
+    assert not inputs[2].exists()
+
+
+def test_a_checkpoint_whose_halt_max_steps_is_zero_is_refused_naming_its_config(inputs, capsys):
+    config = inputs[0] + "/all_config.yaml"
+    with open(config) as handle:
+        text = handle.read()
+    with open(config, "w") as handle:
+        handle.write(text.replace("halt_max_steps: 4", "halt_max_steps: 0"))
+    assert main(evaluate_args(inputs)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"hrm-eval evaluate: error: {config}: arch.halt_max_steps: Input should be greater than or equal to 1"]
+    assert not inputs[2].exists()
