@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.data.schema import TEST_PUZZLES_FILE, PuzzleArrays
+from hrm.decode import read_text
 from hrm.errors import InputError
 from hrm.puzzles.arc_grids import ARC_SIDE, ArcAugmentation, ArcIdentifier, grid_hash, grid_to_tokens, parse_grid
 from hrm.puzzles.publish import Clock, Destination, publish
@@ -285,8 +286,7 @@ def _load_json(path: Path) -> object:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with open(path) as handle:
-            return json.load(handle)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
 

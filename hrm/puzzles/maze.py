@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.data.schema import PuzzleArrays
+from hrm.decode import read_text
 from hrm.errors import InputError
 from hrm.puzzles.grids import DihedralTransform, board_side
 from hrm.puzzles.publish import (
@@ -138,8 +139,7 @@ def read_mazes(path: Path) -> list[MazeGrid]:
 def _read_text(path: Path) -> list[MazeGrid]:
     """Grids separated by empty lines; each becomes a question and its labelled answer."""
     mazes, rows, first_line = [], [], 0
-    with open(path) as handle:
-        lines = handle.read().split("\n")
+    lines = read_text(path).split("\n")
     for number, line in enumerate(lines + [""], start=1):
         if line:
             first_line = first_line or number

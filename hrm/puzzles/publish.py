@@ -18,6 +18,7 @@ import numpy as np
 
 from hrm.data.schema import DatasetMetadata, PuzzleArrays
 from hrm.data.writer import write_dataset
+from hrm.decode import text_lines
 from hrm.errors import InputError
 
 SET_NAME = "all"  # the reference builders put everything of a split in one set
@@ -29,18 +30,17 @@ SET_NAME = "all"  # the reference builders put everything of a split in one set
 def csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, list[str]]]:
     """(line number, row) of a CSV whose first line is exactly `header` (any case); a row
     with another column count is an InputError naming the file and line."""
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        first = next(reader, None)
-        if first is None or [h.strip().lower() for h in first] != header:
-            raise InputError(f"{path}:1: expected the header {','.join(header)}, got {first}")
-        for row in reader:
-            if not row:
-                continue  # a blank line, e.g. at the end of the file
-            if len(row) != len(header):
-                raise InputError(f"{path}:{reader.line_num}: expected {len(header)} columns "
-                                 f"({','.join(header)}), got {len(row)}")
-            yield reader.line_num, row
+    reader = csv.reader(text_lines(path))
+    first = next(reader, None)
+    if first is None or [h.strip().lower() for h in first] != header:
+        raise InputError(f"{path}:1: expected the header {','.join(header)}, got {first}")
+    for row in reader:
+        if not row:
+            continue  # a blank line, e.g. at the end of the file
+        if len(row) != len(header):
+            raise InputError(f"{path}:{reader.line_num}: expected {len(header)} columns "
+                             f"({','.join(header)}), got {len(row)}")
+        yield reader.line_num, row
 
 
 # --------------------------------------------------------------------------- sources and destination

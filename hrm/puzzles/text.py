@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.data.schema import PuzzleArrays
+from hrm.decode import read_text, text_lines
 from hrm.errors import InputError
 from hrm.puzzles.publish import (
     Clock,
@@ -87,7 +88,7 @@ class KeywordTokenizer:
         check_readable(path)
         self.name = f"keywords:{path.name}"
         self.ids: dict[str, int] = {}
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(read_text(path).splitlines(), start=1):
             word = line.strip().lower()
             if not word:
                 continue
@@ -148,23 +149,22 @@ def read_records(path: Path, tokenizer: ByteTokenizer | KeywordTokenizer, fields
     """Tokenised records of a JSONL file; words with no token are tallied in `unknown`."""
     check_readable(path)
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{where}: not valid JSON: {err.msg}") from None
-            if not isinstance(data, dict):
-                raise InputError(f"{where}: expected a JSON object")
-            texts = [_text(data, key, where) for key in (fields.prompt, fields.completion)]
-            (prompt, lost_p), (completion, lost_c) = (tokenizer.encode(t) for t in texts)
-            unknown.update(lost_p + lost_c)
-            tier = data.get(fields.tier)
-            records.append(Record(prompt, completion, str(data.get("source", path.name)),
-                                  "" if tier is None else str(tier), where))
+    for number, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: not valid JSON: {err.msg}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected a JSON object")
+        texts = [_text(data, key, where) for key in (fields.prompt, fields.completion)]
+        (prompt, lost_p), (completion, lost_c) = (tokenizer.encode(t) for t in texts)
+        unknown.update(lost_p + lost_c)
+        tier = data.get(fields.tier)
+        records.append(Record(prompt, completion, str(data.get("source", path.name)),
+                              "" if tier is None else str(tier), where))
     if not records:
         raise InputError(f"{path}: no records in it")
     return records

@@ -253,3 +253,12 @@ def test_4x4_sudoku_transform_keeps_the_blank_token_and_rejects_9x9_permutations
         SudokuTransform((0, 2, 1, 3, 4), (0, 2, 1, 3), (1, 0, 3, 2), box=2)
     with pytest.raises(ValueError, match="digit_map"):
         SudokuTransform(box=2)
+
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"source,question,answer,rating\n\xff,1,2,3\n")
+    err = refused(capsys, "--test", source, "--output", tmp_path / "out")
+    assert err.splitlines() == [f"hrm-eval convert: error: {source}:2: byte 30 is not valid UTF-8 "
+                                "(0xff; the file must be UTF-8 text)"]
+    assert not (tmp_path / "out").exists()

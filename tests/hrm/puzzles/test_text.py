@@ -146,3 +146,12 @@ def test_conversion_to_s3_reads_back_like_local(capsys, tmp_path, records_file, 
     b = open_dataset(f"{s3_bucket}/text").read_set("test", "all")
     np.testing.assert_array_equal(a.inputs, b.inputs)
     np.testing.assert_array_equal(a.columns["tier"], b.columns["tier"])
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n')
+    err = refused(capsys, "--test", source, "--tokenizer", "bytes", "--output", tmp_path / "out")
+    assert err.splitlines() == [f"hrm-eval convert: error: {source}:2: byte 50 is not valid UTF-8 "
+                                "(0xe9; the file must be UTF-8 text)"]
+    assert not (tmp_path / "out").exists()
