@@ -98,8 +98,11 @@ def test_streams_below_one_are_refused_naming_the_flag(capsys, tmp_path):
     vector, checkpoint, batch_size = VECTORS[0]
     args = ["evaluate", "--checkpoint", str(CONFORMANCE / vector / "checkpoints" / checkpoint),
             "--data", str(CONFORMANCE / vector / "data"), "--output", str(tmp_path / "out"), "--streams", "0"]
-    assert main(args) == 2
-    assert "--streams: streams must be 1, or more on CPU; got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused by the flag's argparse type, before anything loads
+        main(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "hrm-eval evaluate: error: argument --streams: 0 is not positive (expected an integer >= 1)")
     assert not (tmp_path / "out").exists()
 
 
