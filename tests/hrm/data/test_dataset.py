@@ -214,7 +214,7 @@ def test_a_failed_write_removes_everything_it_published(tmp_path, monkeypatch):
         return original(uri)
 
     monkeypatch.setattr(storage, "atomic_output", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="disk full"):  # a storage failure that no retry can help names the URI
         write(tmp_path / "pq", {"test": {"all": make_set([2] * 5)}})
     assert storage.list_files(str(tmp_path / "pq")) == []
 
