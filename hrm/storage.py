@@ -225,36 +225,36 @@ class BlockReader(io.RawIOBase):
         super().close()
 
 
-def read_bytes(uri: str) -> bytes:
+def _reading(uri: str, use: Callable[[pa.NativeFile], T], random_access: bool = False) -> T:
+    """`use` applied to the object opened for reading (sequentially, or with random access),
+    all of it done again from the start on a transient fault."""
     fs, path = resolve(uri)
 
-    def read() -> bytes:
-        with fs.open_input_stream(path, compression=None) as stream:
-            return stream.read()
+    def op() -> T:
+        opened = fs.open_input_file(path) if random_access else fs.open_input_stream(path, compression=None)
+        with opened as file:
+            return use(file)
 
-    return _call(uri, read)
+    return _call(uri, op)
+
+
+def read_bytes(uri: str) -> bytes:
+    return _reading(uri, lambda stream: stream.read())
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """A whole Parquet object (or some of its columns), read again from the start on a transient fault."""
-    fs, path = resolve(uri)
-
-    def read() -> pa.Table:
-        with fs.open_input_file(path) as file:
-            return pq.read_table(file, columns=columns)
-
-    return _call(uri, read)
+    """A whole Parquet object (or some of its columns)."""
+    return _reading(uri, lambda file: pq.read_table(file, columns=columns), random_access=True)
 
 
 def parquet_metadata(uri: str) -> pq.FileMetaData:
     """A Parquet object's footer: its schema, row groups and their statistics."""
-    fs, path = resolve(uri)
+    return _reading(uri, lambda file: pq.ParquetFile(file).metadata, random_access=True)
 
-    def read() -> pq.FileMetaData:
-        with fs.open_input_file(path) as file:
-            return pq.ParquetFile(file).metadata
 
-    return _call(uri, read)
+def _copy(stream: pa.NativeFile, write: Callable[[bytes], Any]) -> None:
+    while chunk := stream.read(READ_CHUNK_BYTES):
+        write(chunk)
 
 
 def read_json(uri: str) -> Any:
@@ -268,16 +268,12 @@ def read_json(uri: str) -> Any:
 
 def sha256(uri: str) -> str:
     """Hex SHA-256 of the object's bytes, streamed in chunks."""
-    fs, path = resolve(uri)
-
-    def digest() -> str:
+    def digest(stream: pa.NativeFile) -> str:
         hashed = hashlib.sha256()
-        with fs.open_input_stream(path, compression=None) as stream:
-            while chunk := stream.read(READ_CHUNK_BYTES):
-                hashed.update(chunk)
+        _copy(stream, hashed.update)
         return hashed.hexdigest()
 
-    return _call(uri, digest)
+    return _reading(uri, digest)
 
 
 def default_cache_dir() -> str:
@@ -289,21 +285,17 @@ def version(uri: str) -> str:
     HEAD request): `etag=…[,version=…]` on object storage, `size=…,mtime_ns=…` locally (also
     for object stores that give no ETag). A rewrite changes it; an unchanged object keeps it."""
     fs, path = resolve(uri)
-    info = _call(uri, lambda: fs.get_file_info(path))
-    if info.type != pafs.FileType.File:
-        raise InputError(f"{uri}: not found" if info.type == pafs.FileType.NotFound else f"{uri}: not a file")
     if isinstance(fs, pafs.S3FileSystem):
-        metadata = _call(uri, lambda: _object_metadata(fs, path))
-        if "ETag" in metadata:  # a dict of str keys, bytes values
+        # Opening the object is its HEAD request (nothing is read); a missing one is "not found".
+        metadata = _reading(uri, lambda file: file.metadata(), random_access=True)  # str keys, bytes values
+        if "ETag" in metadata:
             etag = metadata["ETag"].decode().strip('"')
             version_id = metadata.get("VersionId", b"").decode()
             return f"etag={etag}" + (f",version={version_id}" if version_id else "")
+    info = _call(uri, lambda: fs.get_file_info(path))
+    if info.type != pafs.FileType.File:
+        raise InputError(f"{uri}: not found" if info.type == pafs.FileType.NotFound else f"{uri}: not a file")
     return f"size={info.size},mtime_ns={info.mtime_ns}"
-
-
-def _object_metadata(fs: pafs.FileSystem, path: str) -> dict[str, bytes]:
-    with fs.open_input_file(path) as file:  # opening it is the HEAD request; nothing is read
-        return file.metadata()
 
 
 def local_copy(uri: str, cache_dir: str | None = None) -> Path:
@@ -321,13 +313,12 @@ def local_copy(uri: str, cache_dir: str | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex}")
 
-    def download() -> None:
-        with fs.open_input_stream(path, compression=None) as stream, open(partial, "wb") as out:
-            while chunk := stream.read(READ_CHUNK_BYTES):
-                out.write(chunk)
+    def download(stream: pa.NativeFile) -> None:
+        with open(partial, "wb") as out:
+            _copy(stream, out.write)
 
     try:
-        _call(uri, download)
+        _reading(uri, download)
         if version(uri) != planned:  # rewritten mid-download: these bytes must not be cached under `planned`
             raise InputError(f"{uri}: changed while it was being downloaded")
         os.replace(partial, target)  # concurrent downloaders on one node: the last rename wins, same bytes
