@@ -40,11 +40,12 @@ from cluster.results.health import write_health
 from cluster.results.layout import (
     SEGMENT_UNITS,
     Segment,
+    UnitFiles,
     UnitRecord,
     commit_unit,
-    committed_unit_ids,
     read_committed,
     stored_predictions,
+    unit_files,
     write_segment,
 )
 from cluster.results.metrics import leaderboard_rows, run_metrics, write_leaderboard, write_metrics
@@ -88,7 +89,8 @@ class Driver:
 
     def run(self) -> Manifest:
         clock = time.perf_counter()
-        for committed in read_committed(self.prepared.run, set(self.units) - self._lost_predictions()):
+        files = unit_files(self.prepared.run)
+        for committed in read_committed(self.prepared.run, set(self.units) - self._lost_predictions(files), files):
             if isinstance(committed, Segment):
                 self.ledger.adopt(committed)
             else:  # a record no segment holds yet: the next segment will
@@ -109,12 +111,12 @@ class Driver:
         self.ledger.timings["evaluate_s"] = time.perf_counter() - clock
         return self._finish()
 
-    def _lost_predictions(self) -> set[str]:
+    def _lost_predictions(self, files: UnitFiles) -> set[str]:
         """Planned units whose predictions part is not stored (deleted, or lost with a bucket's
         lifecycle rule): a record of them is not resumed, they are evaluated again."""
         stored = stored_predictions(self.prepared.run)
         lost = {unit.id for unit in self.prepared.units if unit.prediction_key not in stored}
-        self.ledger.counters["predictions_lost"] = len(committed_unit_ids(self.prepared.run, lost))
+        self.ledger.counters["predictions_lost"] = len(files.records & lost)
         return lost
 
     # -- the scheduling loop ------------------------------------------------------------

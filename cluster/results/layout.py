@@ -260,24 +260,30 @@ def _read_segment(uri: str) -> tuple[list[str], Callable[[], Segment]]:
     return ids, parse
 
 
-def _unit_files(run: str) -> tuple[set[str], list[str]]:
+class UnitFiles(NamedTuple):
     """One listing of units/: the ids that have a record, and the segments' URIs."""
+
+    records: set[str]
+    segments: list[str]
+
+
+def unit_files(run: str) -> UnitFiles:
     names = storage.list_files(storage.join(run, UNITS))
-    records = {p.removesuffix(".json") for p in names if p.endswith(".json")}
-    segments = [storage.join(run, UNITS, p) for p in names if p.startswith(SEGMENT_PREFIX) and p.endswith(".parquet")]
-    return records, segments
+    return UnitFiles({p.removesuffix(".json") for p in names if p.endswith(".json")},
+                     [storage.join(run, UNITS, p) for p in names if p.startswith(SEGMENT_PREFIX) and p.endswith(".parquet")])
 
 
 def committed_unit_ids(run: str, unit_ids: set[str]) -> set[str]:
     """Which of `unit_ids` are committed under the run (others under units/ belong to other
     configs): one listing, no record read."""
-    return _unit_files(run)[0] & unit_ids
+    return unit_files(run).records & unit_ids
 
 
-def read_committed(run: str, unit_ids: set[str]) -> Iterator[Segment | UnitRecord]:
+def read_committed(run: str, unit_ids: set[str], files: UnitFiles | None = None) -> Iterator[Segment | UnitRecord]:
     """Every committed unit among `unit_ids` once: whole segments where a segment lies within
-    `unit_ids` (a rerun of the same plan), then the records of the rest, READ_CHUNK at a time."""
-    records, segments = _unit_files(run)
+    `unit_ids` (a rerun of the same plan), then the records of the rest, READ_CHUNK at a time.
+    `files`: the listing of units/ when the caller has it already."""
+    records, segments = files or unit_files(run)
     present = records & unit_ids
     covered: set[str] = set()
     with ThreadPoolExecutor(READ_THREADS) as pool:
