@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,16 +24,21 @@ TOY = ["hidden_size=16", "num_heads=2", "H_layers=1", "L_layers=1", "halt_max_st
        "seq_len=9"]
 
 
+def run_bench(out_dir: Path, subcommand: str, *args: str) -> tuple[dict, str]:
+    """`python -m jobs.bench SUBCOMMAND ARGS --json OUT` in a process of its own: the figures it
+    saved and what it printed."""
+    out = out_dir / f"{subcommand}.json"
+    run = subprocess.run([sys.executable, "-m", "jobs.bench", subcommand, *args, "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(out.read_text()), run.stdout
+
+
 @pytest.fixture(scope="module")
 def toy_report(tmp_path_factory) -> tuple[dict, str]:
-    out = tmp_path_factory.mktemp("bench") / "engine.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "jobs.bench", "engine", "--configs", "small", "--set", *TOY, "--batch-sizes", "2",
-         "--streams", "1", "2", "--compile", "off", "on", "--repeats", "2", "--square-sizes", "32", "64", "--threads", "1", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(out.read_text()), run.stdout
+    return run_bench(tmp_path_factory.mktemp("bench"), "engine", "--configs", "small", "--set", *TOY, "--batch-sizes",
+                     "2", "--streams", "1", "2", "--compile", "off", "on", "--repeats", "2", "--square-sizes", "32",
+                     "64", "--threads", "1")
 
 
 def positive(value) -> bool:
@@ -160,28 +166,21 @@ def test_a_failing_product_on_one_stream_raises_instead_of_leaving_the_others_wa
 
 @pytest.mark.ray
 def test_the_scale_bench_measures_each_size_in_real_runs_and_their_resume(tmp_path):
-    out = tmp_path / "scale.json"
-    run = subprocess.run([sys.executable, "-m", "jobs.bench", "scale", "--sizes", "600", "1200", "--checkpoints", "2",
-                          "--workdir", str(tmp_path / "work"), "--json", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    sizes = json.loads(out.read_text())["sizes"]
+    report, printed = run_bench(tmp_path, "scale", "--sizes", "600", "1200", "--checkpoints", "2",
+                                "--workdir", str(tmp_path / "work"))
+    sizes = report["sizes"]
     assert [(s["examples"], s["checkpoints"]) for s in sizes] == [(600, 2), (1200, 2)]
     for s in sizes:
         assert s["units"] == s["resumed_units"] > 0  # the second run found every unit committed
         assert s["driver_peak_rss_mib"] > 0 and s["resume_scan_s"] > 0 and s["preflight_and_planning_s"] > 0
         assert all(v > 0 for v in s["actor_s_per_unit"].values()) and 0 < s["model_share_of_actor_time"] < 1
         assert all(size > 0 for size in s["file_bytes"].values())
-    assert "600 → 1,200 examples: driver peak RSS" in run.stdout
+    assert "600 → 1,200 examples: driver peak RSS" in printed
 
 
 def test_the_votes_bench_measures_arc_votes_and_an_ensemble_each_in_a_process_of_its_own(tmp_path):
-    out = tmp_path / "votes.json"
-    run = subprocess.run([sys.executable, "-m", "jobs.bench", "votes", "--puzzles", "3", "--augment", "199",
-                          "--shard-size", "256", "--tmp", str(tmp_path), "--json", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, printed = run_bench(tmp_path, "votes", "--puzzles", "3", "--augment", "199", "--shard-size", "256",
+                                "--tmp", str(tmp_path))
     # Shards of the run's plan: 256 examples (whole batches of the default 256), the last 88.
     assert report["dataset"]["examples"] == 600 and report["predictions"]["parts_per_member"] == 3
     arc, ensemble = report["votes"]["arc"], report["votes"]["ensemble"]
@@ -191,7 +190,7 @@ def test_the_votes_bench_measures_arc_votes_and_an_ensemble_each_in_a_process_of
     for vote in (arc, ensemble):
         assert vote["peak_rss_bytes"] >= vote["peak_rss_before_vote_bytes"] > 0 and vote["seconds"] > 0
     assert report["peak_rss_within_limit"] is True
-    assert "ARC votes of 1 checkpoint: 600 rows × 900 tokens in 3 parts" in run.stdout
+    assert "ARC votes of 1 checkpoint: 600 rows × 900 tokens in 3 parts" in printed
 
 
 def test_the_votes_bench_draws_arc_canvases_as_the_converter_encodes_them():
@@ -205,42 +204,29 @@ def test_the_votes_bench_draws_arc_canvases_as_the_converter_encodes_them():
 
 @pytest.mark.s3
 def test_the_preflight_bench_dry_runs_a_sweep_on_local_disk_and_on_s3_each_in_a_process_of_its_own(tmp_path):
-    out = tmp_path / "preflight.json"
-    run = subprocess.run([sys.executable, "-m", "jobs.bench", "preflight", "--checkpoints", "3", "--examples", "500",
-                          "--model", "small", "--tmp", str(tmp_path), "--json", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, printed = run_bench(tmp_path, "preflight", "--checkpoints", "3", "--examples", "500", "--model", "small",
+                                "--tmp", str(tmp_path))
     assert [d["storage"] for d in report["dry_runs"]] == ["local", "s3"]
     for dry in report["dry_runs"]:
         assert dry["seconds"] > 0 and 0 < dry["peak_rss_mib"] < report["checkpoint_bytes"] * 3 / 2**20 + 2048
         assert dry["plan_head"][2:] == ["  set all: 500 examples in 1 shard(s)", "3 checkpoint(s):"]
-    assert "dry run, 3 checkpoints on s3 × 500 examples" in run.stdout
+    assert "dry run, 3 checkpoints on s3 × 500 examples" in printed
 
 
 def test_the_unit_bench_splits_a_default_size_units_overhead_and_times_the_paper_model(tmp_path):
-    out = tmp_path / "unit.json"
-    run = subprocess.run([sys.executable, "-m", "jobs.bench", "unit", "--paper-examples", "1", "--threads", "1",
-                          "--tmp", str(tmp_path), "--json", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, printed = run_bench(tmp_path, "unit", "--paper-examples", "1", "--threads", "1", "--tmp", str(tmp_path))
     first, cached = report["tiny_units"]
     assert first["model_loaded"] and not cached["model_loaded"] and cached["examples"] == report["shard_size"] == 4096
     assert all(v > 0 for v in report["overhead_per_unit"].values())
     assert report["paper"]["examples"] == 1 and report["paper"]["load_s"] > 0 and report["paper"]["eval_s"] > 0
     assert 0 < report["overhead_share"] < 1 and report["units_per_checkpoint"] == 104
-    assert "the overhead passes 10% of a unit only for an engine faster than" in run.stdout
+    assert "the overhead passes 10% of a unit only for an engine faster than" in printed
 
 
 @pytest.mark.ray
 def test_the_faults_bench_kills_an_actor_and_a_driver_and_finds_nothing_lost_or_doubled(tmp_path):
-    out = tmp_path / "faults.json"
-    run = subprocess.run([sys.executable, "-m", "jobs.bench", "faults", "--kinds", "actor", "driver", "--fractions",
-                          "0.5", "--repeats", "1", "--examples", "400", "--tmp", str(tmp_path), "--json", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, printed = run_bench(tmp_path, "faults", "--kinds", "actor", "driver", "--fractions", "0.5", "--repeats",
+                                "1", "--examples", "400", "--tmp", str(tmp_path))
     assert [(t["kind"], t["killed"], t["reruns"]) for t in report["trials"]] == [("actor", 1, 0), ("driver", 1, 1)]
     assert report["summary"] == {"trials": 2, "lost": 0, "doubled": 0, "identical": 2, "completed": 2}
-    assert "2 trials: 0 units lost, 0 doubled, metrics identical in 2, completed 2" in run.stdout
+    assert "2 trials: 0 units lost, 0 doubled, metrics identical in 2, completed 2" in printed
