@@ -16,6 +16,13 @@ def write(tmp_path, doc) -> str:
     return str(path)
 
 
+def refusal(path) -> str:
+    """The message of the InputError that loading the run config at `path` raises."""
+    with pytest.raises(InputError) as err:
+        load_run_config(path)
+    return str(err.value)
+
+
 def test_a_minimal_config_gets_defaults_for_everything_else(tmp_path):
     config = load_run_config(write(tmp_path, MINIMAL))
     assert config.eval.protocol == "fixed"
@@ -28,10 +35,9 @@ def test_a_minimal_config_gets_defaults_for_everything_else(tmp_path):
 
 def test_a_misspelt_key_fails_naming_the_key_and_the_file(tmp_path):
     path = write(tmp_path, {**MINIMAL, "eval": {"batch_sise": 128}})
-    with pytest.raises(InputError) as err:
-        load_run_config(path)
-    assert path in str(err.value)
-    assert "eval.batch_sise: unknown key" in str(err.value)
+    refused = refusal(path)
+    assert path in refused
+    assert "eval.batch_sise: unknown key" in refused
 
 
 def test_every_invalid_key_is_reported_at_once():
@@ -155,41 +161,36 @@ def test_the_quickstart_config_is_valid():
 ], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type"])
 def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
     path = write(tmp_path, {**MINIMAL, **section})
-    with pytest.raises(InputError) as err:
-        load_run_config(path)
-    assert str(err.value) == f"{path}: {message}"
+    refused = refusal(path)
+    assert refused == f"{path}: {message}"
 
 
 def test_a_key_given_twice_in_a_run_config_is_refused_naming_the_line_of_each(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("checkpoints:\n  - path: a\ndataset:\n  uri: d\neval:\n  batch_size: 8\n  batch_size: 64\n")
-    with pytest.raises(InputError) as err:
-        load_run_config(path)
-    assert str(err.value) == (f"{path}:7: key 'batch_size' appears twice in one mapping (first at line 6); "
+    refused = refusal(path)
+    assert refused == (f"{path}:7: key 'batch_size' appears twice in one mapping (first at line 6); "
                               "keys must be unique")
 
 
 def test_a_run_config_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_bytes(b"checkpoints:\n  - path: caf\xe9\n")
-    with pytest.raises(InputError) as err:
-        load_run_config(path)
-    assert str(err.value) == f"{path}:2: byte 26 is not valid UTF-8 (0xe9; the file must be UTF-8 text)"
+    refused = refusal(path)
+    assert refused == f"{path}:2: byte 26 is not valid UTF-8 (0xe9; the file must be UTF-8 text)"
 
 
 def test_a_run_config_that_is_not_yaml_is_refused_in_one_line_naming_the_line(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("checkpoints:\n  - path: a\n dataset: [\n")
-    with pytest.raises(InputError) as err:
-        load_run_config(path)
-    assert str(err.value).startswith(f"{path}:3: not valid YAML: ")
-    assert "\n" not in str(err.value)
+    refused = refusal(path)
+    assert refused.startswith(f"{path}:3: not valid YAML: ")
+    assert "\n" not in refused
 
 
 def test_a_directory_given_as_the_run_config_is_refused_naming_it(tmp_path):
-    with pytest.raises(InputError) as err:
-        load_run_config(tmp_path)
-    assert str(err.value) == f"{tmp_path}: cannot read it: Is a directory"
+    refused = refusal(tmp_path)
+    assert refused == f"{tmp_path}: cannot read it: Is a directory"
 
 
 def test_an_override_with_a_repeated_key_is_refused_naming_the_override():
