@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import yaml
 
 from jobs.bench_cluster import RAY_ENV, make_checkpoints, make_data
@@ -74,7 +75,7 @@ def run_faults(args: argparse.Namespace) -> dict[str, Any]:
     data = make_data(work / "data", args.examples)
     checkpoints = make_checkpoints(work / "ckpt", args.checkpoints, TINY_ARCH)
     clean_config = write_config(work, "clean", data, checkpoints[0].parent, args.shard_size)
-    finish(run_to_end(clean_config))
+    kill_session(run_to_end(clean_config))
     clean = read_run(work / "results" / "clean")
     report: dict[str, Any] = {"command": args.command, "workdir": str(work), "units": clean["units"], "trials": []}
     print(f"clean run: {clean['units']} units of {args.checkpoints} checkpoints × {args.examples} examples", flush=True)
@@ -121,7 +122,7 @@ def run_to_end(config: Path) -> subprocess.Popen:
     return process
 
 
-def finish(process: subprocess.Popen) -> None:
+def kill_session(process: subprocess.Popen) -> None:
     """Whatever of the run's session is left (Ray's own processes, its workers) is killed."""
     for pid, _ in session_processes(process.pid):
         try:
@@ -147,8 +148,8 @@ def run_trial(kind: str, fraction: float, config: Path, run: Path, clean: dict[s
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(TRIAL_TIMEOUT_S)
             killed, reruns = 1, 1
-            finish(run_to_end(config))
-    finish(process)
+            kill_session(run_to_end(config))
+    kill_session(process)
     stored = read_run(run)
     return Trial(kind=kind, fraction=fraction, killed=killed, committed_at_kill=committed, reruns=reruns,
                  status=stored["status"], lost=clean["units"] - stored["units"], doubled=stored["doubled"],
@@ -193,8 +194,6 @@ def session_processes(session: int) -> list[tuple[int, bytes]]:
 def read_run(run: Path) -> dict[str, Any]:
     """What a run stored: its status, committed units, rows of predictions per example beyond
     the first (doubled), and every checkpoint's exact statistics."""
-    import pyarrow.parquet as pq
-
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     table = pq.read_table(run / "predictions", columns=["checkpoint", "set", "example_id"])
