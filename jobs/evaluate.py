@@ -49,6 +49,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "beside it; without --checkpoint: a run config for the distributed job",
     )
     parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="with --config RUN.yaml: override a run config value, as `hrm-eval run --set` (repeatable)",
+    )
+    parser.add_argument(
         "--protocol",
         choices=("fixed", "adaptive"),
         default="fixed",
@@ -89,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give --checkpoint and --data, or --config RUN.yaml for the distributed job")
         from jobs.run import run_config_file
 
-        return run_config_file(args.config, [])
+        return run_config_file(args.config, args.overrides)
+    if args.overrides:
+        raise InputError("--set overrides a run config: it goes with --config RUN.yaml and no --checkpoint")
     if args.data is None:
         raise InputError("--data is required with --checkpoint")
     check_device(args.device)

@@ -76,3 +76,17 @@ def test_a_checkpoint_whose_halt_max_steps_is_zero_is_refused_naming_its_config(
     assert capsys.readouterr().err.splitlines() == [
         f"hrm-eval evaluate: error: {config}: arch.halt_max_steps: Input should be greater than or equal to 1"]
     assert not inputs[2].exists()
+
+
+def test_set_without_a_run_config_is_refused_rather_than_ignored(inputs, capsys):
+    assert main(evaluate_args(inputs, "--set", "eval.batch_size=2")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "hrm-eval evaluate: error: --set overrides a run config: it goes with --config RUN.yaml and no --checkpoint"]
+    assert not inputs[2].exists()
+
+
+def test_set_overrides_the_run_config_of_the_distributed_job(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("checkpoints: [{run: ckpts}]\ndataset: {uri: data}\noutput: {uri: out}\n")
+    assert main(["evaluate", "--config", str(config), "--set", "eval.batch_size=0"]) == 2
+    assert "eval.batch_size" in capsys.readouterr().err
