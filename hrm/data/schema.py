@@ -108,6 +108,27 @@ class SplitInfo(pydantic.BaseModel):
     sets: dict[str, SetInfo]
     parts: list[PartInfo]
 
+    @pydantic.model_validator(mode="after")
+    def _parts_cover_every_set(self) -> SplitInfo:
+        """The index must describe the shards exactly: readers trust `sets[*].examples` for a
+        set's size, so parts that cover more or less than it would be evaluated silently
+        short or with a gap."""
+        if sorted(self.sets) != sorted(self.metadata.sets):
+            raise ValueError(f"'sets' holds {sorted(self.sets)} but 'metadata.sets' lists {sorted(self.metadata.sets)}")
+        covered = dict.fromkeys(self.sets, 0)
+        for part in self.parts:
+            if part.set not in covered:
+                raise ValueError(f"part {part.file} belongs to set '{part.set}', which 'sets' does not hold")
+            if part.start != covered[part.set] or part.stop <= part.start:
+                raise ValueError(f"part {part.file} holds examples [{part.start}, {part.stop}) of set '{part.set}', "
+                                 f"but the set's parts up to it end at {covered[part.set]}: parts must cover "
+                                 f"each set in order, without gaps or overlaps")
+            covered[part.set] = part.stop
+        for name, info in self.sets.items():
+            if covered[name] != info.examples:
+                raise ValueError(f"set '{name}' has {info.examples} examples but its parts hold {covered[name]}")
+        return self
+
 
 class ParquetIndex(pydantic.BaseModel):
     """Top-level `dataset.json` of our layout."""

@@ -241,6 +241,18 @@ def test_content_hash_is_stable_and_changes_with_any_byte(tmp_path):
     assert open_dataset(tmp_path / "pq").content_hash() != first
 
 
+def test_converting_the_same_data_again_gives_the_same_content_hash_so_runs_resume(tmp_path):
+    sets = {"all": make_set([2] * 5, seed=3)}
+    # two conversions take different times, which dataset.json's summary records
+    write(tmp_path / "first", {"test": sets}, summary={"seconds": 1.25})
+    write(tmp_path / "second", {"test": sets}, summary={"seconds": 2.5})
+    first, second = open_dataset(tmp_path / "first"), open_dataset(tmp_path / "second")
+    assert first.index.summary != second.index.summary
+    assert first.content_hash() == second.content_hash()
+    write(tmp_path / "other", {"test": {"all": make_set([2] * 5, seed=4)}})
+    assert open_dataset(tmp_path / "other").content_hash() != first.content_hash()
+
+
 # ------------------------------------------------------------ on the loopback S3 server
 
 
@@ -280,12 +292,22 @@ def corrupt_parquet_index(root: Path, change) -> None:
     (lambda i: i["splits"]["test"]["metadata"].update(num_puzzle_identifiers=2),
      r"test/part-00000.parquet column 'puzzle_identifier': values must lie in 0..1 \(num_puzzle_identifiers"),
     (lambda i: i["splits"]["test"]["parts"][0].update(stop=3),
-     r"test/part-00000.parquet: \d+ rows but dataset.json key 'parts' says examples \[0, 3\)"),
+     r"dataset.json: splits.test: set 'all' has \d+ examples but its parts hold 3$"),
+    (lambda i: i["splits"]["test"]["sets"]["all"].update(examples=4),
+     r"dataset.json: splits.test: set 'all' has 4 examples but its parts hold \d+$"),
+    (lambda i: i["splits"]["test"]["parts"][0].update(start=1),
+     r"dataset.json: splits.test: part part-00000.parquet holds examples \[1, \d+\) of set 'all', but the set's "
+     r"parts up to it end at 0: parts must cover each set in order, without gaps or overlaps"),
+    (lambda i: i["splits"]["test"]["parts"][0].update(set="extra"),
+     r"dataset.json: splits.test: part part-00000.parquet belongs to set 'extra', which 'sets' does not hold"),
+    (lambda i: i["splits"]["test"]["metadata"].update(sets=["all", "extra"]),
+     r"dataset.json: splits.test: 'sets' holds \['all'\] but 'metadata.sets' lists \['all', 'extra'\]"),
     (lambda i: i["splits"]["test"]["parts"][0].update(file="part-00009.parquet"),
      r"test/part-00009.parquet: not found, but listed in dataset.json"),
     (lambda i: i["splits"]["test"]["sets"]["all"].pop("examples"),
      r"dataset.json: splits.test.sets.all.examples: Field required"),
-], ids=["seq_len", "vocab_size", "num_puzzle_identifiers", "part rows", "missing part", "missing key"])
+], ids=["seq_len", "vocab_size", "num_puzzle_identifiers", "parts short of the set", "set short of its parts",
+        "gap before a part", "part of an unknown set", "set listed but not described", "missing part", "missing key"])
 def test_a_damaged_parquet_dataset_names_the_file_and_key(tmp_path, change, message):
     write(tmp_path / "pq", {"test": {"all": make_set([2] * 5, seed=11)}})
     corrupt_parquet_index(tmp_path / "pq", change)
