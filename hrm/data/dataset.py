@@ -97,13 +97,17 @@ class Dataset(abc.ABC):
         return check_test_puzzles(storage.read_json(uri), uri)
 
     def content_hash(self) -> str:
-        """sha256 over the sorted (file name, sha256 of its bytes) pairs; computed once."""
+        """sha256 over the sorted (file name, digest of its content) pairs; computed once. Runs
+        resume under it, so converting the same data again must give the same hash."""
         if self._hash is None:
             digest = hashlib.sha256()
             for name in sorted(self.files()):
-                digest.update(f"{name}\0{storage.sha256(storage.join(self.uri, name))}\n".encode())
+                digest.update(f"{name}\0{self._file_digest(name)}\n".encode())
             self._hash = digest.hexdigest()
         return self._hash
+
+    def _file_digest(self, name: str) -> str:
+        return storage.sha256(storage.join(self.uri, name))
 
     def _check_set(self, split: str, set: str) -> None:
         if set not in self.sets(split):
