@@ -126,7 +126,7 @@ def prepare(config: RunConfig) -> PreparedRun:
     started, clock = time.time(), time.perf_counter()
     dataset, checkpoints = preflight(config)
     split = config.dataset.split
-    sets = config.dataset.sets or dataset.sets(split)
+    sets = dataset.selected_sets(split, config.dataset.sets, "dataset.sets")
     shards = plan_shards(dataset, split, sets, config.cluster.shard_size, config.eval.batch_size)
     dataset_hash = dataset.content_hash()
     tta_copies = check_votes(config, dataset, [ref.name for ref in checkpoints])
@@ -177,9 +177,14 @@ def source_checkpoints(source: CheckpointSource) -> list[CheckpointRef]:
     if unnumbered and _filters_steps(source):
         raise InputError(f"{source.run}: step filters need step numbers, but {unnumbered[0]!r} has none")
     ordered = sorted(files.items(), key=lambda fs: (fs[1] is None, fs[1] or 0, fs[0]))
+    selected = select_steps(ordered, source)
+    if not selected:  # only min_step/max_step can empty a non-empty list
+        steps = [step for _, step in ordered]
+        raise InputError(f"{source.run}: min_step {source.min_step} / max_step {source.max_step} select none of its "
+                         f"{len(steps)} checkpoint(s) (steps {steps[0]}..{steps[-1]})")
     prefix = source.name or storage.basename(source.run)
     return [_ref(f"{prefix}-{file}", storage.join(source.run, file), source.config, step)
-            for file, step in select_steps(ordered, source)]
+            for file, step in selected]
 
 
 def _filters_steps(source: CheckpointSource) -> bool:
@@ -218,10 +223,7 @@ def preflight(config: RunConfig) -> tuple[Dataset, list[CheckpointRef]]:
     try:
         dataset = open_dataset(data.uri)
         meta = dataset.metadata(data.split)
-        unknown = sorted(set(data.sets or []) - set(dataset.sets(data.split)))
-        if unknown:
-            problems.append(f"{data.uri}: split {data.split!r} has no set(s) {', '.join(unknown)} "
-                            f"(dataset.sets: {', '.join(dataset.sets(data.split))})")
+        dataset.selected_sets(data.split, data.sets, "dataset.sets")
     except InputError as err:
         problems.append(str(err))
     refs: dict[str, CheckpointRef] = {}  # by file: the same file named twice counts once

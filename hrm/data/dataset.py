@@ -70,6 +70,23 @@ class Dataset(abc.ABC):
     def sets(self, split: str) -> list[str]:
         return list(self.metadata(split).sets)
 
+    def selected_sets(self, split: str, requested: list[str] | None, key: str) -> list[str]:
+        """The sets of `split` an evaluation takes: `requested` (the user's `key`), or all. Each
+        must exist and hold examples: an empty one would only give undefined figures."""
+        self._check_split(split)
+        available = self.sets(split)
+        unknown = [name for name in requested or [] if name not in available]
+        if unknown:
+            raise InputError(f"{self.uri}: split {split!r} has no set(s) {', '.join(unknown)} "
+                             f"({key} takes: {', '.join(available)})")
+        chosen = list(requested or available)
+        empty = [name for name in chosen if self.num_examples(split, name) == 0]
+        if empty:
+            rest = [name for name in chosen if name not in empty]
+            advice = f"choose the others with {key}" if rest else "there is nothing to evaluate"
+            raise InputError(f"{self.uri}: split {split!r} set(s) {', '.join(empty)} hold no examples; {advice}")
+        return chosen
+
     def shards(self, split: str, sets: list[str] | None = None,
                target_examples: int | None = None) -> list[Shard]:
         """Work ranges: by default one per Parquet part (reference: the ranges our writer would

@@ -47,6 +47,13 @@ def test_step_filters_select_a_range_every_nth_and_the_last_k(tmp_path, filters,
     assert steps_of(CheckpointSource(run=str(run), **filters)) == expected
 
 
+def test_step_filters_that_select_no_checkpoint_are_refused_naming_the_steps_there_are(tmp_path):
+    run = fake_run(tmp_path / "run", [100, 200, 300])
+    with pytest.raises(InputError) as err:
+        source_checkpoints(CheckpointSource(run=str(run), min_step=5000))
+    assert str(err.value) == f"{run}: min_step 5000 / max_step None select none of its 3 checkpoint(s) (steps 100..300)"
+
+
 def test_a_glob_selects_files_and_a_path_to_a_run_directory_means_its_newest_step(tmp_path):
     run = fake_run(tmp_path / "run", [5, 50])
     (run / "ema_step_50").write_bytes(b"")
@@ -168,3 +175,14 @@ def test_units_pair_every_checkpoint_with_every_shard_checkpoint_by_checkpoint(t
     units = plan_units(refs, shards, dataset.content_hash(), config.eval_identity())
     assert [(u.checkpoint, u.shard) for u in units] == [(r.name, s) for r in refs for s in shards]
     assert len({u.id for u in units}) == len(units)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "reference"])
+def test_a_set_without_examples_is_refused_before_planning(tmp_path, fmt):
+    data = make_dataset(tmp_path / "data", {"all": 0}, format=fmt)
+    make_checkpoint(tmp_path / "run", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    with pytest.raises(InputError) as err:
+        preflight(run_config([{"run": str(tmp_path / "run")}], data, str(tmp_path / "out")))
+    assert str(err.value) == ("preflight found 1 problem(s):\n"
+                              f"  {data}: split 'test' set(s) all hold no examples; there is nothing to evaluate")
+

@@ -15,6 +15,7 @@ from hrm.data.schema import ARRAY_FIELDS, DatasetMetadata, PuzzleArrays, Shard
 from hrm.data.writer import write_dataset
 from hrm.errors import InputError
 
+from tests.cluster_factories import make_dataset
 from tests.factories import CONFORMANCE
 
 CONFORMANCE_DATA = sorted(CONFORMANCE.glob("*/data"))
@@ -251,6 +252,13 @@ def test_converting_the_same_data_again_gives_the_same_content_hash_so_runs_resu
     assert first.content_hash() == second.content_hash()
     write(tmp_path / "other", {"test": {"all": make_set([2] * 5, seed=4)}})
     assert open_dataset(tmp_path / "other").content_hash() != first.content_hash()
+
+
+def test_an_empty_set_beside_others_is_refused_saying_how_to_leave_it_out(tmp_path):
+    dataset = open_dataset(make_dataset(tmp_path / "data", {"easy": 3, "empty": 0}))
+    assert dataset.selected_sets("test", ["easy"], "dataset.sets") == ["easy"]
+    with pytest.raises(InputError, match=r"set\(s\) empty hold no examples; choose the others with dataset.sets$"):
+        dataset.selected_sets("test", None, "dataset.sets")
 
 
 # ------------------------------------------------------------ on the loopback S3 server
