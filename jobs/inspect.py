@@ -38,15 +38,19 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(report: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     for info in report["checkpoints"]:
         arch = info["arch"]
-        dims = ", ".join(f"{k}={v}" for k, v in {**info["inferred"], **arch}.items() if k != "name")
-        console.print(f"[bold]{info['checkpoint']}[/bold]  {info['family'].upper()} ({arch.get('name')}), "
-                      f"loss {info['loss_type']}")
-        console.print(f"  {dims}")
+        dims = ", ".join(f"{k}={v}" for k, v in {**arch, **info["inferred"]}.items() if k != "name")
+        console.print(f"[bold]{escape(info['checkpoint'])}[/bold]  {info['family'].upper()} "
+                      f"({escape(str(arch.get('name')))}), loss {escape(str(info['loss_type']))}")
+        console.print(f"  {escape(dims)}")
+        for key, sizes in info["disagreements"].items():
+            console.print(f"  [yellow]warning:[/yellow] {key}={sizes['tensors']} in the tensors, but all_config.yaml "
+                          f"says {sizes['config']}")
         table = Table()
         for column in ("component", "tensors", "parameters", "bytes", "dtypes", "NaN", "Inf"):
             table.add_column(column, justify="left" if column in ("component", "dtypes") else "right")

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hrm.checkpoint.loading import Checkpoint
+from hrm.errors import InputError
 
 # Components in model order; a tensor belongs to the first whose prefix it starts with.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -69,13 +70,18 @@ def component_stats(ckpt: Checkpoint) -> list[ComponentStats]:
 
 
 def relative_change(before: Checkpoint, after: Checkpoint) -> dict[str, float | None]:
-    """Per component ‖after − before‖ / ‖before‖ over the tensors both share with equal shapes
-    (None where the component's norm is 0, e.g. zero-initialised puzzle embeddings)."""
+    """Per component ‖after − before‖ / ‖before‖ (None where the component's norm is 0, e.g.
+    zero-initialised puzzle embeddings). Only checkpoints of one architecture compare: over
+    the few tensors two different models happen to share, a "total" would mean nothing."""
+    difference = architecture_difference(before, after)
+    if difference:
+        raise InputError(f"{after.uri}: not the same architecture as {before.uri} ({difference}); weight "
+                         f"change is measured between checkpoints of one model")
     diff_sq: dict[str, float] = {}
     base_sq: dict[str, float] = {}
     for key, old in before.state.items():
-        new = after.state.get(key)
-        if new is None or new.shape != old.shape or not old.is_floating_point():
+        new = after.state[key]
+        if not old.is_floating_point():
             continue
         name = component_of(key)
         old64, new64 = old.double(), new.double()
@@ -83,6 +89,19 @@ def relative_change(before: Checkpoint, after: Checkpoint) -> dict[str, float | 
         base_sq[name] = base_sq.get(name, 0.0) + float(old64.square().sum())
     diff_sq["total"], base_sq["total"] = sum(diff_sq.values()), sum(base_sq.values())
     return {name: (math.sqrt(diff_sq[name] / base_sq[name]) if base_sq[name] > 0 else None) for name in diff_sq}
+
+
+def architecture_difference(first: Checkpoint, second: Checkpoint) -> str | None:
+    """How the two checkpoints' tensors differ in names or shapes (the first few), or None."""
+    differences = [f"tensor '{key}' only in the first" for key in first.state if key not in second.state]
+    differences += [f"tensor '{key}' only in the second" for key in second.state if key not in first.state]
+    differences += [f"tensor '{key}' has shape {tuple(tensor.shape)} vs {tuple(second.state[key].shape)}"
+                    for key, tensor in first.state.items()
+                    if key in second.state and tensor.shape != second.state[key].shape]
+    if not differences:
+        return None
+    more = f" and {len(differences) - 3} more difference(s)" if len(differences) > 3 else ""
+    return "; ".join(differences[:3]) + more
 
 
 def describe(ckpt: Checkpoint) -> dict:
@@ -95,8 +114,16 @@ def describe(ckpt: Checkpoint) -> dict:
         "loss_type": ckpt.spec.loss_type,
         "arch": arch,
         "inferred": inferred_sizes(ckpt),
+        "disagreements": config_disagreements(arch, inferred_sizes(ckpt)),
         "components": [asdict(row) for row in component_stats(ckpt)],
     }
+
+
+def config_disagreements(arch: dict, inferred: dict[str, int]) -> dict[str, dict[str, object]]:
+    """Sizes where all_config.yaml says one thing and the tensors another: the tensors are
+    what the checkpoint holds, so they are shown, and the config's figure beside them."""
+    return {key: {"tensors": value, "config": arch[key]}
+            for key, value in inferred.items() if key in arch and arch[key] != value}
 
 
 def inferred_sizes(ckpt: Checkpoint) -> dict[str, int]:

@@ -47,3 +47,25 @@ def test_inspect_two_checkpoints_reports_relative_change_per_component(tmp_path,
     assert abs(change["lm head"] - 0.5) < 1e-6  # float32 rounding of 1.5·w
     assert change["H level"] == 0.0
     assert 0 < change["total"] < 0.5
+
+
+def test_inspect_shows_the_tensors_sizes_and_warns_when_the_config_says_otherwise(tmp_path, capsys):
+    make_checkpoint(tmp_path)
+    config = tmp_path / "all_config.yaml"
+    config.write_text(config.read_text().replace("hidden_size: 32", "hidden_size: 48"))
+    (info,) = inspect_json(capsys, tmp_path)["checkpoints"]
+    assert info["disagreements"] == {"hidden_size": {"tensors": 32, "config": 48}}
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "hidden_size=32" in out and "hidden_size=48" not in out
+    assert "warning: hidden_size=32 in the tensors, but all_config.yaml says 48" in out
+
+
+def test_inspect_refuses_to_compare_checkpoints_of_different_architectures(tmp_path, capsys):
+    (small,) = make_checkpoint(tmp_path / "small")
+    (wide,) = make_checkpoint(tmp_path / "wide", hidden_size=64)
+    assert main(["inspect", str(small), str(wide)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"hrm-eval inspect: error: {wide}: not the same architecture as {small} (tensor ")
+    assert error.rstrip().endswith("weight change is measured between checkpoints of one model")
+    assert error.count("\n") == 1
