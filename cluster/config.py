@@ -143,7 +143,7 @@ class VotingConfig(Strict):
     """ARC augmentation voting over the stored predictions."""
 
     enabled: bool = False
-    pass_k: list[int] = Field(default_factory=lambda: list(PASS_KS))
+    pass_k: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: list(PASS_KS), min_length=1)
     submission: bool = Field(True, description="also write an ARC-Prize-style submission.json")
 
 
@@ -170,7 +170,8 @@ class TTAConfig(Strict):
 
 
 class EnsembleConfig(Strict):
-    name: str
+    # The name becomes part of file names under votes/: no separators, no leading dot.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     members: list[str] | None = Field(None, description="checkpoint names")
     top_k: int | None = Field(None, ge=1, description="the k best checkpoints by exact accuracy")
     method: Literal["sequence", "token", "both"] = "both"

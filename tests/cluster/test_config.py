@@ -158,7 +158,12 @@ def test_the_quickstart_config_is_valid():
     ({"cluster": {"torch_threads": -1}}, "cluster.torch_threads: Input should be greater than or equal to 1"),
     ({"eval": {"batch_size": "many"}},
      "eval.batch_size: Input should be a valid integer, unable to parse string as an integer"),
-], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type"])
+    ({"voting": {"enabled": True, "pass_k": [0, 2]}}, "voting.pass_k.0: Input should be greater than or equal to 1"),
+    ({"voting": {"pass_k": []}}, "voting.pass_k: List should have at least 1 item after validation, not 0"),
+    ({"ensembles": [{"name": "../../escape", "top_k": 1}]},
+     "ensembles.0.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"),
+], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type",
+        "pass@0", "no pass_k", "ensemble name with a path"])
 def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
     path = write(tmp_path, {**MINIMAL, **section})
     refused = refusal(path)
