@@ -111,16 +111,31 @@ def read_arch_spec(config_uri: str | os.PathLike) -> ArchSpec:
 def read_state_dict(file: Path | IO[bytes], source: str, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Load tensors only from `file` (a local path, or a seekable reader; errors name `source`);
     strip the reference's wrapper prefixes. `mmap`: map a local archive instead of reading it."""
+    if (file.stat().st_size if isinstance(file, Path) else file.seek(0, os.SEEK_END)) == 0:
+        raise InputError(f"{source}: empty file (0 bytes), not a torch checkpoint")
+    if not isinstance(file, Path):
+        file.seek(0)
     try:
         raw = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0]
-        raise InputError(f"{source}: refused to load: it is not a plain tensor checkpoint ({reason})") from None
+        raise InputError(f"{source}: refused to load: it is not a plain tensor checkpoint "
+                         f"({unpickling_reason(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise InputError(f"{source}: not a torch checkpoint file ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise InputError(f"{source}: expected a state dict (name → tensor), got {type(raw).__name__}")
     return {strip_prefixes(k): v for k, v in raw.items()}
+
+
+def unpickling_reason(err: pickle.UnpicklingError) -> str:
+    """What torch's weights-only loader refused, without the advice around it (which suggests
+    loading the file unsafely). Its wording varies between cases; the refusal always says
+    "unsupported"."""
+    text = str(err)
+    for line in text.split("WeightsUnpickler error:", 1)[-1].splitlines():
+        if "nsupported" in line:
+            return line.strip().split(". Please")[0].rstrip(".")
+    return text.splitlines()[0]
 
 
 def strip_prefixes(key: str) -> str:
@@ -145,8 +160,6 @@ def read_checkpoint_header(file: str, spec: ArchSpec, cache_dir: str | None = No
     """The step file `file`'s tensor names, shapes and dtypes as fake tensors, without reading
     tensor data (a checkpoint in torch's older single-stream format is read whole)."""
     with storage.BlockReader(storage.open_input_file(file)) as reader:
-        if reader.size == 0:
-            raise InputError(f"{file}: empty file (0 bytes), not a torch checkpoint")
         if reader.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
             return load_checkpoint(file, spec.source, cache_dir)
         reader.seek(0)
