@@ -221,6 +221,13 @@ def load_puzzles(sources: list[str], wanted_subsets: set[str] | None) -> list[Ar
     for source in sources:
         path = Path(source)
         puzzles += read_puzzle_directory(path) if path.is_dir() else read_kaggle_prefix(source, wanted_subsets)
+    if wanted_subsets is not None:
+        found = {puzzle.subset for puzzle in puzzles}
+        missing = sorted(wanted_subsets - found)
+        if missing:
+            raise InputError(f"--subsets: no subset {', '.join(missing)} in {', '.join(sources)} "
+                             f"(found: {', '.join(sorted(found))})")
+        puzzles = [puzzle for puzzle in puzzles if puzzle.subset in wanted_subsets]
     first_seen: dict[str, ArcPuzzle] = {}
     for puzzle in puzzles:
         if puzzle.name in first_seen:

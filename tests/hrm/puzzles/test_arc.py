@@ -170,6 +170,11 @@ def test_a_directory_of_puzzle_files_converts_like_the_combined_files(capsys, tm
     from_prefix = convert(capsys, prefix, "--augment", 2, "--output", tmp_path / "prefix")
     assert from_dir["splits"] == from_prefix["splits"] and from_dir["subsets"] == {"evaluation": 4, "training": 3}
     assert sorted(open_dataset(tmp_path / "dir").identifiers) == sorted(open_dataset(tmp_path / "prefix").identifiers)
+    only = convert(capsys, root, "--subsets", "evaluation", "--output", tmp_path / "only")
+    assert only["subsets"] == {"evaluation": 4}  # --subsets chooses among a directory's subsets too
+    assert refused(capsys, root, "--subsets", "evaluation,validation", "--output", tmp_path / "none").strip() == (
+        f"hrm-eval convert: error: --subsets: no subset validation in {root} (found: evaluation, training)")
+    assert not (tmp_path / "none").exists()
 
 
 def test_symmetric_puzzles_report_how_many_augmentations_were_possible(capsys, tmp_path):
