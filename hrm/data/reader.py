@@ -29,6 +29,9 @@ def open_dataset(uri: str | os.PathLike) -> Dataset:
         except pydantic.ValidationError as err:
             raise invalid_input(top, err) from None
         return ParquetDataset(uri, index)
+    if storage.exists(uri):
+        raise InputError(f"{uri}: a file, not a dataset: give the directory that holds {META_FILE} (our layout) "
+                         f"or <split>/{META_FILE} (reference layout)")
     listing = storage.list_files(uri)
     if any(name.count("/") == 1 and name.endswith("/" + META_FILE) for name in listing):
         return ReferenceDataset(uri, listing)

@@ -350,3 +350,11 @@ def test_a_malformed_test_puzzles_json_is_refused_naming_the_file_and_the_puzzle
     write(tmp_path / "pq", {"test": {"all": make_set([2] * 3)}}, extra_files={"test_puzzles.json": test_puzzles})
     with pytest.raises(InputError, match=f"test_puzzles.json: {problem}"):
         _ = open_dataset(tmp_path / "pq").test_puzzles
+
+
+def test_a_file_given_as_a_dataset_is_refused_saying_a_directory_is_expected(tmp_path):
+    (tmp_path / "data.csv").write_text("source,question,answer,rating\n")
+    with pytest.raises(InputError) as err:
+        open_dataset(tmp_path / "data.csv")
+    assert str(err.value) == (f"{tmp_path / 'data.csv'}: a file, not a dataset: give the directory that holds "
+                              f"dataset.json (our layout) or <split>/dataset.json (reference layout)")
