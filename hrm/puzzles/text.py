@@ -138,6 +138,7 @@ def convert_jsonl(sources: Sources, destination: Destination, *, tokenizer: str,
 def make_tokenizer(spec: str, allow_lossy: bool) -> ByteTokenizer | KeywordTokenizer:
     if spec == "bytes":
         return ByteTokenizer()
+    check_readable(Path(spec))  # a mistyped name is a missing file, not a lossy vocabulary
     if not allow_lossy:
         raise InputError(f"--tokenizer {spec}: a keyword vocabulary drops every other word, case and "
                          "punctuation; pass --allow-lossy to accept that, or use --tokenizer bytes")

@@ -131,8 +131,9 @@ def test_bad_vocabulary_files_and_missing_inputs_are_refused(capsys, tmp_path, r
     vocab.write_text("two words\n")
     assert f"{vocab}:1: keyword 'two words' is not one word" in refused(
         capsys, "--test", records_file, "--tokenizer", vocab, "--allow-lossy", "--output", tmp_path / "o")
-    assert f"{tmp_path / 'none.txt'}: no such file" in refused(
-        capsys, "--test", records_file, "--tokenizer", tmp_path / "none.txt", "--allow-lossy", "--output", tmp_path / "o")
+    for lossy in (["--allow-lossy"], []):  # a missing file is named as missing, whether loss is allowed or not
+        assert f"{tmp_path / 'none.txt'}: no such file" in refused(
+            capsys, "--test", records_file, "--tokenizer", tmp_path / "none.txt", *lossy, "--output", tmp_path / "o")
     assert f"{tmp_path / 'none.jsonl'}: no such file" in refused(
         capsys, "--test", tmp_path / "none.jsonl", "--tokenizer", "bytes", "--output", tmp_path / "o")
     assert not (tmp_path / "o").exists()
