@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import yaml
 
@@ -202,3 +204,23 @@ def test_an_override_with_a_repeated_key_is_refused_naming_the_override():
     with pytest.raises(InputError) as err:
         apply_override({**MINIMAL}, "cluster.actors={min: 1, min: 2}")
     assert str(err.value).startswith("--set cluster.actors:1: key 'min' appears twice in one mapping")
+
+
+# --------------------------------------------------------------------------- the published JSON Schema
+
+SCHEMA = REPO / "docs" / "run-config.schema.json"
+REGENERATE_SCHEMA = ("python -c \"import json; from cluster.config import RunConfig; "
+                     "open('docs/run-config.schema.json', 'w').write("
+                     "json.dumps(RunConfig.model_json_schema(), indent=2, sort_keys=True) + '\\n')\"")
+
+
+def test_the_published_json_schema_is_the_run_configs_own():
+    current = json.dumps(RunConfig.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    assert SCHEMA.read_text() == current, f"docs/run-config.schema.json is stale; regenerate it: {REGENERATE_SCHEMA}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_run_config_is_valid_under_the_published_schema(path):
+    import jsonschema  # a dependency of ray
+
+    jsonschema.validate(yaml.safe_load(path.read_text()), json.loads(SCHEMA.read_text()))
