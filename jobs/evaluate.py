@@ -126,8 +126,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     ckpt = load_checkpoint(args.checkpoint, args.config)
     dataset = open_dataset(args.data)
-    if args.split not in dataset.splits:
-        raise InputError(f"{args.data}: no split {args.split!r} (splits: {', '.join(dataset.splits)})")
     meta = dataset.metadata(args.split)
     check_steps(args.steps or ckpt.spec.model_config(meta.sizes).halt_max_steps, args.min_steps)
     try:
@@ -136,10 +134,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     except EngineSettingError as err:  # streams below one or on a GPU; compile without a C++ compiler
         raise InputError(f"--{err.setting}: {err}") from None
     output = args.output or str(Path("results") / ckpt.name.replace("/", "-"))
-    sets = args.sets or dataset.sets(args.split)
-    unknown = sorted(set(sets) - set(dataset.sets(args.split)))
-    if unknown:
-        raise InputError(f"{args.data}: split {args.split!r} has no set(s) {', '.join(unknown)}")
+    sets = dataset.selected_sets(args.split, args.sets, "--sets")
 
     stats, counts = StatsTable(), {"forward_steps": 0, "examples": 0}
 

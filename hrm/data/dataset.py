@@ -132,7 +132,7 @@ class Dataset(abc.ABC):
 
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
-            raise InputError(f"{self.uri}: no split '{split}' (splits: {self.splits})")
+            raise InputError(f"{self.uri}: no split '{split}' (splits: {', '.join(self.splits)})")
 
     def _bounds(self, split: str, set: str, start: int, stop: int | None) -> tuple[int, int]:
         self._check_set(split, set)
