@@ -7,6 +7,8 @@ import torch or Ray unless needed.
 What goes wrong ends the command as docs/errors.md says: bad input (InputError) exits 2 with
 its one line; a storage fault that outlasted the retries (StorageUnavailable) exits 3; anything
 else is a bug: its traceback goes to a log file, one line names it, and the exit status is 1.
+That last line is the command's verdict, printed as it is; what comes before it (progress,
+warnings) is logging records (jobs.logs), which -v and -q turn up and down on every command.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any, TextIO
 
 from hrm.errors import InputError, StorageUnavailable
 from hrm.secrets import redact
+
+from jobs.logs import configured
 
 EXIT_BUG, EXIT_BAD_INPUT, EXIT_STORAGE = 1, 2, 3
 
@@ -59,10 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
         "Run `hrm-eval COMMAND --help` for each command.",
     )
     parser.add_argument("--version", action="version", version=f"hrm-eval {package_version()}")
+    add_verbosity_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser) -> None:
+    """-v/-q on `parser` and on its sub-commands' own parsers (`convert KIND …`), so they go
+    anywhere on the line. They set nothing unless given: a nested parser's default would
+    overwrite what its parent parsed."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help="show debug records of hrm-eval too (-vv: of every library as well)")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="show only warnings and errors; results (tables, JSON, where they were written) still print")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in {id(p): p for p in action.choices.values()}.values():  # an alias is the same parser
+                add_verbosity_flags(child)
+
+
+def verbosity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """-1 for -q, else how many -v (jobs.logs.levels)."""
+    verbose, quiet = getattr(args, "verbose", 0), getattr(args, "quiet", False)
+    if verbose and quiet:  # given on different levels of the line (`hrm-eval -q evaluate -v`)
+        parser.error("argument -v/--verbose: not allowed with argument -q/--quiet")
+    return -1 if quiet else verbose
 
 
 def package_version() -> str:
@@ -75,16 +103,21 @@ def package_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if not argv or argv[0] not in COMMANDS:
+    at = next((i for i, token in enumerate(argv) if token in COMMANDS), None)
+    if at is None:
         parser.parse_args(argv)  # prints help / usage error and exits
         return 2
-    name, rest = argv[0], argv[1:]
+    head = parser.parse_args(argv[:at + 1])  # the flags before the command (-v, -q) and its name
+    name, rest = argv[at], argv[at + 1:]
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     sub_parser = argparse.ArgumentParser(prog=f"hrm-eval {name}", description=help_text)
     module.configure(sub_parser)
-    args = sub_parser.parse_args(rest)
-    with redacted_output():
+    add_verbosity_flags(sub_parser)
+    given = {key: value for key, value in vars(head).items() if key in ("verbose", "quiet")}
+    args = sub_parser.parse_args(rest, namespace=argparse.Namespace(**given))
+    level = verbosity(args, sub_parser)
+    with redacted_output(), configured(level):  # the handler writes to the redacting stderr
         return run_command(name, module, args)
 
 

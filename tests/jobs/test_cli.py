@@ -1,5 +1,5 @@
 """The command line's contract (docs/errors.md): bad input exits 2, a storage fault that
-outlasted the retries 3, a bug 1 with its traceback in a crash log."""
+outlasted the retries 3, a bug 1 with its traceback in a crash log; -v and -q on every command."""
 
 import importlib.metadata
 from pathlib import Path
@@ -8,8 +8,9 @@ import pytest
 
 from hrm.errors import StorageUnavailable
 
+import jobs.convert
 import jobs.inspect
-from jobs.cli import main
+from jobs.cli import COMMANDS, main
 
 
 def test_version_prints_the_installed_packages_version(capsys):
@@ -40,3 +41,29 @@ def test_a_storage_fault_that_outlasted_the_retries_exits_3_and_says_a_rerun_res
     assert capsys.readouterr().err == ("hrm-eval inspect: error: s3://b/x: storage unavailable, gave up after 61 s of "
                                        "retries: connect failed (a run resumes where it stopped: run the same command "
                                        "again)\n")
+
+
+@pytest.mark.parametrize("argv", [[name, "--help"] for name in COMMANDS] + [["convert", "sudoku-csv", "--help"]])
+def test_every_command_offers_verbose_and_quiet(capsys, argv):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())  # argparse wraps the usage line
+    assert "[-v | -q]" in usage
+
+
+@pytest.mark.parametrize("argv", [["inspect", "-q", "-v", "x"], ["-q", "inspect", "-v", "x"]])
+def test_verbose_and_quiet_together_are_refused(capsys, argv):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: argument -v/--verbose: not allowed with argument -q/--quiet")
+
+
+def test_quiet_after_a_converter_is_taken_like_before_it(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(jobs.convert, "run", lambda args: seen.append(getattr(args, "quiet", False)) or 0)
+    assert main(["convert", "sudoku-csv", "--test", "t.csv", "--output", "out", "-q"]) == 0
+    assert main(["convert", "-q", "sudoku-csv", "--test", "t.csv", "--output", "out"]) == 0
+    assert seen == [True, True]
