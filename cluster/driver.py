@@ -21,6 +21,7 @@ and writes the run's summary files.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import replace
@@ -99,7 +100,7 @@ class Driver:
         self.progress.start(self.prepared, list(self.ledger.records.values()))
         if self.ledger.counters["predictions_lost"]:
             self.progress.event(f"{self.ledger.counters['predictions_lost']} committed unit(s) have no stored "
-                                "predictions: they are evaluated again")
+                                "predictions: they are evaluated again", logging.WARNING)
         todo = [unit for unit in self.prepared.units if unit.id not in self.ledger.records]
         clock = time.perf_counter()
         if todo:
@@ -184,7 +185,7 @@ class Driver:
             info = ray.get(slot.ready)
         except ray.exceptions.RayError as err:
             self.ledger.counters["failed_starts"] += 1
-            self.progress.event(f"actor {slot.key} failed to start: {_first_line(err)}")
+            self.progress.event(f"actor {slot.key} failed to start: {_first_line(err)}", logging.WARNING)
             self._discard(slot)
             if self.ledger.counters["failed_starts"] >= self.cluster.max_attempts:
                 self._fail(None, f"evaluation actors failed to start {self.ledger.counters['failed_starts']} times; "
@@ -205,7 +206,7 @@ class Driver:
         if slot.info is not None and record.actor.instance != slot.info.instance:
             self.ledger.counters["actor_restarts"] += 1
             self.progress.event(f"actor {slot.key} was restarted by Ray (pid {slot.info.pid} → "
-                                f"{record.actor.pid}); its units were retried")
+                                f"{record.actor.pid}); its units were retried", logging.WARNING)
         slot.info, slot.cached = record.actor, record.actor.cached
         self.ledger.actors[record.actor.instance] = record.actor
         if record.unit_id in self.ledger.records:
@@ -237,7 +238,8 @@ class Driver:
         lost = [unit, *slot.in_flight.values()]
         slot.in_flight.clear()
         self._discard(slot)
-        self.progress.event(f"actor {slot.key} died ({_first_line(err)}); requeueing {len(lost)} unit(s)")
+        self.progress.event(f"actor {slot.key} died ({_first_line(err)}); requeueing {len(lost)} unit(s)",
+                            logging.WARNING)
         for lost_unit in lost:
             self._retry_or_fail(lost_unit, f"actor died: {_first_line(err)}")
         if self.ledger.failure is None:
@@ -272,7 +274,7 @@ class Driver:
                                 f"{self.ledger.attempts[unit.id]} times; last error: {error}")
         else:
             self.progress.event(f"retrying unit {unit.id} ({unit.checkpoint}, {_shard_text(unit)}) after: "
-                                f"{error.splitlines()[0] if error else 'unknown error'}")
+                                f"{error.splitlines()[0] if error else 'unknown error'}", logging.WARNING)
             self.scheduler.requeue(unit)
 
     def _superseded(self, unit: Unit) -> bool:
@@ -305,7 +307,7 @@ class Driver:
         self.progress.checkpoint_replanned(name, forgotten, len(fresh))
         self.progress.event(f"checkpoint {name} changed since planning; planned again as "
                             f"{self.checkpoints[name].version} ({len(forgotten)} committed unit(s) no longer count): "
-                            f"{why.splitlines()[0]}")
+                            f"{why.splitlines()[0]}", logging.WARNING)
 
     def _fail_checkpoint(self, name: str, message: str) -> None:
         if name in self.ledger.failed_checkpoints:
@@ -313,7 +315,7 @@ class Driver:
         self.ledger.failed_checkpoints[name] = message
         skipped = self.scheduler.drop(name)
         self.progress.event(f"checkpoint {name} failed, {len(skipped)} more of its units skipped; the other "
-                            f"checkpoints go on: {message.splitlines()[0]}")
+                            f"checkpoints go on: {message.splitlines()[0]}", logging.ERROR)
 
     def _fail(self, unit_id: str | None, message: str) -> None:
         if self.ledger.failure is None:
@@ -396,7 +398,7 @@ class Driver:
         self.progress.finish(manifest, metrics)
         if metrics is not None:
             html, _ = write_report(run)  # reads the manifest: after the commit point, regenerable from results
-            self.progress.event(f"report: {html}")
+            self.progress.report_written(html)
         if status == "failed":
             raise RunFailed(manifest.error or "run incomplete", manifest)
         return manifest

@@ -23,6 +23,7 @@ from hrm.train import DEMO_MODELS, TrainConfig, train
 
 from jobs.run import run_config_file
 
+log = logging.getLogger(__name__)
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
 
@@ -44,21 +45,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.monotonic()
     workdir = args.workdir
-    print(f"[1/3] dataset: {workdir / 'data'}")
+    log.info("[1/3] dataset: %s", workdir / "data")
     dataset = write_demo_sudoku(str(workdir / "data"))
 
-    print(f"[2/3] training a tiny HRM for {args.steps} steps: {workdir / 'hrm'}")
+    log.info("[2/3] training a tiny HRM for %d steps: %s", args.steps, workdir / "hrm")
     checkpoints = train(TrainConfig(model=DEMO_MODELS["hrm"]), dataset, workdir / "hrm", steps=args.steps,
                         checkpoint_every=args.steps / args.checkpoints, threads=1)
-    print(f"      {len(checkpoints)} checkpoints: {', '.join(p.name for p in checkpoints)}")
+    log.info("%d checkpoints: %s", len(checkpoints), ", ".join(p.name for p in checkpoints))
 
-    print("[3/3] evaluating every checkpoint, a top-3 ensemble and test-time augmentation on embedded Ray")
+    log.info("[3/3] evaluating every checkpoint, a top-3 ensemble and test-time augmentation on embedded Ray")
     paths = [f"checkpoints.0.run={workdir / 'hrm'}", f"dataset.uri={workdir / 'data'}",
              f"output.uri={workdir / 'results'}"]
     status = run_config_file(args.config, paths + args.overrides)
     if status == 0:
-        print(f"demo done in {time.monotonic() - started:.0f} s")
+        log.info("demo done in %.0f s", time.monotonic() - started)
     return status
