@@ -28,6 +28,7 @@ version.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import itertools
@@ -118,6 +119,15 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, (ConnectionError, TimeoutError)) or any(marker in text for marker in TRANSIENT_MARKERS)
 
 
+def disk_full(uri: str, err: BaseException) -> StorageUnavailable | None:
+    """A full disk (or quota) is neither bad input nor a fault that passes by itself within the
+    retry budget: the command stops at once, and what it committed stays for the rerun."""
+    if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT)
+                                     or "No space left on device" in str(err)):
+        return StorageUnavailable(f"{uri}: no space left on the device; free some")
+    return None
+
+
 def _call(uri: str, op: Callable[[], T]) -> T:
     """`op()` with its storage failures sorted: transient ones retried (backoff doubling from
     FIRST_BACKOFF_S, for up to RETRY_BUDGET_S) and then StorageUnavailable; a missing object or
@@ -130,6 +140,8 @@ def _call(uri: str, op: Callable[[], T]) -> T:
             fs, path = resolve(uri)
             raise _missing_bucket(uri, fs, path) or InputError(f"{uri}: not found") from None
         except (pa.ArrowException, OSError) as err:
+            if full := disk_full(uri, err):
+                raise full from None
             if not is_transient(err):
                 raise InputError(f"{uri}: {err}") from None
             waited = time.monotonic() - started
@@ -343,8 +355,10 @@ def atomic_output(uri: str) -> Iterator[pa.NativeFile]:
         with stream:
             yield stream
         _call(uri, lambda: fs.move(temporary, path))  # local: atomic rename; S3: copy to the final key, then delete
-    except BaseException:
+    except BaseException as err:
         _delete_quietly(fs, temporary)
+        if full := disk_full(uri, err):
+            raise full from None
         raise
 
 

@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import threading
 
@@ -217,6 +218,23 @@ def test_a_permanent_storage_fault_is_bad_input_at_once(no_sleep, error):
     with pytest.raises(InputError, match="s3://b/k: AWS Error"):
         storage._call("s3://b/k", operation)
     assert operation.calls == 1 and no_sleep == []
+
+
+def test_a_full_disk_stops_at_once_as_storage_unavailable_and_publishes_nothing(no_sleep, tmp_path):
+    full = OSError(errno.ENOSPC, "No space left on device")
+    operation = FlakyOperation(full, failures=1)
+    with pytest.raises(StorageUnavailable, match=r"^s3://b/k: no space left on the device; free some$"):
+        storage._call("s3://b/k", operation)
+    assert operation.calls == 1 and no_sleep == []
+
+    def tables_until_the_disk_fills():
+        yield pa.table({"x": [1, 2]})
+        raise full
+
+    target = str(tmp_path / "out" / "part.parquet")
+    with pytest.raises(StorageUnavailable, match=r"part.parquet: no space left on the device; free some$"):
+        storage.write_parquet_atomic(target, tables_until_the_disk_fills())
+    assert storage.list_files(str(tmp_path / "out")) == []
 
 
 @pytest.mark.s3
