@@ -10,10 +10,15 @@ either way; `python -m jobs.evaluate --config CONFIG` lands here too.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from collections import Counter
+from pathlib import Path
+
+from hrm import storage
+from hrm.errors import InputError
 
 from cluster.config import RunConfig, load_run_config
 from cluster.driver import RunFailed, execute
@@ -47,6 +52,7 @@ def run_config_file(path: str, overrides: list[str], dry_run: bool = False) -> i
     """Validate, preflight, connect to Ray, evaluate. 0 on success, 1 if the run failed
     (the manifest says which unit and why); bad input raises InputError before Ray starts."""
     config = load_run_config(path, overrides)
+    check_paths_in_a_ray_job(config)
     prepared = prepare(config)
     if dry_run:
         print(describe_plan(prepared, committed_unit_ids(prepared.run, {unit.id for unit in prepared.units})))
@@ -65,6 +71,54 @@ def run_config_file(path: str, overrides: list[str], dry_run: bool = False) -> i
         if connected_here:
             ray.shutdown()
     return 0
+
+
+# Ray's job supervisor sets this in the environment of a submitted entrypoint, and nothing else
+# does: the job's runtime env (with the uploaded working_dir) and submission id (docs/ray.md, "Jobs").
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def check_paths_in_a_ray_job(config: RunConfig) -> None:
+    """In a job `ray job submit` started, the working directory is not the submitter's: with
+    --working-dir it is Ray's temporary copy of the upload, without it wherever `ray start`
+    ran. Relative results would land there (and go with the session), so a relative
+    output.uri is refused; relative inputs missing from the upload are refused naming why."""
+    job = os.environ.get(RAY_JOB_CONFIG_ENV)
+    if job is None:
+        return
+    cwd = os.getcwd()
+    uploaded = _uploads_working_dir(job)
+    where = (f"Ray's temporary copy of the --working-dir upload ({cwd})" if uploaded
+             else f"the directory `ray start` ran in ({cwd})")
+    if _relative(config.output.uri):
+        raise InputError(
+            f"output.uri: {config.output.uri!r} is relative, and in a Ray job it would resolve against {where}, "
+            f"not where you submitted from: give an absolute path on a single machine "
+            f"(e.g. --set output.uri=$PWD/{config.output.uri}) or an s3:// URI on a cluster")
+    if not uploaded:
+        return
+    inputs = {"dataset.uri": config.dataset.uri}
+    for i, source in enumerate(config.checkpoints):
+        inputs |= {f"checkpoints.{i}.{key}": getattr(source, key) for key in ("path", "run", "config")
+                   if getattr(source, key) is not None}
+    problems = [f"{key}: {uri!r} is not in the job's copy of the --working-dir upload ({cwd}), which leaves out "
+                f"what .gitignore names: give an absolute path (e.g. --set {key}=$PWD/{uri}) or an s3:// URI"
+                for key, uri in inputs.items() if _relative(uri) and not Path(uri).exists()]
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError(f"{len(problems)} inputs not found in the Ray job:\n  " + "\n  ".join(problems))
+
+
+def _uploads_working_dir(job_config: str) -> bool:
+    try:
+        return bool(json.loads(job_config).get("runtime_env", {}).get("working_dir"))
+    except (ValueError, AttributeError):  # not Ray's JSON: assume the worst, an upload
+        return True
+
+
+def _relative(uri: str) -> bool:
+    return storage.is_local(uri) and not Path(uri.removeprefix("file://")).is_absolute()
 
 
 def describe_plan(prepared: PreparedRun, committed: set[str]) -> str:

@@ -1,5 +1,6 @@
-"""README.md stays true: its two opening commands are the ones CI and users run, and every
-hrm-eval command it shows is accepted by the CLI as written."""
+"""README.md stays true: its two opening commands are the ones CI and users run, every
+hrm-eval command it shows is accepted by the CLI as written, and its recipes run as written
+(in a copy of the checkout, see tests/readme_sandbox.py)."""
 
 import argparse
 import importlib
@@ -11,12 +12,20 @@ import pytest
 from jobs.cli import COMMANDS
 
 from tests.factories import REPO
+from tests.readme_sandbox import make_demo_work, sandbox
 
 README = (REPO / "README.md").read_text()
 
 
-def code_blocks(kind: str = "bash") -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", README, flags=re.S)
+def code_blocks(kind: str = "bash", text: str = README) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", text, flags=re.S)
+
+
+def section(title: str) -> str:
+    """The README's `## title` section, up to the next one."""
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start:] if end == -1 else README[start:end]
 
 
 def commands(block: str) -> list[str]:
@@ -55,3 +64,20 @@ def test_every_hrm_eval_command_in_the_readme_parses(argv):
 def test_every_config_the_readme_names_exists():
     for name in set(re.findall(r"configs/[\w.-]+\.yaml", README)):
         assert (REPO / name).is_file(), name
+
+
+@pytest.mark.ray
+def test_the_cluster_recipe_runs_as_written_after_the_demo_and_writes_the_report_where_the_readme_says(tmp_path):
+    text = section("Run on a Ray cluster")
+    (recipe,) = code_blocks(text=text)
+    results = re.search(r"The results are then in `([^`]+)`", text).group(1)
+    assert "RAY_AUTH_MODE=token" in recipe and "disabled" not in text  # authentication stays on
+    with sandbox(tmp_path) as box:
+        make_demo_work(box.checkout / "demo-work")
+        done = box.run(recipe, timeout=240, starts_ray=True)
+
+        assert done.returncode == 0, done.stdout[-8000:]
+        run = box.checkout / results
+        assert (run / "report.html").is_file() and (run / "metrics.json").is_file(), sorted(run.parent.rglob("*"))
+        assert f"report: {run / 'report.html'}" in done.stdout  # the job's log names where it really is
+        assert "Stopped all" in done.stdout  # the recipe's own `ray stop`

@@ -63,3 +63,61 @@ def test_an_error_naming_a_uri_with_credentials_prints_it_without_them(s3_endpoi
     assert main(["inspect", "s3://AKIAEXAMPLE:TOPSECRETVALUE@no-such-bucket/run/step_1"]) == 2
     err = capsys.readouterr().err
     assert "TOPSECRETVALUE" not in err and "s3://***@no-such-bucket/run/step_1" in err
+
+
+# --------------------------------------------------------------------------- inside a Ray job
+
+# What Ray's job supervisor puts in a submitted entrypoint's environment (Ray 2.60), with and
+# without --working-dir.
+UPLOADED = '{"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip", "env_vars": {}}, "metadata": {}}'
+NOT_UPLOADED = '{"runtime_env": {"env_vars": {}}, "metadata": {}}'
+
+
+def small_run_config(tmp_path, output: str, data: str = "data", run: str = "run") -> str:
+    """A run config in tmp_path (the data and checkpoint made once, in tmp_path/data and run)."""
+    if not (tmp_path / "data").exists():
+        make_dataset(tmp_path / "data")
+        make_checkpoint(tmp_path / "run", steps=(1,), vocab_size=VOCAB, seq_len=SEQ_LEN,
+                        num_puzzle_identifiers=NUM_IDS)
+    doc = {"checkpoints": [{"run": run}], "dataset": {"uri": data}, "eval": {"batch_size": 8},
+           "cluster": {"shard_size": 32, "torch_threads": 1}, "output": {"uri": output, "run_id": "r"}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("job_config", [UPLOADED, NOT_UPLOADED], ids=["working-dir", "no-working-dir"])
+def test_a_relative_output_uri_in_a_ray_job_is_refused_naming_the_field_and_an_absolute_alternative(
+        tmp_path, monkeypatch, capsys, job_config):
+    monkeypatch.chdir(tmp_path)
+    config = small_run_config(tmp_path, output="results")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", job_config)
+
+    assert main(["run", config]) == 2
+    err = capsys.readouterr().err
+    assert "output.uri: 'results' is relative" in err and "--set output.uri=$PWD/results" in err and "s3://" in err
+    assert ("--working-dir upload" in err) == (job_config == UPLOADED)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_relative_output_uri_outside_a_ray_job_and_an_absolute_one_inside_are_accepted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert main(["run", small_run_config(tmp_path, output="results"), "--dry-run"]) == 0
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", UPLOADED)
+    assert main(["run", small_run_config(tmp_path, output=str(tmp_path / "results")), "--dry-run"]) == 0
+    assert "run r: results " + str(tmp_path / "results" / "r") in capsys.readouterr().out
+
+
+def test_relative_inputs_missing_from_a_ray_jobs_upload_are_refused_saying_gitignored_files_are_left_out(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = small_run_config(tmp_path, output=str(tmp_path / "results"), data="demo-work/data", run="demo-work/hrm")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", UPLOADED)
+
+    assert main(["run", config, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "2 inputs not found in the Ray job" in err and ".gitignore" in err
+    assert "dataset.uri: 'demo-work/data' is not in the job's copy" in err
+    assert "--set checkpoints.0.run=$PWD/demo-work/hrm" in err
