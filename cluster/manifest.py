@@ -120,12 +120,17 @@ class RunLedger:
     def commit(self, record: UnitRecord, unit: Unit, resumed: bool = False) -> None:
         """Count a committed unit (test-time-augmentation copies count only in their votes),
         and keep it for the next segment."""
+        self.count(record, plain=unit.tta is None, resumed=resumed)
+
+    def count(self, record: UnitRecord, plain: bool, resumed: bool = False) -> None:
+        """`commit` for a record whose planned unit is not at hand (the report of a run that
+        stopped): `plain` says whether it ran on the plain data, not a TTA copy."""
         slim = record.model_copy(update={"stats": {}})
         self.records[record.unit_id] = slim
         self.segment_records.append(slim)
         if resumed:
             self.resumed.add(record.unit_id)
-        if unit.tta is None:
+        if plain:
             stats = StatsTable.from_dict(record.stats)
             self.stats.setdefault(record.checkpoint, StatsTable()).merge(stats)
             self.segment_stats.setdefault(record.checkpoint, StatsTable()).merge(stats)

@@ -19,6 +19,7 @@ from cluster.report.format import (
     throughput,
     total_component,
 )
+from cluster.report.health import HOW_TO_HEALTH, NO_HEALTH
 from cluster.report.results import RunResults
 from cluster.results.health import training_runs
 
@@ -41,13 +42,14 @@ def leaderboard(r: RunResults) -> list[Block]:
         Text(f"Ranked by exact accuracy, then token accuracy; {BEST} marks the best. Accuracies in %, with the "
              "Wilson 95% interval of exact accuracy. Size: bytes of the checkpoint's tensors. examples/s: the "
              "checkpoint's examples over its actors' evaluation seconds (model load, data read and writes "
-             "excluded)."),
+             "excluded)." + (" Partial: each checkpoint is ranked on what it committed, which may be other examples "
+                             "than another's." if r.partial else "")),
         Table(["rank", "best", "checkpoint", "step", "examples", "exact % (95% CI)", "token %", "q-halt acc %",
                "mean steps", "lm loss", "parameters", "size (MiB)", "examples/s"], rows),
     ]
     if r.health is None:
-        blocks.append(Text("Parameters and size: no health.json in this run (`hrm-eval report RUN --health` "
-                           "measures it)."))
+        how = HOW_TO_HEALTH if r.manifest else NO_HEALTH
+        blocks.append(Text(f"Parameters and size: no health.json in this run ({how})."))
     series = _sweeps(r)
     if series:
         names = ", ".join(f"{s.label} ({len(s.steps)} steps)" for s in series)
@@ -155,12 +157,15 @@ def comparison(r: RunResults) -> list[Block]:
         if gpu:
             cells.append(mib(cost.peak_gpu_bytes if cost else None))
         rows.append(cells)
-    batch = r.manifest.config.eval.batch_size
+    if r.puzzles is None:  # a partial run: its checkpoints were evaluated on different parts of the data
+        latency = f"Latency per puzzle: {UNDEFINED}, a partial run's checkpoints did not all see the same puzzles."
+    else:
+        latency = (f"Latency per puzzle: the checkpoint's actor evaluation seconds over its {count(r.puzzles)} "
+                   f"puzzles, in batches of {r.manifest.config.eval.batch_size} (time per puzzle at that batch "
+                   "size, not single-puzzle latency).")
     return [
-        Text(f"Only what this run measured, best first. Latency per puzzle: the checkpoint's actor evaluation "
-             f"seconds over its {count(r.puzzles)} puzzles, in batches of {batch} (time per puzzle at that batch "
-             "size, not single-puzzle latency). Peak memory: process peak of the actor(s) that evaluated the "
-             "checkpoint, up to its last unit (it includes whatever those actors held before)."
+        Text(f"Only what this run measured, best first. {latency} Peak memory: process peak of the actor(s) that "
+             "evaluated the checkpoint, up to its last unit (it includes whatever those actors held before)."
              + (" Empty cells: that checkpoint was not voted on." if arc or tta else "")),
         Table(columns, rows, caption="Measured comparison"),
     ]

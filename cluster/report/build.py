@@ -8,6 +8,10 @@ from the run's stored results only (`cluster.report.results`). Nothing here runs
 
 Every number printed is a measured one; a section without data says so in one line. Each
 section is built by its own module: summary, accuracy, halting, voting, health.
+
+A run that did not complete (stopped, or failed before every unit was committed) gets a
+partial report: the figures its committed units give, a PARTIAL banner above everything
+saying how much of the plan they cover, and no votes. Only the report files are written.
 """
 
 from __future__ import annotations
@@ -18,21 +22,33 @@ from hrm import storage
 from hrm.secrets import redact
 
 from cluster.report.accuracy import comparison, leaderboard, sets_and_tiers
-from cluster.report.document import PLOTS_DIR, UNDEFINED, Block, Document, Section, Text, render_html, render_markdown
+from cluster.report.document import (
+    PLOTS_DIR,
+    UNDEFINED,
+    Banner,
+    Block,
+    Document,
+    Section,
+    Text,
+    render_html,
+    render_markdown,
+)
+from cluster.report.format import count
 from cluster.report.halting import calibration, reasoning_depth
 from cluster.report.health import checkpoint_health
-from cluster.report.results import RunResults, load_results
-from cluster.report.summary import run_summary
+from cluster.report.results import RunResults, failure, load_results
+from cluster.report.summary import run_summary, stopped_summary
 from cluster.report.voting import ensembles, voting
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
-NO_METRICS = "No metrics: the run failed before every unit was evaluated."
+NO_METRICS = "No figures: no unit of this run was committed on the plain data."
 
 
 def write_report(run: str, other_protocol_run: str | None = None) -> tuple[str, str]:
     """Build the report of the run at `run` and publish plots, report.md and report.html
-    (each atomically). `other_protocol_run`: a run of the same checkpoints and data under the
+    (each atomically); a run that did not complete gets a partial report, and nothing else
+    is written. `other_protocol_run`: a run of the same checkpoints and data under the
     other protocol, for the adaptive-halting savings. Returns (html URI, md URI)."""
     doc = build_report(load_results(run), load_results(other_protocol_run) if other_protocol_run else None)
     written = set()
@@ -49,16 +65,21 @@ def write_report(run: str, other_protocol_run: str | None = None) -> tuple[str, 
 
 def build_report(r: RunResults, other: RunResults | None = None) -> Document:
     m = r.manifest
-    intro: list[Block] = [Text(
-        f"Run {m.run_id} ({m.status}), {len(m.checkpoints)} checkpoint(s) on {m.dataset['uri']} "
-        f"[{m.dataset['split']}], {r.protocol} protocol, finished {m.finished_at}. Every figure is measured "
-        f"on this run's stored results; {UNDEFINED} marks a figure that is undefined (no examples, or a rate "
-        f"over a single class)."
-    )]
-    if m.status != "completed":
-        intro.append(Text(f"The run failed: {m.error}" + (f" (unit {m.failed_unit})" if m.failed_unit else "")))
+    if m is not None:
+        intro: list[Block] = [Text(
+            f"Run {m.run_id} ({m.status}), {len(m.checkpoints)} checkpoint(s) on {m.dataset['uri']} "
+            f"[{m.dataset['split']}], {r.protocol} protocol, finished {m.finished_at}. Every figure is measured "
+            f"on this run's stored results; {UNDEFINED} marks a figure that is undefined (no examples, or a rate "
+            f"over a single class)."
+        )]
+    else:
+        intro = [Text(
+            f"Run {r.run_id}. A run's config, data and plan are recorded in its manifest, which this one lacks: this "
+            f"report holds only what its committed units record. Every figure is measured on them; {UNDEFINED} marks "
+            "a figure that is undefined or not known."
+        )]
     sections = [
-        Section("Run summary", run_summary(r)),
+        Section("Run summary", run_summary(r) if m is not None else stopped_summary(r)),
         _metric_section(r, "Leaderboard", lambda: leaderboard(r)),
         _metric_section(r, "Reasoning depth", lambda: reasoning_depth(r, other)),
         _metric_section(r, "Q-halt calibration", lambda: calibration(r)),
@@ -68,10 +89,38 @@ def build_report(r: RunResults, other: RunResults | None = None) -> Document:
         Section("Checkpoint health", checkpoint_health(r)),
         _metric_section(r, "Comparison", lambda: comparison(r)),
     ]
-    return Document(title=f"hrm-eval report — run {m.run_id}", intro=intro, sections=sections)
+    title = f"hrm-eval report — run {r.run_id}" + (" (partial)" if r.partial else "")
+    return Document(title=title, intro=intro, sections=sections, banner=banner(r))
+
+
+def banner(r: RunResults) -> Banner | None:
+    """A partial run says so above everything, with how much of it the figures cover; a
+    failed run whose figures are complete says which checkpoints failed."""
+    p, m = r.partial, r.manifest
+    if p is None:
+        if m.status == "completed":
+            return None
+        return Banner("FAILED", f"{failure(m)}. The figures of the {len(r.names)} checkpoint(s) shown are "
+                                "complete: each was evaluated on every planned unit.")
+    units = sum(p.units.values())
+    if p.planned_units is None:
+        covered = (f"{units} unit(s) committed, {count(figure_examples(r))} example(s) in the figures; how many "
+                   "were planned is not known (the plan is in the manifest)")
+    else:
+        covered = (f"{units} of {sum(p.planned_units.values())} planned unit(s) committed, "
+                   f"{count(figure_examples(r))} of {count(p.planned_examples * len(p.planned_units))} "
+                   "example(s) in the figures")
+    left_out = "".join(f" {name} has no figures: {why}." for name, why in p.left_out.items())
+    return Banner("PARTIAL", f"{p.why}. These are the figures of what it committed: {covered}. A checkpoint's "
+                             "figures cover its committed examples only (see its examples column); no votes or "
+                             f"ensembles, which need every unit.{left_out}")
+
+
+def figure_examples(r: RunResults) -> int:
+    return sum(r.figures(name)["count"] for name in r.names)
 
 
 def _metric_section(r: RunResults, title: str, build: Callable[[], list[Block]]) -> Section:
-    if r.metrics is None:
+    if r.metrics is None:  # a partial run that committed nothing to count
         return Section(title, [Text(NO_METRICS)])
     return Section(title, build())

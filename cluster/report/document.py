@@ -62,10 +62,19 @@ class Section:
 
 
 @dataclass
+class Banner:
+    """What a reader must know before any figure: shown above everything, in both files."""
+
+    label: str  # one word: PARTIAL, FAILED
+    text: str
+
+
+@dataclass
 class Document:
     title: str
     intro: list[Block]
     sections: list[Section]
+    banner: Banner | None = None
 
     def figures(self) -> list[Figure]:
         blocks = self.intro + [b for s in self.sections for b in s.blocks]
@@ -76,12 +85,16 @@ class Document:
 
 
 def render_markdown(doc: Document) -> str:
-    out = [f"# {doc.title}", ""]
+    """Every string is escaped (`md_text`): names come from configs, datasets and error
+    messages, and must read as themselves, never as markup, wherever report.md is rendered."""
+    out = [f"# {md_text(doc.title)}", ""]
+    if doc.banner is not None:
+        out += [f"> **{md_text(doc.banner.label)}** — {md_text(doc.banner.text)}", ""]
     out += _markdown_blocks(doc.intro)
     out += ["## Contents", ""]
-    out += [f"{i}. [{s.title}](#{s.anchor})" for i, s in enumerate(doc.sections, 1)] + [""]
+    out += [f"{i}. [{md_text(s.title)}](#{s.anchor})" for i, s in enumerate(doc.sections, 1)] + [""]
     for section in doc.sections:
-        out += [f"## {section.title}", ""]
+        out += [f"## {md_text(section.title)}", ""]
         out += _markdown_blocks(section.blocks)
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -90,27 +103,39 @@ def _markdown_blocks(blocks: list[Block]) -> list[str]:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, Text):
-            out += [block.text, ""]
+            out += [MD_BLOCK_START.sub(r"\1\\\2", md_text(block.text)), ""]
         elif isinstance(block, Table):
             if block.caption:
-                out += [f"*{block.caption}*", ""]
-            out.append("| " + " | ".join(_md_cell(c) for c in block.columns) + " |")
+                out += [f"*{md_text(block.caption)}*", ""]
+            out.append("| " + " | ".join(md_text(c) for c in block.columns) + " |")
             out.append("|" + "|".join("---" for _ in block.columns) + "|")
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+            out += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in block.rows]
             out.append("")
         elif isinstance(block, Figure):
-            out += [f"![{_md_alt(block.alt)}]({PLOTS_DIR}/{block.name}.png)", "", f"*{block.caption}*", ""]
+            out += [f"![{md_text(block.alt)}]({PLOTS_DIR}/{block.name}.png)", "", f"*{md_text(block.caption)}*", ""]
         elif isinstance(block, Code):
-            out += [f"{block.summary}:", "", "```yaml", block.text.rstrip("\n"), "```", ""]
+            # HTML rather than a fenced block: a fence cannot escape anything, and the config
+            # holds user-supplied paths; <pre> keeps the text as it is, entities decoded.
+            out += [f"<details><summary>{html.escape(block.summary, quote=False)}</summary>", "",
+                    "<pre><code>" + html.escape(block.text.rstrip("\n"), quote=False), "</code></pre>", "",
+                    "</details>", ""]
     return out
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# Markdown's inline syntax: code spans, emphasis, links and images, table cells, escapes.
+MD_PUNCTUATION = re.compile(r"([\\`*\[\]|])")
+# An underscore opens or closes emphasis only beside a non-word character: sweep-step_100 stays as it is.
+MD_EMPHASIS_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# What makes a paragraph a heading, a list or a rule when it starts it (> is an entity by then).
+MD_BLOCK_START = re.compile(r"^(\d*)([#+.)-])")
 
 
-def _md_alt(text: str) -> str:
-    return text.replace("[", "(").replace("]", ")").replace("\n", " ")
+def md_text(text: str) -> str:
+    """`text` as inline Markdown that renders as exactly `text` on one line: &, < and > as
+    entities (no tag, no autolink), Markdown's inline punctuation backslash-escaped, | too
+    (it would end a table cell), line breaks as spaces."""
+    text = html.escape(" ".join(text.splitlines()), quote=False)
+    return MD_EMPHASIS_UNDERSCORE.sub(r"\\_", MD_PUNCTUATION.sub(r"\\\1", text))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -121,6 +146,8 @@ body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Aria
 h1 { font-size: 26px; margin: 0 0 8px; }
 h2 { font-size: 20px; margin: 36px 0 10px; padding-top: 8px; border-top: 1px solid #d6dbe0; }
 p { margin: 6px 0 10px; }
+.banner { margin: 10px 0 18px; padding: 10px 14px; background: #fff4d6; border-left: 6px solid #d08a00;
+          font-size: 16px; }
 nav ol { columns: 3; margin: 8px 0 0; padding-left: 22px; }
 a { color: #1f5fa8; }
 .scroll { overflow-x: auto; margin: 6px 0 16px; }
@@ -156,6 +183,9 @@ def render_html(doc: Document) -> str:
         "<body>",
         f"<h1>{esc(doc.title)}</h1>",
     ]
+    if doc.banner is not None:
+        out.append(f'<p class="banner" role="alert"><strong>{esc(doc.banner.label)}</strong> — '
+                   f"{esc(doc.banner.text)}</p>")
     out += _html_blocks(doc.intro)
     out.append("<nav><ol>")
     out += [f'<li><a href="#{s.anchor}">{esc(s.title)}</a></li>' for s in doc.sections]

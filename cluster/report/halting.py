@@ -22,7 +22,8 @@ def _exact_by_step(r: RunResults) -> list[Block]:
     curves = {n: r.figures(n)["exact_accuracy_by_step"] for n in r.names
               if r.figures(n)["exact_accuracy_by_step"] is not None}
     if not curves:
-        return [Text(f"Exact accuracy after each ACT step needs the fixed protocol; this run is {r.protocol}.")]
+        return [Text(f"Exact accuracy after each ACT step needs the fixed protocol; this run is "
+                     f"{r.protocol or 'not'}.")]
     depth = max(len(v) for v in curves.values())
     rows = [[n, *(pct(v[i]) if i < len(v) else "" for i in range(depth))] for n, v in curves.items()]
     shown = plotted(list(curves), [r.best])
@@ -39,6 +40,8 @@ def _exact_by_step(r: RunResults) -> list[Block]:
 
 
 def _halting(r: RunResults) -> list[Block]:
+    if r.protocol is None:
+        return [Text("No halting-step histogram: which protocol ran is in the run's manifest, which it lacks.")]
     histograms = {n: {int(s): c for s, c in r.figures(n)["steps_histogram"].items()} for n in r.names}
     if r.protocol == "fixed":
         depths = sorted({s for h in histograms.values() for s in h})
@@ -62,8 +65,8 @@ def _halting(r: RunResults) -> list[Block]:
 
 def _savings(r: RunResults, other: RunResults | None) -> list[Block]:
     if other is None:
-        return [Text(f"Forward steps saved by adaptive halting: this run has the {r.protocol} protocol only; "
-                     "`hrm-eval report RUN --other-protocol RUN2` compares it with a run of the other.")]
+        return [Text(f"Forward steps saved by adaptive halting: this run has the {r.protocol or 'one'} protocol "
+                     "only; `hrm-eval report RUN --other-protocol RUN2` compares it with a run of the other.")]
     fixed, adaptive = (r, other) if r.protocol == "fixed" else (other, r)
     _check_pair(fixed, adaptive)
     by_file = {(c.uri, c.version): c.name for c in adaptive.evaluated}
@@ -96,12 +99,13 @@ def _savings(r: RunResults, other: RunResults | None) -> list[Block]:
 
 
 def _check_pair(fixed: RunResults, adaptive: RunResults) -> None:
+    for run in (fixed, adaptive):
+        if run.partial is not None:
+            raise InputError(f"{run.run}: the run is partial ({run.partial.why}); comparing protocols needs two "
+                             "complete runs")
     if fixed.protocol != "fixed" or adaptive.protocol != "adaptive":
         raise InputError(f"{adaptive.run}: both runs use the {fixed.protocol} protocol; the comparison needs one "
                          "fixed and one adaptive run")
-    for run in (fixed, adaptive):
-        if run.metrics is None:
-            raise InputError(f"{run.run}: the run has no metrics (status {run.manifest.status})")
     a, b = fixed.manifest.dataset, adaptive.manifest.dataset
     if (a["content_hash"], a["split"]) != (b["content_hash"], b["split"]):
         raise InputError(f"{adaptive.run}: evaluated other data ({b['uri']} [{b['split']}], sha256 "

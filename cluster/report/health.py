@@ -15,11 +15,14 @@ from cluster.results.health import training_runs
 
 # --------------------------------------------------------------------------- 8. checkpoint health
 
+HOW_TO_HEALTH = "`hrm-eval report RUN --health` measures it from the checkpoints"
+NO_HEALTH = "measuring it needs the checkpoints the manifest names, and this run has none"
+
 
 def checkpoint_health(r: RunResults) -> list[Block]:
     if r.health is None:
-        return [Text("No checkpoint health in this run (no health.json; `hrm-eval report RUN --health` measures it "
-                     "from the checkpoints).")]
+        how = HOW_TO_HEALTH if r.manifest else NO_HEALTH
+        return [Text(f"No checkpoint health in this run (no health.json; {how}).")]
     checkpoints = r.health["checkpoints"]
     blocks: list[Block] = []
     layouts: dict[tuple, list[str]] = {}

@@ -80,8 +80,10 @@ def run_summary(r: RunResults) -> list[Block]:
     failed = [[c.name, c.error] for c in m.checkpoints if c.error is not None]
     return [
         Table(["item", "value"], rows),
+        *committed_so_far(r),
         *([Table(["checkpoint", "why"], failed, caption="Failed checkpoints: their units were given up and they "
-                 "have no figures in this report; every other checkpoint was evaluated in full")] if failed else []),
+                 "have no figures in this report" + ("" if r.partial else "; every other checkpoint was evaluated "
+                                                     "in full"))] if failed else []),
         checkpoints,
         Code("The run config (as validated)", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)),
     ]
@@ -90,3 +92,42 @@ def run_summary(r: RunResults) -> list[Block]:
 def actors_text(actor_range: tuple[int, int]) -> str:
     low, high = actor_range
     return str(low) if low == high else f"{low} to {high}"
+
+
+def committed_so_far(r: RunResults) -> list[Block]:
+    """Per checkpoint, what a partial run committed (against its plan when known): what its
+    figures cover."""
+    p = r.partial
+    if p is None:
+        return []
+    names = [c.name for c in r.manifest.checkpoints] if r.manifest else sorted(p.units)
+    planned = p.planned_units is not None
+    rows = []
+    for name in names:
+        figures = r.figures(name) if name in r.names else None
+        rows.append([name, count(p.units.get(name, 0)), *([count(p.planned_units.get(name, 0))] if planned else []),
+                     count(figures["count"]) if figures else "none",
+                     *([count(p.planned_examples)] if planned else [])])
+    columns = ["checkpoint", "units committed", *(["units planned"] if planned else []), "examples in the figures",
+               *(["examples planned"] if planned else [])]
+    return [Table(columns, rows, caption="What the figures of this partial report cover (units include "
+                                         "test-time-augmentation copies; examples are those of the plain data)",
+                  collapsed=len(rows) > COLLAPSE_ROWS)]
+
+
+def stopped_summary(r: RunResults) -> list[Block]:
+    """The summary of a run that stopped before writing its manifest: only what the
+    committed unit records say (no config, no plan, no timings of the run)."""
+    costs = r.costs.values()
+    records = [
+        ["run", r.run],
+        ["status", r.partial.why],
+        ["units committed", count(sum(r.partial.units.values()))],
+        ["examples evaluated (all units)", count(sum(c.examples for c in costs))],
+        ["forward steps", count(sum(c.forward_steps for c in costs))],
+        ["actor evaluation seconds", seconds(sum(c.eval_s for c in costs))],
+        ["device", ", ".join(r.devices) or UNDEFINED],
+        ["peak memory: actor RSS (MiB)", mib(max((c.peak_rss_bytes for c in costs if c.peak_rss_bytes), default=None))],
+        ["peak memory: actor GPU (MiB)", mib(max((c.peak_gpu_bytes for c in costs if c.peak_gpu_bytes), default=None))],
+    ]
+    return [Table(["item", "value"], records), *committed_so_far(r)]

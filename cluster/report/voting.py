@@ -16,7 +16,12 @@ HRM_RULE = "HRM rule: all test inputs of a puzzle"
 # --------------------------------------------------------------------------- 6. voting
 
 
+PARTIAL_NO_VOTES = "None in a partial report: votes and ensembles are computed from every unit's predictions."
+
+
 def voting(r: RunResults) -> list[Block]:
+    if r.partial is not None:
+        return [Text(PARTIAL_NO_VOTES)]
     votes = r.votes()
     if not votes.get("arc") and not votes.get("tta"):
         return [Text("No voting in this run.")]
@@ -72,6 +77,8 @@ def _tta(tta: dict[str, Any]) -> list[Block]:
 
 
 def ensembles(r: RunResults) -> list[Block]:
+    if r.partial is not None:
+        return [Text(PARTIAL_NO_VOTES)]
     found = r.votes().get("ensembles") or []
     if not found:
         return [Text("No ensembles in this run.")]

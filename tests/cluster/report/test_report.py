@@ -4,11 +4,14 @@ read back — every table's figures against metrics.json, health.json and the un
 
 from __future__ import annotations
 
+import html
 import html.parser
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -20,15 +23,25 @@ from hrm.checkpoint.loading import load_checkpoint
 from hrm.data.schema import DatasetMetadata, PuzzleArrays
 from hrm.data.writer import write_dataset
 from hrm.errors import InputError
+from hrm.eval.metrics import StatsTable
 
 from cluster.actor import Evaluator
+from cluster.config import OutputConfig
 from cluster.driver import execute
-from cluster.manifest import read_manifest, read_unit_states
+from cluster.manifest import (
+    RunLedger,
+    build_manifest,
+    read_manifest,
+    read_unit_states,
+    unit_states,
+    write_manifest,
+    write_unit_states,
+)
 from cluster.plan import prepare
-from cluster.report.build import NO_METRICS, write_report
-from cluster.report.voting import HRM_RULE, TRM_RULE
+from cluster.report.build import write_report
+from cluster.report.voting import HRM_RULE, PARTIAL_NO_VOTES, TRM_RULE
 from cluster.results.health import collect_health, read_health, write_health
-from cluster.results.layout import commit_unit, read_unit_records
+from cluster.results.layout import Segment, commit_unit, read_committed, read_unit_records, write_segment
 from cluster.results.metrics import read_leaderboard, read_metrics, write_metrics
 
 from jobs.cli import main
@@ -139,7 +152,7 @@ def md_tables(section: str) -> list[list[list[str]]]:
         if line.startswith("|"):
             if line.startswith("|---"):
                 continue
-            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            cells = [md_unescape(c.strip()) for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
             current = current if current is not None else []
             current.append(cells)
         elif current is not None:
@@ -148,6 +161,11 @@ def md_tables(section: str) -> list[list[list[str]]]:
     if current is not None:
         tables.append(current)
     return tables
+
+
+def md_unescape(text: str) -> str:
+    """What a Markdown renderer shows for escaped text: backslash escapes and entities resolved."""
+    return html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text))
 
 
 def table_by_header(section: str, first_column: str, containing: str | None = None) -> list[dict[str, str]]:
@@ -416,7 +434,44 @@ def test_a_run_stored_in_s3_gets_the_same_report_written_beside_it(runs, s3_buck
         assert storage.read_bytes(storage.join(remote, name)) == (local / name).read_bytes()
 
 
-def test_a_failed_run_gets_a_report_whose_metric_sections_say_so_in_one_line(runs, tmp_path):
+def test_set_tier_and_ensemble_names_read_as_themselves_in_both_files_never_as_markup(runs, tmp_path):
+    run = tmp_path / "hostile"
+    shutil.copytree(runs["fixed"], run)
+    names = {"easy": "<script>alert(1)</script>", "hard": "<svg onload=alert(1)>", "0": "a|b", "1": "`tick`"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    for entry in metrics["checkpoints"].values():
+        figures = entry["metrics"]
+        figures["sets"] = {names[s]: f for s, f in figures["sets"].items()}
+        figures["tiers"] = {names[s]: {names.get(t, t): f for t, f in tiers.items()}
+                            for s, tiers in figures["tiers"].items()}
+    metrics["votes"]["ensembles"][0]["name"] = "<svg onload=alert(1)>"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["dataset"]["sets"] = [names[s] for s in manifest["dataset"]["sets"]]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    write_report(str(run))
+    md, page = (run / "report.md").read_text(), (run / "report.html").read_text()
+    for text in (md, page):
+        assert "<script" not in text and "<svg" not in text
+    rows = table_by_header(md_sections(str(run))["Per set and per tier"], "checkpoint", "tier")
+    assert {r["set"] for r in rows} == {names["easy"], names["hard"]}
+    assert {r["tier"] for r in rows} == {"(whole set)", "a|b", "`tick`", "2"}
+    assert table_by_header(md_sections(str(run))["Ensembles"], "ensemble")[0]["ensemble"] == "<svg onload=alert(1)>"
+    parser = HtmlTables()
+    parser.feed(page)
+    assert parser.tables == [t for s in md_sections(str(run)).values() for t in md_tables(s)]
+
+
+# --------------------------------------------------------------------------- runs that did not complete
+
+
+def leaderboard_figures(run: str) -> dict[str, dict[str, str]]:
+    """The leaderboard's figure cells per checkpoint (rank and best depend on who else is there)."""
+    rows = table_by_header(md_sections(run)["Leaderboard"], "rank")
+    return {r["checkpoint"]: {k: v for k, v in r.items() if k not in ("rank", "best", "examples/s")} for r in rows}
+
+
+def test_a_failed_run_without_metrics_is_reported_partial_with_the_figures_its_committed_units_give(runs, tmp_path):
     run = tmp_path / "failed"
     shutil.copytree(runs["adaptive"], run)
     (run / "metrics.json").unlink()
@@ -425,12 +480,113 @@ def test_a_failed_run_gets_a_report_whose_metric_sections_say_so_in_one_line(run
     manifest.update(status="failed", error="unit abc failed 3 times; last error: boom", failed_unit="abc")
     (run / "manifest.json").write_text(json.dumps(manifest))
     write_report(str(run))
+    text = (run / "report.md").read_text()
+    assert text.splitlines()[0].endswith("(partial)")
+    assert text.splitlines()[2].startswith("> **PARTIAL** — the run failed: unit abc failed 3 times; last error: "
+                                           "boom (unit abc).")
+    assert "25 of 25 planned unit(s) committed, 320 of 320 example(s) in the figures" in text
+    # Every unit was committed, so the figures are exactly those of the complete run.
+    assert leaderboard_figures(str(run)) == leaderboard_figures(runs["adaptive"])
     sections = md_sections(str(run))
-    for title in ("Leaderboard", "Reasoning depth", "Q-halt calibration", "Voting", "Comparison"):
-        assert sections[title].strip() == NO_METRICS
-    assert "The run failed: unit abc failed 3 times" in (run / "report.md").read_text()
-    # Health needs no metrics; the copied metric plots belonged to the complete run and are gone.
-    assert [p.name for p in (run / "plots").iterdir()] == ["weight-drift-sweep.png"]
+    assert sections["Voting"].strip() == sections["Ensembles"].strip() == PARTIAL_NO_VOTES
+    assert not (run / "metrics.json").exists()  # the report publishes the report, never run outputs
+
+
+@pytest.fixture(scope="module")
+def stopped(runs, tmp_path_factory) -> dict[str, Any]:
+    """The fixed run's plan under a run whose driver stopped: the first checkpoint's units all
+    committed (those of its first three shards also compacted in a segment, as the driver
+    does every SEGMENT_UNITS), two units of the second, none of the rest; no manifest."""
+    manifest = read_manifest(runs["fixed"])
+    root = tmp_path_factory.mktemp("stopped")
+    config = manifest.config.model_copy(update={"output": OutputConfig(uri=str(root), run_id="stopped")})
+    prepared = prepare(config)
+    actor = Evaluator(config, prepared.run)
+    refs = {ref.name: ref for ref in prepared.checkpoints}
+    first, second = prepared.checkpoints[0].name, prepared.checkpoints[1].name
+    chosen = [u for u in prepared.units if u.checkpoint == first]
+    chosen += [u for u in prepared.units if u.checkpoint == second][1:3]
+    ledger = RunLedger()
+    for unit in chosen:
+        record = actor(unit, refs[unit.checkpoint])
+        commit_unit(prepared.run, record)
+        if unit.checkpoint == first and unit.shard.set == "easy":
+            ledger.commit(record, unit)
+    write_segment(prepared.run, ledger.take_segment())
+    return {"run": prepared.run, "config": config, "first": first, "second": second}
+
+
+def test_a_stopped_run_is_reported_partial_with_exact_figures_for_what_it_committed(runs, stopped):
+    run = stopped["run"]
+    assert main(["report", run]) == 0
+    text = (Path(run) / "report.md").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# hrm-eval report — run stopped (partial)"
+    assert lines[2].startswith("> **PARTIAL** — the run stopped before it finished: it has no manifest.json")
+    assert ("7 unit(s) committed, 88 example(s) in the figures; how many were planned is not known "
+            "(the plan is in the manifest)") in lines[2]
+    complete = leaderboard_figures(runs["fixed"])
+    partial = leaderboard_figures(run)
+    assert sorted(partial) == sorted([stopped["first"], stopped["second"]])
+    first = partial[stopped["first"]]
+    # All of the first checkpoint's units were committed: its figures are the complete run's.
+    unknown = ("step", "parameters", "size (MiB)")  # they come from the manifest and health.json
+    assert {k: v for k, v in first.items() if k not in unknown} == {
+        k: v for k, v in complete[stopped["first"]].items() if k not in unknown}
+    assert (first["step"], first["parameters"]) == ("—", "—")
+    # The second's figures are those of its two committed units, merged exactly.
+    records = [r for r in read_unit_records(run, {p.stem for p in (Path(run) / "units").glob("*.json")})
+               if r.checkpoint == stopped["second"]]
+    merged = StatsTable()
+    for record in records:
+        merged.merge(StatsTable.from_dict(record.stats))
+    fig = merged.finalize()["all"]
+    assert int(partial[stopped["second"]]["examples"]) == fig["count"] == sum(r.examples for r in records) == 24
+    assert partial[stopped["second"]]["exact % (95% CI)"].startswith(pct(fig["exact_accuracy"]) + " (")
+    assert partial[stopped["second"]]["token %"] == pct(fig["token_accuracy"])
+    covered = {r["checkpoint"]: r for r in table_by_header(md_sections(run)["Run summary"], "checkpoint",
+                                                           "units committed")}
+    assert (covered[stopped["first"]]["units committed"], covered[stopped["first"]]["examples in the figures"]) == (
+        "5", "64")
+    assert (covered[stopped["second"]]["units committed"], covered[stopped["second"]]["examples in the figures"]) == (
+        "2", "24")
+    assert md_sections(run)["Voting"].strip() == PARTIAL_NO_VOTES
+    assert sorted(p.name for p in Path(run).iterdir()) == ["plots", "predictions", "report.html", "report.md", "units"]
+
+
+def test_a_stopped_runs_html_report_carries_the_partial_banner_and_the_markdowns_tables(stopped):
+    run = stopped["run"]
+    write_report(run)
+    page = (Path(run) / "report.html").read_text()
+    assert '<p class="banner" role="alert"><strong>PARTIAL</strong> — the run stopped before it finished' in page
+    assert page.index('class="banner"') < page.index("<nav>")
+    parser = HtmlTables()
+    parser.feed(page)
+    assert parser.tables == [t for s in md_sections(run).values() for t in md_tables(s)]
+
+
+def test_a_stopped_run_that_then_fails_is_reported_partial_against_its_plan(stopped, tmp_path):
+    run = tmp_path / "failed"
+    shutil.copytree(stopped["run"], run)
+    prepared = replace(prepare(stopped["config"]), run=str(run))
+    ledger = RunLedger(timings={"preflight_s": 0.0, "evaluate_s": 1.0})
+    units = {u.id: u for u in prepared.units}
+    for item in read_committed(str(run), set(units)):  # as the driver resumes, then fails
+        if isinstance(item, Segment):
+            ledger.adopt(item)
+        else:
+            ledger.commit(item, units[item.unit_id], resumed=True)
+    states = unit_states(prepared, ledger)
+    write_unit_states(str(run), states)
+    write_manifest(str(run), build_manifest(prepared, ledger, "failed", {}, states))
+    write_report(str(run))
+    banner = (run / "report.md").read_text().splitlines()[2]
+    assert banner.startswith("> **PARTIAL** — the run failed: 18 unit(s) not committed. These are the figures of "
+                             "what it committed: 7 of 25 planned unit(s) committed, 88 of 320 example(s) in the "
+                             "figures")
+    covered = table_by_header(md_sections(str(run))["Run summary"], "checkpoint", "units planned")
+    assert [(r["units committed"], r["units planned"], r["examples in the figures"], r["examples planned"])
+            for r in covered] == [("5", "5", "64", "64"), ("2", "5", "24", "64")] + [("0", "5", "none", "64")] * 3
 
 
 def test_health_refuses_a_checkpoint_that_changed_since_the_run(runs):
