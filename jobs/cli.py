@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("jobs.convert", "convert raw data (Sudoku CSV, ARC JSON, mazes, JSONL, reference) to puzzles"),
     "inspect": ("jobs.inspect", "inspect a checkpoint: parameters per component, NaN/Inf, drift between two"),
     "report": ("jobs.report", "regenerate report.html / report.md from stored results"),
+    "compare": ("jobs.compare", "compare two runs on the same examples: per checkpoint the change and McNemar's test"),
     "demo": ("jobs.demo", "the quickstart: make data, train tiny HRM checkpoints, evaluate, report"),
 }
 

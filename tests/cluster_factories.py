@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,12 @@ from hrm.data.writer import write_dataset
 from hrm.eval.metrics import StatsTable
 from hrm.eval.shard import build_engine, evaluate_examples
 
+from cluster.actor import Evaluator
 from cluster.config import RunConfig
+from cluster.driver import execute
+from cluster.plan import PreparedRun, prepare
+from cluster.progress import RunProgress
+from cluster.results.layout import commit_unit
 
 from tests.factories import random_examples
 
@@ -73,3 +79,16 @@ def evaluate_in_process(prepared) -> dict[str, tuple[StatsTable, pa.Table]]:
             tables.append(done.predictions)
         out[ref.name] = stats, pa.concat_tables(tables)
     return out
+
+
+def run_in_process(config: RunConfig) -> PreparedRun:
+    """A completed run without Ray: every unit evaluated by the run's own Evaluator in this
+    process and committed, then the real driver finds nothing left to schedule and aggregates
+    metrics, leaderboard and manifest."""
+    prepared = prepare(config)
+    actor = Evaluator(config, prepared.run)
+    refs = {ref.name: ref for ref in prepared.checkpoints}
+    for unit in prepared.units:
+        commit_unit(prepared.run, actor(unit, refs[unit.checkpoint]))
+    execute(prepared, RunProgress(stream=io.StringIO()))
+    return prepared
