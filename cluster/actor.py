@@ -70,7 +70,8 @@ class Evaluator:
         read_at = time.perf_counter()
         done = evaluate_examples(engine, batch, protocol=self.eval.protocol, steps=self.eval.steps,
                                  min_steps=self.eval.min_steps,
-                                 transform=unit.tta.transform() if unit.tta is not None else None)
+                                 transform=unit.tta.transform() if unit.tta is not None else None,
+                                 log_samples=self.config.output.log_samples)
         evaluated_at = time.perf_counter()
         write_predictions(self.run, unit.prediction_key, done.predictions)
         written_at = time.perf_counter()

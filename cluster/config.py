@@ -189,6 +189,11 @@ class OutputConfig(Strict):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="default: <timestamp>-<config hash>; give an existing one to resume it",
     )
+    log_samples: bool = Field(
+        False, description="also store each example's inputs and labels (token ids) in its prediction row, "
+        "as `hrm-eval evaluate --log-samples` does; units an earlier attempt of the run committed keep the "
+        "predictions they were written with",
+    )
 
 
 class RunConfig(Strict):

@@ -4,6 +4,9 @@ ensembles can be recomputed later without running a model.
 One row per example: set, example_id (row index within its set), puzzle_index,
 puzzle_identifier, pred (token ids), q_halt_logit, q_continue_logit, steps, valid/correct
 token counts, exact, lm_loss and, in the fixed protocol, exact flags after every ACT step.
+With samples logged (`hrm-eval evaluate --log-samples`, a run's `output.log_samples`), also the
+example itself: its `inputs` and `labels` token ids as the dataset stores them, so a
+prediction can be read against its puzzle without opening the dataset.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ def prediction_table(
     puzzle_index: np.ndarray,
     puzzle_identifier: np.ndarray,
     columns: dict[str, np.ndarray] | None = None,
+    samples: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pa.Table:
-    """An Arrow table of one engine result; `columns` carries dataset extras such as tier."""
+    """An Arrow table of one engine result; `columns` carries dataset extras such as tier, and
+    `samples` the examples' (inputs, labels), stored as int32 token lists like `pred` whatever
+    the dataset's integer width, so every part of every run has the same schema."""
     n = len(result)
     data: dict[str, pa.Array] = {
         "set": pa.array([set_name] * n, pa.string()),
@@ -40,6 +46,10 @@ def prediction_table(
         "exact": pa.array(result.exact),
         "lm_loss": pa.array(result.lm_loss),
     }
+    if samples is not None:
+        inputs, labels = samples
+        data["inputs"] = fixed_size_list(np.asarray(inputs).astype(np.int32, copy=False))
+        data["labels"] = fixed_size_list(np.asarray(labels).astype(np.int32, copy=False))
     if result.exact_per_step is not None:
         data["exact_per_step"] = fixed_size_list(result.exact_per_step)
     for name, values in (columns or {}).items():

@@ -43,11 +43,14 @@ def build_engine(ckpt: Checkpoint, meta: DatasetMetadata, dataset: str, *, dtype
 
 
 def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol = "fixed", steps: int | None = None,
-                      min_steps: int = 1, transform: GridTransform | None = None) -> Evaluated:
+                      min_steps: int = 1, transform: GridTransform | None = None,
+                      log_samples: bool = False) -> Evaluated:
     """Run the engine over `batch`. With a test-time-augmentation `transform`, the model sees
     the transformed inputs and labels and the predictions are stored mapped back to the
     original frame (votes then compare copies position by position); the scores need no
-    change, since the transform is a bijection of positions and of label tokens."""
+    change, since the transform is a bijection of positions and of label tokens.
+    `log_samples`: the prediction table also holds each example's inputs and labels, as the
+    dataset stores them (the original frame, like the stored predictions)."""
     inputs, labels = batch.inputs, batch.labels
     if transform is not None:
         inputs, labels = transform.apply(inputs), transform.apply(labels)
@@ -57,5 +60,5 @@ def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol
     stats = StatsTable().update(set=batch.set, tier=batch.columns.get("tier"), **result.per_example())
     table = prediction_table(result, set_name=batch.set, example_id=batch.example_id,
                              puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
-                             columns=batch.columns)
+                             columns=batch.columns, samples=(batch.inputs, batch.labels) if log_samples else None)
     return Evaluated(result, stats, table)

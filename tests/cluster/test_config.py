@@ -224,3 +224,13 @@ def test_every_shipped_run_config_is_valid_under_the_published_schema(path):
     import jsonschema  # a dependency of ray
 
     jsonschema.validate(yaml.safe_load(path.read_text()), json.loads(SCHEMA.read_text()))
+
+
+# --------------------------------------------------------------------------- output.log_samples
+
+
+def test_log_samples_is_off_unless_the_output_section_asks_and_a_non_boolean_is_refused(tmp_path):
+    assert load_run_config(write(tmp_path, MINIMAL)).output.log_samples is False
+    assert load_run_config(write(tmp_path, MINIMAL), ["output.log_samples=true"]).output.log_samples is True
+    refused = refusal(write(tmp_path, {**MINIMAL, "output": {"log_samples": "sometimes"}}))
+    assert "output.log_samples" in refused
