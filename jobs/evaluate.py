@@ -1,7 +1,9 @@
 """`hrm-eval evaluate`: one checkpoint on one dataset split, in this process, no Ray.
 
-Prints the metrics per set (or, with --json, exactly one JSON object on stdout) and writes
-per-example predictions (Parquet) and metrics.json under --output.
+Prints the metrics per set (or, with --json, exactly one JSON object on stdout: metrics.json's
+document) and writes under --output what a run of this one checkpoint would: per-example
+predictions in predictions/checkpoint=<name>/ (Parquet, one part per set) and metrics.json in
+the run's shape (cluster.results.metrics), metrics.json last.
 """
 
 from __future__ import annotations
@@ -10,20 +12,28 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import torch
 
 from hrm import storage
 from hrm.checkpoint.loading import load_checkpoint
-from hrm.data.dataset import Dataset
 from hrm.data.reader import open_dataset
+from hrm.data.schema import Shard
 from hrm.errors import InputError
 from hrm.eval.engine import EngineSettingError
 from hrm.eval.metrics import StatsTable
 from hrm.eval.shard import build_engine, evaluate_examples
+from hrm.secrets import redact_document
 
+from cluster.config import CheckpointSource, ClusterConfig, DatasetConfig, EvalConfig, OutputConfig, RunConfig
+from cluster.plan import source_checkpoints
 from cluster.progress import METRIC_COLUMNS, Meter, metric_cells, print_metrics_table
+from cluster.results.layout import PREDICTIONS, prediction_key
+from cluster.results.metrics import CheckpointMetrics, EvaluateJob, MetricsDocument, write_metrics
 
 from jobs.cli import positive_int
 
@@ -82,7 +92,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "to float rounding; combines with --streams",
     )
     parser.add_argument(
-        "--output", metavar="URI", help="where predictions.parquet and metrics.json go (default: results/<run>-<step>)"
+        "--output", metavar="URI",
+        help="where predictions/ and metrics.json go, laid out as in a run's results (default: results/<run>-<step>)",
+    )
+    parser.add_argument(
+        "--log-samples", action="store_true",
+        help="also store each example's inputs and labels (token ids) in its prediction row",
     )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
@@ -122,85 +137,122 @@ def check_steps(steps: int, min_steps: int) -> None:
                          f"(--steps, default halt_max_steps); give --min-steps <= {steps}")
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate, write the predictions and metrics.json, and return metrics.json's document:
+    a run's shape (cluster.results.metrics) with this one checkpoint, named as a run names it,
+    and what only this command measures under "job"."""
     started = time.perf_counter()
-    ckpt = load_checkpoint(args.checkpoint, args.config)
+    # named as a run names it; a run directory: its newest step, as a run takes it
+    (ref,) = source_checkpoints(CheckpointSource(path=args.checkpoint, config=args.config))
+    version = storage.version(ref.uri)  # before reading: the bytes evaluated are these or newer, never older
+    ckpt = load_checkpoint(ref.uri, args.config)
+    ref = ref.model_copy(update={"version": version, "family": ckpt.spec.family})
     dataset = open_dataset(args.data)
     meta = dataset.metadata(args.split)
     check_steps(args.steps or ckpt.spec.model_config(meta.sizes).halt_max_steps, args.min_steps)
+    config = as_run_config(args)
     try:
         engine = build_engine(ckpt, meta, args.data, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
                               streams=args.streams, compile=args.compile)
     except EngineSettingError as err:  # streams below one or on a GPU; compile without a C++ compiler
         raise InputError(f"--{err.setting}: {err}") from None
-    output = args.output or str(Path("results") / ckpt.name.replace("/", "-"))
+    output = args.output or str(Path("results") / ref.name)
     sets = dataset.selected_sets(args.split, args.sets, "--sets")
+    # One part per set, where a run whose shards span whole sets would put it: reading
+    # predictions/ gives a checkpoint column here as in a run, and the part readers work on both.
+    parts = {name: prediction_key(ref.name, Shard(args.split, name, 0, dataset.num_examples(args.split, name)))
+             for name in sets}
+    check_output_holds_no_other_predictions(output, set(parts.values()))
+    load_seconds = time.perf_counter() - started
 
     stats, counts = StatsTable(), {"forward_steps": 0, "examples": 0}
+    meter = Meter("examples", sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json)
 
-    def evaluated_tables():
-        """Evaluate chunk by chunk; the Parquet writer pulls one chunk's table at a time, so
-        memory stays bounded on huge sets and a failure publishes nothing."""
-        meter = Meter("examples", sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json)
-        meter.start()
-        try:
-            for batch in iterate_examples(dataset, args.split, sets):
-                done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
-                                         min_steps=args.min_steps)
-                stats.merge(done.stats)
-                counts["forward_steps"] += done.result.forward_steps
-                counts["examples"] += len(done.result)
-                meter.update(counts["examples"], f"set {batch.set}")
-                yield done.predictions
-        finally:
-            meter.stop()
+    def evaluated_tables(set_name: str) -> Iterator[pa.Table]:
+        """Evaluate a set chunk by chunk; the Parquet writer pulls one chunk's table at a time,
+        so memory stays bounded on huge sets and a failure publishes no part of the set."""
+        total = dataset.num_examples(args.split, set_name)
+        for start in range(0, total, CHUNK_EXAMPLES):
+            batch = dataset.examples(args.split, set_name, start, min(total, start + CHUNK_EXAMPLES))
+            done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
+                                     min_steps=args.min_steps, log_samples=args.log_samples)
+            stats.merge(done.stats)
+            counts["forward_steps"] += done.result.forward_steps
+            counts["examples"] += len(done.result)
+            meter.update(counts["examples"], f"set {set_name}")
+            yield done.predictions
 
     eval_started = time.perf_counter()
-    predictions_uri = storage.join(output, "predictions.parquet")
-    storage.write_parquet_atomic(predictions_uri, evaluated_tables())
+    meter.start()
+    try:
+        for set_name, key in parts.items():
+            storage.write_parquet_atomic(storage.join(output, key), evaluated_tables(set_name))
+    finally:
+        meter.stop()
     eval_seconds = time.perf_counter() - eval_started
-    examples, forward_steps = counts["examples"], counts["forward_steps"]
-    figures = stats.finalize()
-    report = {
-        "metrics": figures["sets"],
-        "total": figures["all"],
-        "tiers": figures["tiers"],
-        "predictions": predictions_uri,
-        "checkpoint": ckpt.uri,
-        "checkpoint_sha256": ckpt.content_hash(),
-        "family": ckpt.spec.family,
-        "step": ckpt.step,
-        "data": args.data,
-        "dataset_hash": dataset.content_hash(),
-        "split": args.split,
-        "protocol": args.protocol,
-        "dtype": str(engine.config.forward_dtype),
-        "device": args.device,
-        "batch_size": args.batch_size,
-        "examples": examples,
-        "forward_steps": forward_steps,
-        "eval_seconds": eval_seconds,
-        "examples_per_second": examples / eval_seconds if eval_seconds > 0 else None,
-        "wall_seconds": time.perf_counter() - started,
-    }
-    storage.write_json_atomic(storage.join(output, "metrics.json"), report)
-    return report
+    examples = counts["examples"]
+    document = MetricsDocument(
+        run_id=storage.basename(output),
+        dataset=args.data,
+        split=args.split,
+        sets=sets,
+        eval=config.eval_identity(),
+        checkpoints={ref.name: CheckpointMetrics.of(ref, stats)},
+        job=EvaluateJob(
+            checkpoint=ref.uri,
+            dataset_hash=dataset.content_hash(),
+            predictions=storage.join(output, PREDICTIONS),
+            log_samples=args.log_samples,
+            dtype=engine.config.forward_dtype,
+            threads=torch.get_num_threads(),
+            streams=args.streams,
+            gpu=torch.cuda.get_device_name() if args.device == "cuda" else None,
+            examples=examples,
+            forward_steps=counts["forward_steps"],
+            timings={"load_s": load_seconds, "evaluate_s": eval_seconds, "total_s": time.perf_counter() - started,
+                     "examples_per_s": examples / eval_seconds if eval_seconds > 0 else None},
+        ),
+    ).to_json()
+    write_metrics(output, document)  # last: an output without metrics.json is an evaluation that did not finish
+    return redact_document(document)
 
 
-def iterate_examples(dataset: Dataset, split: str, sets: list[str]):
-    for set_name in sets:
-        total = dataset.num_examples(split, set_name)
-        for start in range(0, total, CHUNK_EXAMPLES):
-            yield dataset.examples(split, set_name, start, min(total, start + CHUNK_EXAMPLES))
+def as_run_config(args: argparse.Namespace) -> RunConfig:
+    """The run config of a run that evaluates what these flags ask: its eval identity and its
+    checkpoint's name are then exactly those a run gives. Call after the flags are checked."""
+    return RunConfig(
+        checkpoints=[CheckpointSource(path=args.checkpoint, config=args.config)],
+        dataset=DatasetConfig(uri=args.data, split=args.split, sets=args.sets or None),
+        eval=EvalConfig(protocol=args.protocol, steps=args.steps, min_steps=args.min_steps,
+                        batch_size=args.batch_size, dtype=args.dtype, device=args.device, compile=args.compile),
+        # a run's actors get a GPU only when the cluster section gives them one
+        cluster=ClusterConfig(gpus_per_actor=1.0 if args.device == "cuda" else 0.0),
+        output=OutputConfig(log_samples=args.log_samples),
+    )
 
 
-def print_summary(report: dict) -> None:
-    rows = [[name, *metric_cells(m)] for name, m in report["metrics"].items()]
-    print_metrics_table(f"{report['checkpoint']} on {report['data']} [{report['split']}], {report['protocol']} protocol",
-                        ["set", *METRIC_COLUMNS], rows)
-    print(f"{report['examples']} examples in {report['eval_seconds']:.2f} s "
-          f"({report['examples_per_second']:.1f} examples/s, {report['forward_steps']} example-steps); "
-          f"predictions: {report['predictions']}")
+def check_output_holds_no_other_predictions(output: str, keys: set[str]) -> None:
+    """Parts left by an evaluation of another checkpoint or of other sets would be read with
+    this one's as if they were its (every reader takes the whole predictions/ folder)."""
+    others = sorted(f"{PREDICTIONS}/{path}" for path in storage.list_files(storage.join(output, PREDICTIONS))
+                    if f"{PREDICTIONS}/{path}" not in keys)
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise InputError(f"{output}: holds predictions this evaluation would not replace ({others[0]}{more}); "
+                         "give an --output of its own, or remove them")
+
+
+def print_summary(document: dict[str, Any]) -> None:
+    ((name, entry),) = document["checkpoints"].items()
+    job = document["job"]
+    rows = [[set_name, *metric_cells(m)] for set_name, m in entry["metrics"]["sets"].items()]
+    print_metrics_table(f"{name} on {document['dataset']} [{document['split']}], "
+                        f"{document['eval']['protocol']} protocol", ["set", *METRIC_COLUMNS], rows)
+    timings = job["timings"]
+    rate = timings["examples_per_s"]
+    print(f"{job['examples']} examples in {timings['evaluate_s']:.2f} s "
+          f"({'no time measured' if rate is None else f'{rate:.1f} examples/s'}, {job['forward_steps']} example-steps); "
+          f"predictions: {job['predictions']}")
 
 
 if __name__ == "__main__":  # `python -m jobs.evaluate …`, what `ray job submit` runs

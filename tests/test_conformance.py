@@ -65,13 +65,13 @@ def assert_reference_results(report, vector, checkpoint):
     expected = np.load(CONFORMANCE / vector / "expected" / f"{checkpoint}.npz")
     reference = json.loads((CONFORMANCE / vector / "expected" / f"{checkpoint}.metrics.json").read_text())
 
-    table = pq.read_table(report["predictions"]).sort_by([("set", "ascending"), ("example_id", "ascending")])
+    table = pq.read_table(report["job"]["predictions"]).sort_by([("set", "ascending"), ("example_id", "ascending")])
     assert table.num_rows == len(expected["pred"])
     np.testing.assert_array_equal(column_matrix(table, "pred"), expected["pred"])
     np.testing.assert_allclose(table["q_halt_logit"].to_numpy(), expected["q_halt_logits"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(table["q_continue_logit"].to_numpy(), expected["q_continue_logits"], atol=1e-4, rtol=0)
 
-    ours, theirs = report["metrics"]["all"], reference["metrics"]["all"]
+    ours, theirs = figures(report)["all"], reference["metrics"]["all"]
     assert ours["count"] == len(expected["pred"])
     for name, ref_name in METRIC_NAMES.items():
         tolerance = 1e-4 if name == "lm_loss" else 1e-5
@@ -88,10 +88,16 @@ def test_the_installed_console_script_prints_one_json_object(tmp_path):
         capture_output=True, text=True, check=True,
     )
     report = json.loads(done.stdout)
-    assert set(report["metrics"]["all"]) >= {"count", "token_accuracy", "exact_accuracy", "q_halt_accuracy",
+    assert set(figures(report)["all"]) >= {"count", "token_accuracy", "exact_accuracy", "q_halt_accuracy",
                                              "mean_steps", "lm_loss"}
-    assert pq.read_table(report["predictions"]).column_names[:5] == ["set", "example_id", "puzzle_index",
+    assert pq.read_table(report["job"]["predictions"]).column_names[:5] == ["set", "example_id", "puzzle_index",
                                                                    "puzzle_identifier", "pred"]
+
+
+def figures(report):
+    """The metrics of the one checkpoint of an evaluate report (metrics.json's shape)."""
+    (entry,) = report["checkpoints"].values()
+    return entry["metrics"]
 
 
 def test_streams_below_one_are_refused_naming_the_flag(capsys, tmp_path):

@@ -1,10 +1,21 @@
-"""metrics.json and leaderboard.parquet: the run's exact metrics, merged from the committed
-units' statistics, and one row per checkpoint ranked by exact accuracy.
+"""metrics.json and leaderboard.parquet: exact metrics per checkpoint, merged from the
+committed units' statistics, and one row per checkpoint ranked by exact accuracy.
 
-    {"format": "hrm-eval/metrics", "version", "run_id", "dataset", "split", "sets", "eval",
-     "checkpoints": {name: {"step", "family", "version",
+`hrm-eval run` and `hrm-eval evaluate` write metrics.json in one shape, `MetricsDocument`
+(`evaluate --json` prints the same object), so one reader serves both:
+
+    {"format": "hrm-eval/metrics", "version": 2,
+     "run_id": "...",                      the run id; evaluate: the name of its --output folder
+     "dataset": "<uri>", "split": "test", "sets": ["easy", "hard"],
+     "eval": {"split", "protocol", "steps", "min_steps", "batch_size", "dtype", "device", "compile"},
+                                           what decides a result besides checkpoint and data
+                                           (RunConfig.eval_identity; evaluate builds it from its flags)
+     "checkpoints": {name: {"step", "family", "version",          hrm.storage.version of the step file
                             "metrics": StatsTable.finalize(), "stats": StatsTable.to_dict()}},
-     "votes": {...}}                       (cluster.results.votes, when the config asks for votes)
+     "votes": {...},                       run only, when the config asks for votes (cluster.results.votes)
+     "job": {...}}                         evaluate only (EvaluateJob): its step file, the dataset's hash,
+                                           where its predictions are, threads, counts and timings; a run
+                                           keeps these in manifest.json
 
 The merge is exact (integer sufficient statistics), so the figures do not depend on how the
 units were split between actors or in which order they finished.
@@ -13,47 +24,93 @@ units were split between actors or in which order they finished.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
 from hrm.eval.metrics import StatsTable
 from hrm.secrets import redact_document
 
-from cluster.plan import PreparedRun
+from cluster.plan import CheckpointRef, PreparedRun
 from cluster.results.layout import LEADERBOARD, METRICS, file_uri
 
 METRICS_FORMAT = "hrm-eval/metrics"
 # Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
 # storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
+# `hrm-eval evaluate`'s metrics.json, unversioned and flat before, has had the run's shape since 2.
 METRICS_VERSION = 2
+
+
+class CheckpointMetrics(BaseModel):
+    """One checkpoint's entry: what it is, and its figures with the statistics they come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int | None
+    family: str | None
+    version: str | None  # hrm.storage.version of the step file evaluated
+    metrics: dict[str, Any]  # StatsTable.finalize(): "all", "sets", "tiers"
+    stats: dict[str, Any]  # StatsTable.to_dict(): exact, mergeable
+
+    @classmethod
+    def of(cls, ref: CheckpointRef, stats: StatsTable) -> CheckpointMetrics:
+        return cls(step=ref.step, family=ref.family, version=ref.version, metrics=stats.finalize(),
+                   stats=stats.to_dict())
+
+
+class EvaluateJob(BaseModel):
+    """What `hrm-eval evaluate` measured besides the metrics (a run's manifest.json holds the
+    like of it for a run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str  # the step file evaluated (a run directory given to --checkpoint: its newest step)
+    dataset_hash: str  # Dataset.content_hash(), as a run's manifest records it
+    predictions: str  # the predictions/ folder, hive-partitioned as a run's
+    log_samples: bool  # the predictions hold each example's inputs and labels
+    dtype: str  # the activation dtype used: eval's, or (eval's None) the checkpoint's forward_dtype
+    threads: int  # torch CPU threads
+    streams: int  # CPU worker threads the batch is split between
+    gpu: str | None  # the CUDA device's name, on cuda
+    examples: int
+    forward_steps: int  # example-steps: one example through one ACT step
+    timings: dict[str, float | None]  # load_s, evaluate_s, total_s; examples_per_s (None: no time measured)
+
+
+class MetricsDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["hrm-eval/metrics"] = METRICS_FORMAT
+    version: int = METRICS_VERSION
+    run_id: str
+    dataset: str
+    split: str
+    sets: list[str]
+    eval: dict[str, Any]  # RunConfig.eval_identity()
+    checkpoints: dict[str, CheckpointMetrics]
+    votes: dict[str, Any] | None = None  # run only (cluster.results.votes)
+    job: EvaluateJob | None = None  # evaluate only
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as stored: the sections that do not apply are left out, not null."""
+        return self.model_dump(exclude={key for key in ("votes", "job") if getattr(self, key) is None})
 
 
 def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[str, Any]:
     """The metrics of a run whose every unit is committed, from each checkpoint's merged
     statistics (`RunLedger.stats`)."""
-    per_checkpoint = {ref.name: stats.get(ref.name, StatsTable()) for ref in prepared.checkpoints}
     config = prepared.config
-    return {
-        "format": METRICS_FORMAT,
-        "version": METRICS_VERSION,
-        "run_id": prepared.run_id,
-        "dataset": config.dataset.uri,
-        "split": config.dataset.split,
-        "sets": prepared.sets,
-        "eval": config.eval_identity(),
-        "checkpoints": {
-            ref.name: {
-                "step": ref.step,
-                "family": ref.family,
-                "version": ref.version,
-                "metrics": per_checkpoint[ref.name].finalize(),
-                "stats": per_checkpoint[ref.name].to_dict(),
-            }
-            for ref in prepared.checkpoints
-        },
-    }
+    return MetricsDocument(
+        run_id=prepared.run_id,
+        dataset=config.dataset.uri,
+        split=config.dataset.split,
+        sets=prepared.sets,
+        eval=config.eval_identity(),
+        checkpoints={ref.name: CheckpointMetrics.of(ref, stats.get(ref.name, StatsTable()))
+                     for ref in prepared.checkpoints},
+    ).to_json()
 
 
 def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,6 +12,11 @@
 Everything is read from what the run stored; nothing runs a model. A run that stopped before
 aggregating (failed or killed) has no metrics or leaderboard: those are None, and `units`
 says what was committed.
+
+The output folder of `hrm-eval evaluate` loads too (its metrics.json has a run's shape and its
+predictions a run's layout): `metrics`, `leaderboard` (computed from metrics.json, as a run's
+is) and `predictions()` as for a run, `job` its evaluate-only facts; it has no manifest or
+units, which are None.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import pyarrow.dataset as pads
 from hrm import storage
 
 from cluster.manifest import Manifest, read_manifest, read_unit_states
-from cluster.results.layout import METRICS, PREDICTIONS, file_uri
-from cluster.results.metrics import read_leaderboard, read_metrics
+from cluster.results.layout import MANIFEST, METRICS, PREDICTIONS, file_uri
+from cluster.results.metrics import EvaluateJob, leaderboard_rows, read_leaderboard, read_metrics
 
 # The figures of a metrics row that are single numbers (histograms and bins stay in metrics.json).
 SCALAR_FIGURES = ("count", "exact_accuracy", "exact_ci_low", "exact_ci_high", "token_accuracy", "q_halt_accuracy",
@@ -36,10 +41,11 @@ SCALAR_FIGURES = ("count", "exact_accuracy", "exact_ci_low", "exact_ci_high", "t
 @dataclass
 class Run:
     uri: str
-    manifest: Manifest
+    manifest: Manifest | None  # None: an `hrm-eval evaluate` output
     metrics: pa.Table | None
     leaderboard: pa.Table | None
-    units: pa.Table
+    units: pa.Table | None  # None: an `hrm-eval evaluate` output
+    job: EvaluateJob | None = None  # an `hrm-eval evaluate` output's own facts (metrics.json's "job")
 
     def predictions(self) -> pads.Dataset:
         """Every checkpoint's stored predictions (plain data) as one dataset, hive-partitioned:
@@ -50,6 +56,12 @@ class Run:
 
 def load_run(uri: str) -> Run:
     has_metrics = storage.exists(file_uri(uri, METRICS))
+    if not storage.exists(file_uri(uri, MANIFEST)) and has_metrics:
+        metrics = read_metrics(uri)
+        if metrics.get("job") is not None:  # written by `hrm-eval evaluate`, which keeps no manifest
+            return Run(uri=uri, manifest=None, metrics=metrics_table(metrics),
+                       leaderboard=pa.Table.from_pylist(leaderboard_rows(metrics)), units=None,
+                       job=EvaluateJob.model_validate(metrics["job"]))
     return Run(
         uri=uri,
         manifest=read_manifest(uri),

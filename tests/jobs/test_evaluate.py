@@ -1,9 +1,22 @@
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from hrm.data.arrow import column_matrix
+from hrm.data.reader import open_dataset
+
+from cluster.plan import prepare
+from cluster.results.metrics import run_metrics
+
 from jobs.cli import main
 
-from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, evaluate_in_process, make_dataset, run_config
 from tests.factories import make_checkpoint
 
 
@@ -90,3 +103,64 @@ def test_set_overrides_the_run_config_of_the_distributed_job(tmp_path, capsys):
     config.write_text("checkpoints: [{run: ckpts}]\ndataset: {uri: data}\noutput: {uri: out}\n")
     assert main(["evaluate", "--config", str(config), "--set", "eval.batch_size=0"]) == 2
     assert "eval.batch_size" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- what evaluate writes
+
+
+def evaluated(inputs, capsys, *flags: str) -> dict:
+    assert main(evaluate_args(inputs, "--device", "cpu", "--batch-size", "8", "--json", *flags)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_metrics_json_is_what_a_run_of_the_one_checkpoint_writes_plus_the_job(inputs, capsys):
+    run, data, out = inputs
+    document = evaluated(inputs, capsys)
+    assert json.loads((out / "metrics.json").read_text()) == document
+    prepared = prepare(run_config([{"path": run}], data, str(out.parent / "runs"), eval={"device": "cpu"}))
+    (reference,) = evaluate_in_process(prepared).values()
+    expected = run_metrics(prepared, {prepared.checkpoints[0].name: reference[0]})
+    assert document["job"]["examples"] == 8 and document["run_id"] == "out"
+    same = lambda doc: {key: value for key, value in doc.items() if key not in ("run_id", "job")}  # noqa: E731
+    assert same(json.loads(json.dumps(expected))) == same(document)
+    assert list(document["checkpoints"]) == ["run-step_10"]  # named as the run names it
+
+
+def test_predictions_are_laid_out_as_a_runs_and_read_with_a_checkpoint_column(inputs, capsys):
+    document = evaluated(inputs, capsys)
+    assert document["job"]["predictions"] == str(inputs[2] / "predictions")
+    assert sorted(p.relative_to(inputs[2]).as_posix() for p in inputs[2].rglob("*.parquet")) == [
+        "predictions/checkpoint=run-step_10/part-all-000000000.parquet"]
+    table = pads.dataset(document["job"]["predictions"], format="parquet", partitioning="hive").to_table()
+    assert table["checkpoint"].to_pylist() == ["run-step_10"] * 8 and table["example_id"].to_pylist() == list(range(8))
+
+
+def test_log_samples_stores_each_examples_inputs_and_labels_and_only_then(inputs, capsys):
+    plain = pq.read_table(evaluated(inputs, capsys)["job"]["predictions"])
+    assert not {"inputs", "labels"} & set(plain.column_names)
+    logged = evaluated(inputs, capsys, "--log-samples")
+    table = pq.read_table(logged["job"]["predictions"]).sort_by("example_id")
+    rows = open_dataset(inputs[1]).examples("test", "all")
+    np.testing.assert_array_equal(column_matrix(table, "inputs"), rows.inputs)
+    np.testing.assert_array_equal(column_matrix(table, "labels"), rows.labels)
+    assert table["puzzle_identifier"].to_pylist() == rows.puzzle_identifiers.tolist()
+    assert logged["job"]["log_samples"] and table.schema.field("inputs").type.value_type == pa.int32()
+
+
+def test_an_output_holding_another_checkpoints_predictions_is_refused_before_evaluating(inputs, capsys):
+    other = inputs[2] / "predictions" / "checkpoint=other-step_1" / "part-all-000000000.parquet"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"")
+    assert main(evaluate_args(inputs, "--device", "cpu")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"hrm-eval evaluate: error: {inputs[2]}: holds predictions this evaluation would not replace "
+        "(predictions/checkpoint=other-step_1/part-all-000000000.parquet); give an --output of its own, or remove them"]
+    assert not (inputs[2] / "metrics.json").exists()
+
+
+def test_the_summary_prints_each_sets_figures_and_where_the_predictions_are(inputs, capsys):
+    assert main(evaluate_args(inputs, "--device", "cpu")) == 0
+    out = capsys.readouterr().out
+    assert "run-step_10 on" in out and "│ all " in out
+    assert re.search(r"^8 examples in [\d.]+ s \([\d.]+ examples/s, 32 example-steps\); predictions: .*/predictions$",
+                     out, re.MULTILINE)

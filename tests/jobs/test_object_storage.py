@@ -43,6 +43,9 @@ def test_inspect_of_an_s3_checkpoint_reports_what_it_reports_for_its_local_copy(
 def test_evaluate_on_an_s3_run_directory_and_dataset_gives_the_local_figures(copies, capsys):
     local, remote = (printed_json(capsys, ["evaluate", "--checkpoint", c["run"], "--data", c["data"], "--threads", "1",
                                            "--json"]) for c in copies.values())
-    assert remote["metrics"] == local["metrics"] and remote["total"] == local["total"]
-    assert (remote["step"], remote["checkpoint_sha256"], remote["dataset_hash"]) == (
-        local["step"], local["checkpoint_sha256"], local["dataset_hash"]) and local["step"] == 2
+    ((name, entry),), ((remote_name, remote_entry),) = local["checkpoints"].items(), remote["checkpoints"].items()
+    assert remote_name == name == "run-step_2" and remote_entry["step"] == entry["step"] == 2
+    assert remote_entry["metrics"] == entry["metrics"] and remote_entry["stats"] == entry["stats"]
+    assert remote["job"]["dataset_hash"] == local["job"]["dataset_hash"]
+    # the storage version names the bytes where they are: an ETag on S3, size and mtime on disk
+    assert remote_entry["version"].startswith("etag=") and entry["version"].startswith("size=")

@@ -1,18 +1,26 @@
 """A run's results loaded as tables for analysis."""
 
 import io
+import json
 
+import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 from hrm import storage
+from hrm.data.arrow import column_matrix
+from hrm.data.reader import open_dataset
 
 from cluster.actor import Evaluator
+from cluster.config import RunConfig
 from cluster.driver import execute
 from cluster.plan import prepare
 from cluster.progress import RunProgress
-from cluster.results.layout import METRICS, commit_unit, file_uri
+from cluster.results.layout import METRICS, commit_unit, file_uri, read_predictions
 from cluster.results.metrics import read_metrics
 from cluster.results.run import load_run
+
+from jobs.cli import main
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config
 from tests.factories import make_checkpoint
@@ -70,3 +78,41 @@ def test_a_run_without_metrics_loads_with_none_for_them(run, tmp_path):
     loaded = load_run(str(copy))
     assert loaded.metrics is None and loaded.leaderboard is None and loaded.units.num_rows == 15
     assert not storage.exists(file_uri(str(copy), METRICS))
+
+
+def test_a_runs_predictions_hold_no_inputs_or_labels_unless_the_config_asks(run):
+    assert not {"inputs", "labels"} & set(load_run(run).predictions().schema.names)
+
+
+def test_with_log_samples_every_prediction_row_holds_its_examples_inputs_and_labels(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    make_checkpoint(tmp_path / "ckpt", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    doc = run_config([{"path": str(tmp_path / "ckpt")}], data, str(tmp_path / "out")).model_dump()
+    prepared = prepare(RunConfig.model_validate({**doc, "output": {**doc["output"], "log_samples": True}}))
+    actor = Evaluator(prepared.config, prepared.run)
+    for unit in prepared.units:
+        actor(unit, prepared.checkpoints[0])
+    table = read_predictions(prepared.run, prepared.checkpoints[0].name)
+    dataset = open_dataset(data)
+    for set_name in ("easy", "hard"):
+        rows, stored = dataset.examples("test", set_name), table.filter(pc.field("set") == set_name)
+        np.testing.assert_array_equal(column_matrix(stored, "inputs"), rows.inputs)
+        np.testing.assert_array_equal(column_matrix(stored, "labels"), rows.labels)
+        assert stored["puzzle_identifier"].to_pylist() == rows.puzzle_identifiers.tolist()
+
+
+def test_an_evaluate_output_loads_as_a_run_of_its_one_checkpoint(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    make_checkpoint(tmp_path / "ckpt", vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    out = str(tmp_path / "out")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ckpt"), "--data", data, "--device", "cpu",
+                 "--output", out, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    loaded = load_run(out)
+    assert loaded.manifest is None and loaded.units is None and loaded.job.examples == 64
+    assert [(r["checkpoint"], r["scope"], r["set"]) for r in loaded.metrics.to_pylist() if r["scope"] != "tier"] == [
+        ("ckpt-step_10", "all", None), ("ckpt-step_10", "set", "easy"), ("ckpt-step_10", "set", "hard")]
+    assert loaded.leaderboard.to_pylist()[0]["exact_accuracy"] == \
+        document["checkpoints"]["ckpt-step_10"]["metrics"]["all"]["exact_accuracy"]
+    names = loaded.predictions().to_table(columns=["checkpoint"])["checkpoint"].to_pylist()
+    assert names == ["ckpt-step_10"] * 64
