@@ -15,7 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Build report.html (one self-contained file) and report.md (plots under plots/) of a run from its stored "
         "results: manifest, metrics, leaderboard, health and unit records. RESULTS_URI is the run directory "
-        "<output>/<run id>, local or s3://."
+        "<output>/<run id>, local or s3://. A run that stopped or failed part-way gets a partial report: the figures "
+        "of the units it committed, marked PARTIAL; nothing else is written."
     )
     parser.add_argument("results", metavar="RESULTS_URI", help="a run directory: <output>/<run id>")
     parser.add_argument(
