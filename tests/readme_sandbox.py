@@ -5,16 +5,19 @@ plus your uncommitted edits would give, never `.venv` or `demo-work/`), `.venv` 
 test's virtualenv, a fresh HOME (so `~/.ray` starts empty, and nobody's is touched) and the
 environment of a new shell (no activated venv, no RAY_ADDRESS or RAY_AUTH_MODE).
 
-Commands that start Ray (`ray start`, `ray stop`) run in their own PID and network
-namespaces where the machine allows one (`unshare`): `ray stop` stops every Ray process it
+Blocks that start Ray (`ray start`, `hrm-eval run`) run in their own PID and network
+namespaces where the machine allows them (`unshare`): `ray stop` stops every Ray process it
 can see (docs/ray.md, "Stopping"), and the README's fixed ports (6379, 8265, Ray's other
 defaults) would collide with other Ray clusters on a shared machine. Where no namespace can
-be made, as on a CI box that runs one test at a time, they run as they are.
+be made, as on a CI box that runs one test at a time, they run as they are, followed by a
+`ray stop --force`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -50,12 +53,6 @@ NAMESPACES = (["--pid", "--fork", "--kill-child", "--mount-proc", "--net"], ["--
 AS_ROOT = ([], ["--user", "--map-root-user"])  # root already, or an unprivileged user namespace
 
 
-@dataclass(frozen=True)
-class Isolation:
-    prefix: tuple[str, ...]  # the command line that runs a command inside the namespaces; () for none
-    network: bool
-
-
 def _runs(argv: list[str]) -> str | None:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -65,18 +62,19 @@ def _runs(argv: list[str]) -> str | None:
 
 
 @cache
-def isolation() -> Isolation:
-    """The strongest isolation this machine allows: PID and network namespaces, PID only, or
-    none (empty prefix)."""
+def isolation() -> tuple[str, ...]:
+    """The command line that runs a command in the strongest isolation this machine allows:
+    PID and network namespaces, PID only, or none (empty)."""
     unshare = shutil.which("unshare")
     if unshare:
         for user in AS_ROOT:
             for flags in NAMESPACES:
-                prefix = (unshare, *user, *flags, "--", sys.executable, "-c", LOOPBACK_UP)
+                network = "--net" in flags
+                prefix = (unshare, *user, *flags, "--", *((sys.executable, "-c", LOOPBACK_UP) if network else ()))
                 address = _runs([*prefix, sys.executable, "-c", HOSTNAME_PROBE])
-                if address is not None and ("--net" not in flags or address.strip().startswith("127.")):
-                    return Isolation(prefix, "--net" in flags)
-    return Isolation((), False)
+                if address is not None and (not network or address.strip().startswith("127.")):
+                    return prefix
+    return ()
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -98,14 +96,19 @@ class Sandbox:
     checkout: Path  # where the commands run
     env: dict[str, str]
 
-    def run(self, script: str, timeout: float, *, starts_ray: bool = False) -> subprocess.CompletedProcess[str]:
-        """`bash -e -c script` in the checkout, stdout and stderr together. With `starts_ray`,
-        inside the namespaces where the machine allows them (all their processes end with the
-        script, finished or killed at the timeout), else followed by `ray stop --force`,
-        whatever happened."""
-        prefix = list(isolation().prefix) if starts_ray else []
-        process = subprocess.Popen([*prefix, "bash", "-e", "-c", script], cwd=self.checkout, env=self.env,
-                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    def run(self, script: str, timeout: float, *, isolate: bool = False, activated: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`bash -e -c script` in the checkout, stdout and stderr together; `activated`: after
+        `source .venv/bin/activate`, as the README's commands after its first block assume.
+        With `isolate` (for commands that start Ray), inside the namespaces where the machine
+        allows them (all their processes end with the script, finished or killed at the
+        timeout), else followed by `ray stop --force`, whatever happened."""
+        prefix = list(isolation()) if isolate else []
+        if activated:
+            script = f"source .venv/bin/activate\n{script}"
+        process = subprocess.Popen([*prefix, "bash", "-e", "-c", script], cwd=self.checkout,
+                                   env={**self.env, **(env or {})}, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -113,7 +116,7 @@ class Sandbox:
             output, _ = process.communicate()
             output += f"\n[killed after {timeout:.0f} s]"
         finally:
-            if starts_ray and not prefix:
+            if isolate and not prefix:
                 subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], env=self.env, capture_output=True,
                                timeout=60)
         return subprocess.CompletedProcess(process.args, process.returncode, output)
@@ -148,3 +151,58 @@ def make_demo_work(workdir: Path) -> None:
 
     dataset = write_demo_sudoku(str(workdir / "data"), train_size=512, test_size=128)
     train(TrainConfig(model=DEMO_MODELS["hrm"]), dataset, workdir / "hrm", steps=8, checkpoint_every=2, threads=1)
+
+
+# --------------------------------------------------------------------------- the README's inputs
+
+MY_RUN_STEPS = (26040, 52080)  # the steps the README's commands name
+
+
+def make_readme_inputs(checkout: Path) -> None:
+    """Small stand-ins for every input the README's commands name, in its formats, at the
+    paths it gives (relative to the checkout): a training run checkpoints/my-run with
+    all_config.yaml and the two steps it names, a 9x9 Sudoku dataset in the reference layout
+    at data/sudoku-extreme-full that those checkpoints fit, the converters' inputs
+    (train.csv/test.csv, arc-data/, mazes-*.txt, tasks.jsonl) and the demo's demo-work/."""
+    from hrm.puzzles.maze import generate_mazes
+    from hrm.puzzles.publish import Clock, Destination, publish
+    from hrm.puzzles.sudoku_generator import generate_sudokus, sudoku_puzzle_arrays
+
+    from tests.factories import make_checkpoint, write_sudoku_csv
+
+    # Sudoku-Extreme's sizes: vocab 11, 81 cells, one puzzle identifier.
+    make_checkpoint(checkout / "checkpoints" / "my-run", vocab_size=11, seq_len=81, num_puzzle_identifiers=1,
+                    steps=MY_RUN_STEPS)
+    train, test = list(generate_sudokus(16, givens=30, seed=1)), list(generate_sudokus(8, givens=30, seed=2))
+    splits = {"train": sudoku_puzzle_arrays(train), "test": sudoku_puzzle_arrays(test)}
+    publish(Destination(str(checkout / "data" / "sudoku-extreme-full"), format="reference"), "sudoku-extreme stand-in",
+            splits, seed=0, vocab_size=11, seq_len=81, identifiers=["<blank>"], clock=Clock())
+    write_sudoku_csv(checkout / "train.csv", train)
+    write_sudoku_csv(checkout / "test.csv", test)
+
+    for subset, seed in (("training", 0), ("evaluation", 1)):  # ARC: a directory per subset
+        (checkout / "arc-data" / subset).mkdir(parents=True)
+        for i in range(2):
+            (checkout / "arc-data" / subset / f"{subset[:4]}{i:04d}.json").write_text(json.dumps(arc_puzzle(seed * 10 + i)))
+
+    for split, seed in (("train", 0), ("test", 1)):
+        mazes = generate_mazes(4, 11, seed=seed)
+        (checkout / f"mazes-{split}.txt").write_text("\n\n".join("\n".join(maze.question) for maze in mazes) + "\n")
+
+    records = [{"prompt": f"Task {i}: deploy the service and check {i} endpoints.",
+                "completion": f"start deployment monitoring validation end {'.' * i}"} for i in range(6)]
+    (checkout / "tasks.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    make_demo_work(checkout / "demo-work")
+
+
+def arc_puzzle(seed: int) -> dict:
+    """An ARC puzzle whose rule is 'recolour 1 to 2': two train pairs and a test pair."""
+    rng = random.Random(seed)
+
+    def pair() -> dict:
+        width = rng.randint(2, 5)
+        grid = [[rng.choice((0, 1, 3)) for _ in range(width)] for _ in range(3)]
+        return {"input": grid, "output": [[2 if c == 1 else c for c in row] for row in grid]}
+
+    return {"train": [pair(), pair()], "test": [pair()]}

@@ -6,13 +6,16 @@ import argparse
 import importlib
 import re
 import shlex
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from jobs.cli import COMMANDS
 
 from tests.factories import REPO
-from tests.readme_sandbox import make_demo_work, sandbox
+from tests.readme_sandbox import Sandbox, make_readme_inputs, sandbox
+from tests.s3server import S3_ENV, start_s3_server
 
 README = (REPO / "README.md").read_text()
 
@@ -66,18 +69,100 @@ def test_every_config_the_readme_names_exists():
         assert (REPO / name).is_file(), name
 
 
+# --------------------------------------------------------------------------- running the README
+
+OPENING = ""  # the blocks before the first section: ./scripts/demo and ./scripts/test, which CI runs
+CLUSTER = "Run on a Ray cluster"  # its block runs in a test of its own, which checks where results land
+
+
+def section_blocks() -> list[tuple[str, str]]:
+    """(section title, block) for every bash block of the README, in order."""
+    found = []
+    for part in re.split(r"\n(?=## )", README):
+        title = part[3:part.index("\n")] if part.startswith("## ") else OPENING
+        found += [(title, block) for block in code_blocks(text=part)]
+    return found
+
+
+def starts_ray(block: str) -> bool:
+    return any(re.match(r"ray |hrm-eval (run|demo)\b", line) and "--dry-run" not in line for line in commands(block))
+
+
+def written_by(block: str) -> list[str]:
+    """What the block's commands name as what they write: each --output, the destination of
+    `convert reference`, the report `hrm-eval report` regenerates."""
+    found = []
+    for argv in map(shlex.split, commands(block)):
+        if "--output" in argv:
+            found.append(argv[argv.index("--output") + 1])
+        elif argv[:3] == ["hrm-eval", "convert", "reference"]:
+            found.append(argv[4])
+        elif argv[:2] == ["hrm-eval", "report"]:
+            found.append(f"{argv[2]}/report.html")
+    return found
+
+
+def other_blocks() -> list:
+    return [pytest.param(block, id=commands(block)[0][:60], marks=[pytest.mark.ray] if starts_ray(block) else [])
+            for title, block in section_blocks() if title not in (OPENING, CLUSTER)]
+
+
+@pytest.fixture(scope="module")
+def readme_s3() -> Iterator[dict[str, str]]:
+    """A loopback S3 server of this module's own, holding the buckets the README names, and
+    the environment that points the AWS chain at it."""
+    import boto3
+
+    server, endpoint = start_s3_server()
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    for bucket in set(re.findall(r"s3://([a-z0-9.-]+)/", "".join(code_blocks()))):
+        client.create_bucket(Bucket=bucket)
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def readme_box(tmp_path_factory) -> Iterator[Sandbox]:
+    """A copy of the checkout holding small stand-ins for every input the README names."""
+    with sandbox(tmp_path_factory.mktemp("readme")) as box:
+        make_readme_inputs(box.checkout)
+        yield box
+
+
+def stored(uri: str, checkout: Path, s3_env: dict[str, str]) -> bool:
+    if uri.startswith("s3://"):
+        import boto3
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name=s3_env["AWS_DEFAULT_REGION"],
+                              aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"])
+        return client.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] > 0
+    return (checkout / uri).exists()
+
+
+@pytest.mark.parametrize("block", other_blocks())
+def test_every_other_readme_command_runs_as_written_and_writes_what_it_names(block, readme_box, readme_s3):
+    done = readme_box.run(block, timeout=180, isolate=starts_ray(block), activated=True, env=readme_s3)
+    assert done.returncode == 0, done.stdout[-8000:]
+    missing = [uri for uri in written_by(block) if not stored(uri, readme_box.checkout, readme_s3)]
+    assert not missing, done.stdout[-8000:]
+
+
 @pytest.mark.ray
-def test_the_cluster_recipe_runs_as_written_after_the_demo_and_writes_the_report_where_the_readme_says(tmp_path):
-    text = section("Run on a Ray cluster")
+def test_the_cluster_recipe_runs_as_written_after_the_demo_and_writes_the_report_where_the_readme_says(readme_box):
+    text = section(CLUSTER)
     (recipe,) = code_blocks(text=text)
     results = re.search(r"The results are then in `([^`]+)`", text).group(1)
     assert "RAY_AUTH_MODE=token" in recipe and "disabled" not in text  # authentication stays on
-    with sandbox(tmp_path) as box:
-        make_demo_work(box.checkout / "demo-work")
-        done = box.run(recipe, timeout=240, starts_ray=True)
+    done = readme_box.run(recipe, timeout=240, isolate=True)
 
-        assert done.returncode == 0, done.stdout[-8000:]
-        run = box.checkout / results
-        assert (run / "report.html").is_file() and (run / "metrics.json").is_file(), sorted(run.parent.rglob("*"))
-        assert f"report: {run / 'report.html'}" in done.stdout  # the job's log names where it really is
-        assert "Stopped all" in done.stdout  # the recipe's own `ray stop`
+    assert done.returncode == 0, done.stdout[-8000:]
+    run = readme_box.checkout / results
+    assert (run / "report.html").is_file() and (run / "metrics.json").is_file(), sorted(run.parent.rglob("*"))
+    assert f"report: {run / 'report.html'}" in done.stdout  # the job's log names where it really is
+    assert "Stopped all" in done.stdout  # the recipe's own `ray stop`
