@@ -48,6 +48,7 @@ from jobs.bench_faults import configure_faults, run_faults
 from jobs.bench_models import CONFIGS, model_fields
 from jobs.bench_preflight import configure_preflight, run_preflight
 from jobs.bench_scale import configure_scale, run_scale
+from jobs.bench_threads import configure_threads, run_threads
 from jobs.bench_unit import configure_unit, run_unit
 from jobs.bench_votes import configure_votes, run_votes
 
@@ -404,6 +405,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                "doubled, metrics against a clean run", configure_faults, run_faults),
     "votes": ("ARC voting and a checkpoint ensemble at ARC aug-1000 size (synthetic): seconds and peak RSS",
               configure_votes, run_votes),
+    "threads": ("hrm-eval evaluate's CPU thread layouts, idle and beside busy neighbours: which stays fast on a "
+                "shared machine", configure_threads, run_threads),
 }
 
 

@@ -230,3 +230,16 @@ def test_the_faults_bench_kills_an_actor_and_a_driver_and_finds_nothing_lost_or_
     assert [(t["kind"], t["killed"], t["reruns"]) for t in report["trials"]] == [("actor", 1, 0), ("driver", 1, 1)]
     assert report["summary"] == {"trials": 2, "lost": 0, "doubled": 0, "identical": 2, "completed": 2}
     assert "2 trials: 0 units lost, 0 doubled, metrics identical in 2, completed 2" in printed
+
+
+def test_the_threads_bench_measures_every_layout_idle_and_busy_and_names_the_most_robust(tmp_path):
+    report, printed = run_bench(tmp_path, "threads", "--examples", "64", "--batch-size", "32", "--repeats", "1",
+                                "--neighbours", "1", "--tmp", str(tmp_path))
+    from jobs.bench_threads import CANDIDATES
+
+    assert set(report["candidates"]) == set(CANDIDATES)
+    for condition in ("idle", "busy"):
+        assert all(positive(cell["examples_per_second"]) for cell in report["conditions"][condition]["cells"].values())
+    slowest = {name: row["slowest"] for name, row in report["candidates"].items()}
+    assert slowest[report["most_robust"]] == max(slowest.values())
+    assert f"most robust (fastest in its slower condition): {report['most_robust']}" in printed
