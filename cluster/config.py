@@ -191,8 +191,8 @@ class OutputConfig(Strict):
     )
     log_samples: bool = Field(
         False, description="also store each example's inputs and labels (token ids) in its prediction row, "
-        "as `hrm-eval evaluate --log-samples` does; units an earlier attempt of the run committed keep the "
-        "predictions they were written with",
+        "as `hrm-eval evaluate --log-samples` does; switching it re-evaluates a resumed run's units, whose "
+        "stored predictions would otherwise lack (or hold) them",
     )
 
 

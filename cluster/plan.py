@@ -139,7 +139,8 @@ def prepare(config: RunConfig) -> PreparedRun:
         sets=sets,
         shards=shards,
         checkpoints=checkpoints,
-        units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies),
+        units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies,
+                         config.output.log_samples),
         tta_copies=tta_copies,
         started_at=started,
         preflight_s=time.perf_counter() - clock,
@@ -156,7 +157,7 @@ def replan_checkpoint(prepared: PreparedRun, name: str) -> PreparedRun:
     checked = _check_checkpoint(ref, read_arch_spec(ref.config_uri), meta, config.dataset.uri,
                                 config.cluster.checkpoint_cache_dir)
     fresh = iter(plan_units([checked], prepared.shards, prepared.dataset_hash, config.eval_identity(),
-                            prepared.tta_copies))
+                            prepared.tta_copies, config.output.log_samples))
     return replace(prepared, checkpoints=[checked if r.name == name else r for r in prepared.checkpoints],
                    units=[next(fresh) if u.checkpoint == name else u for u in prepared.units])
 
@@ -376,7 +377,8 @@ def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, 
 
 
 def unit_id(
-    checkpoint: CheckpointRef, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None
+    checkpoint: CheckpointRef, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None,
+    samples: bool = False,
 ) -> str:
     key: dict[str, Any] = {
         # The name as well as the version: two files of equal size and modification time (or
@@ -391,17 +393,21 @@ def unit_id(
         # The transform itself, not just its index: a change in how copies are drawn must not
         # resume results of different copies. Plain units keep their ids (resumable by a TTA run).
         key["tta"] = {**tta.model_dump(), "transform": repr(tta.transform())}
+    if samples:
+        # Predictions stored with their inputs and labels (output.log_samples) are other files:
+        # switching it must not resume parts without them. Units without keep their ids.
+        key["samples"] = True
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def plan_units(
     checkpoints: list[CheckpointRef], shards: list[Shard], dataset_hash: str, eval_identity: dict[str, Any],
-    tta_copies: list[TTACopy] | None = None,
+    tta_copies: list[TTACopy] | None = None, samples: bool = False,
 ) -> list[Unit]:
     """Checkpoint-major order (the plain data, then each test-time-augmentation copy): the driver
     then naturally finishes one checkpoint before the next."""
     return [
-        Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy), checkpoint=ref.name, shard=shard,
+        Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy, samples), checkpoint=ref.name, shard=shard,
              tta=copy)
         for ref in checkpoints
         for copy in [None, *(tta_copies or [])]

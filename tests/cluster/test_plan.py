@@ -162,8 +162,9 @@ def test_a_unit_id_changes_with_checkpoint_data_eval_settings_and_shard_and_noth
         unit_id(ckpt, "data2", {"protocol": "fixed"}, shard),
         unit_id(ckpt, "data", {"protocol": "adaptive"}, shard),
         unit_id(ckpt, "data", {"protocol": "fixed"}, Shard("test", "easy", 16, 32)),
+        unit_id(ckpt, "data", {"protocol": "fixed"}, shard, samples=True),  # predictions stored with inputs/labels
     ]
-    assert base not in others and len(set(others)) == 5
+    assert base not in others and len(set(others)) == 6
 
 
 def test_units_pair_every_checkpoint_with_every_shard_checkpoint_by_checkpoint(tmp_path):
