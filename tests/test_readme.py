@@ -14,7 +14,7 @@ import pytest
 from jobs.cli import COMMANDS
 
 from tests.factories import REPO
-from tests.readme_sandbox import Sandbox, make_readme_inputs, sandbox
+from tests.readme_sandbox import MY_RUN_STEPS, Sandbox, make_readme_inputs, sandbox
 from tests.s3server import S3_ENV, start_s3_server
 
 README = (REPO / "README.md").read_text()
@@ -166,3 +166,13 @@ def test_the_cluster_recipe_runs_as_written_after_the_demo_and_writes_the_report
     assert (run / "report.html").is_file() and (run / "metrics.json").is_file(), sorted(run.parent.rglob("*"))
     assert f"report: {run / 'report.html'}" in done.stdout  # the job's log names where it really is
     assert "Stopped all" in done.stdout  # the recipe's own `ray stop`
+
+
+def test_the_readmes_sweep_config_is_valid_and_plans_over_the_files_it_names(readme_box, readme_s3):
+    (sweep,) = code_blocks("yaml")
+    (readme_box.checkout / "sweep.yaml").write_text(sweep)
+    done = readme_box.run("hrm-eval run sweep.yaml --dry-run", timeout=120, activated=True, env=readme_s3)
+    assert done.returncode == 0, done.stdout[-4000:]
+    chosen = re.findall(r"^  my-run-step_(\d+) \(step", done.stdout, flags=re.M)
+    assert sorted(map(int, chosen)) == sorted(sorted(MY_RUN_STEPS)[::-2][:10])  # every 2nd step back from the newest
+    assert re.search(r"^run \S+: results s3://my-bucket/hrm-eval/", done.stdout, flags=re.M)
