@@ -40,7 +40,9 @@ def ray_runtime() -> Iterator[None]:
     import ray
 
     with pytest.MonkeyPatch.context() as env:
-        for key, value in RAY_ENV.items():
+        # The S3 test credentials too: workers keep the environment Ray started with, and a test
+        # module may reach the loopback S3 server only after an earlier test started Ray.
+        for key, value in {**RAY_ENV, **S3_ENV}.items():
             env.setenv(key, value)
         env.delenv("RAY_ADDRESS", raising=False)
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
