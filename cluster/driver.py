@@ -396,9 +396,10 @@ class Driver:
             write_health(run, manifest)
         write_manifest(run, manifest)  # last: the commit point of the run
         self.progress.finish(manifest, metrics)
-        if metrics is not None:
-            html, _ = write_report(run)  # reads the manifest: after the commit point, regenerable from results
-            self.progress.report_written(html)
+        # After the commit point (it reads the manifest), regenerable from results; a failed run's
+        # report shows what it committed, marked partial.
+        html, _ = write_report(run)
+        self.progress.report_written(html)
         if status == "failed":
             raise RunFailed(manifest.error or "run incomplete", manifest)
         return manifest

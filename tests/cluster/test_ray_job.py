@@ -354,6 +354,8 @@ def test_a_unit_that_keeps_failing_fails_the_run_and_the_manifest_names_it(clust
     assert "failed 2 times" in manifest.error and "IndexError" in manifest.error and failed.id in manifest.error
     assert "IndexError" in failed.error
     assert not storage.exists(storage.join(prepared.run, METRICS))  # no half-finished figures
+    report = storage.read_bytes(storage.join(prepared.run, "report.md")).decode()
+    assert "**PARTIAL** — the run failed" in report  # what it committed, marked so
 
 
 def test_bad_weights_fail_their_checkpoint_at_once_without_retrying(cluster, tmp_path):
@@ -370,6 +372,7 @@ def test_bad_weights_fail_their_checkpoint_at_once_without_retrying(cluster, tmp
     states = read_unit_states(prepared.run)
     assert {u.state for u in states} == {"failed"} and all("NaN" in u.error for u in states)
     assert max(u.attempts for u in states) == 1  # bad bytes do not get better: no retry
+    assert "**PARTIAL** — the run failed" in storage.read_bytes(storage.join(prepared.run, "report.md")).decode()
 
 
 # --------------------------------------------------------------------------- before Ray starts
