@@ -6,7 +6,6 @@ import pyarrow as pa
 import pytest
 
 from hrm import storage
-
 from hrm.errors import InputError
 
 from cluster.results.compare import compare_runs
