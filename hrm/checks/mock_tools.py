@@ -567,8 +567,13 @@ def _check_dockerfile(env: Environment, path: str, context: str) -> None:
         if name not in ("COPY", "ADD") or any(w.startswith("--from") for w in words):
             continue  # --from copies from another stage, not the context
         words = [w for w in words if not w.startswith("--")]
-        if words and words[0].startswith("["):
-            words = json.loads(" ".join(words))
+        if words and words[0].startswith("["):  # the exec form: a JSON array of strings
+            try:
+                words = json.loads(" ".join(words))
+            except json.JSONDecodeError:
+                words = None
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise ToolError(f"{path}: {name} has a malformed JSON array")
         if len(words) < 2:
             raise ToolError(f"{path}: {name} needs a source and a destination")
         for source in words[:-1]:

@@ -122,6 +122,8 @@ def parse_call(line: str, tools: ToolSet) -> Call:
         data = json.loads(line)
     except json.JSONDecodeError as err:
         raise InvalidCall(f"not JSON: {err.msg} at column {err.colno}") from None
+    except RecursionError:  # garbage output can nest brackets deeper than the parser recurses
+        raise InvalidCall("not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidCall(f"not a JSON object but {_json_type(data)}")
     missing = [key for key in ("tool", "args") if key not in data]

@@ -276,6 +276,8 @@ def test_docker_build_refuses_a_dockerfile_without_from_or_with_a_copy_source_mi
     refused(env, "docker_build", {"context": "/app", "tag": "web"}, "COPY source 'req.txt' not found")
     run(env, ("write_file", {"path": "/app/Dockerfile", "content": "FROM python\nCOPY ../README.md /x\n"}))
     refused(env, "docker_build", {"context": "/app", "tag": "web"}, "not found in the build context")
+    run(env, ("write_file", {"path": "/app/Dockerfile", "content": 'FROM python\nCOPY ["main.py", \n'}))
+    refused(env, "docker_build", {"context": "/app", "tag": "web"}, "COPY has a malformed JSON array")
     run(env, ("write_file", {"path": "/app/Dockerfile", "content": 'FROM python\nCOPY ["main.py", "/x"]\n'}),
         ("docker_build", {"context": "/app", "tag": "web"}))
     assert "web:latest" in env.images

@@ -95,7 +95,9 @@ def test_a_value_outside_the_schema_is_an_invalid_call():
     ('{"tool": "git_init", "args": {}, "why": "x"}', "unknown key 'why' (a call holds only \"tool\" and \"args\")"),
     ('{"tool": 3, "args": {}}', "\"tool\" must be a string, got integer"),
     ('{"tool": "git_init", "args": ["/p"]}', "git_init: \"args\" must be an object, got array"),
-], ids=["truncated", "not-json", "array", "no-args", "no-tool", "extra-key", "tool-not-string", "args-not-object"])
+    ("[" * 100_000, "not JSON: nested too deeply"),
+], ids=["truncated", "not-json", "array", "no-args", "no-tool", "extra-key", "tool-not-string", "args-not-object",
+        "nested-too-deeply"])
 def test_a_line_that_is_not_a_call_object_is_an_invalid_call(line, message):
     assert check(INIT, line) == invalid(1, message)
 
