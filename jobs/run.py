@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -149,13 +150,15 @@ def describe_plan(prepared: PreparedRun, committed: set[str]) -> str:
 def connect(config: RunConfig) -> None:
     import ray
 
+    # Ray sets its own logger's level in ray.init: follow -q/-v (INFO at most, as Ray's default).
+    level = max(logging.INFO, logging.getLogger("jobs").getEffectiveLevel())
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, logging_level=level)
         return
     # address="local": never attach to some other `ray start` cluster on this machine.
     # A fixed CPU count (not Ray's guess inside containers), at least enough for the actors:
     # their real parallelism is cluster.torch_threads, not this logical count.
     low, high = config.cluster.actor_range
     cpus = max(len(os.sched_getaffinity(0)), math.ceil(high * config.cluster.cpus_per_actor))
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=level)
