@@ -1,0 +1,677 @@
+"""A sandbox for untrusted code: run one program with limits, confined, and clean up every process it started.
+
+`run_sandboxed(argv, files, limits)` starts this very file as a small launcher (`python -I -S sandbox.py CONFIG`,
+standard library only, so it runs before and outside anything the program can touch). The launcher confines itself,
+starts the program and reports how it ended on a status pipe; the calling process reads stdout and stderr with a
+cap, enforces the wall clock and removes the scratch directory. docs/sandbox.md says what each mode protects against
+and what it does not.
+
+Two modes, the strongest the kernel allows chosen once per process (`protections()` names what is in force):
+- "namespaces": new mount, network, PID, IPC and UTS namespaces (inside a user namespace when we are not root). The
+  whole filesystem is remounted read-only, nosuid, nodev, /tmp /var/tmp /run /dev/shm are replaced by empty
+  read-only tmpfs (hiding other programs' sockets and files), and the scratch directory is the one writable mount.
+  The network namespace has only a loopback that is down. The program's parent is a tiny init, PID 1 of the
+  namespace: when it exits the kernel kills every process left in the namespace, daemons that setsid() included.
+- "basic": no namespaces (the kernel or a container refused them). Limits, own session, empty environment, and a
+  child subreaper launcher that kills every leftover descendant; writes and the network are only stopped where the
+  program runs as an unprivileged user that may not write the place (root runs it as nobody when it can).
+In both, the program runs with rlimits (CPU, address space, processes, file size, open files, no core files),
+no_new_privs, stdin /dev/null and an empty environment, and as an unprivileged uid (nobody when we are root,
+since root ignores RLIMIT_NPROC).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import math
+import os
+import resource
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["ok", "error", "timeout", "memory_limit", "output_limit", "killed"]
+Mode = Literal["namespaces", "basic"]
+
+# The names protections() returns; each is a guarantee the tests assert when (and only when) it is listed.
+WRITES_CONFINED = "writes-confined-to-scratch"   # nothing outside the scratch dir is writable (read-only mounts)
+WRITES_UNPRIVILEGED = "writes-as-unprivileged-user"  # runs as nobody: only world-writable places are writable
+NO_NETWORK = "no-network"                         # own network namespace: no interface but a loopback that is down
+DESCENDANTS_KILLED = "descendants-killed"         # every process it started is gone when run_sandboxed returns
+PROCESS_LIMIT = "process-limit"                   # Limits.processes is enforced (RLIMIT_NPROC on a non-root uid)
+HOST_PROCESSES_HIDDEN = "host-processes-hidden"   # own PID namespace: it cannot see or signal anything outside
+RLIMITS = "rlimits"                               # CPU, address space, file size, open files
+
+NOBODY = 65534  # the uid/gid root runs the program as: not root (so RLIMIT_NPROC holds) and owning nothing
+
+# Memory exhaustion as programs report it: Python's MemoryError, C/C++ allocation failures.
+_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be set up (not the program's fault)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_seconds: float = 10.0        # RLIMIT_CPU of every process (then SIGXCPU/SIGKILL)
+    wall_seconds: float = 20.0       # then the whole process group is killed
+    memory_bytes: int = 1 << 30      # RLIMIT_AS
+    processes: int = 64              # RLIMIT_NPROC (see the brief: per-user on Linux) or equivalent
+    file_bytes: int = 16 << 20       # RLIMIT_FSIZE
+    open_files: int = 64             # RLIMIT_NOFILE
+    output_bytes: int = 1 << 20      # stdout and stderr, each: beyond it the run is stopped
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    returncode: int | None           # None if killed by a signal
+    signal: int | None
+    stdout: bytes                    # at most output_bytes each
+    stderr: bytes
+    wall_seconds: float
+    cpu_seconds: float               # children's CPU time
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernel interfaces Python 3.11 lacks (unshare, mount, mount_setattr, prctl), through libc.
+
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+_CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 1, 2, 4
+_AT_FDCWD, _AT_RECURSIVE = -100, 0x8000
+_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added in Linux 5.12, after the syscall table merge)
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _unshare(flags: int) -> None:
+    _check(_libc().unshare(ctypes.c_int(flags)), "unshare")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    _check(_libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+def _mount_setattr(path: str, *, recursive: bool, set_: int = 0, clear: int = 0) -> None:
+    attr = _MountAttr(set_, clear, 0, 0)
+    _check(_libc().syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), path.encode(),
+                           ctypes.c_uint(_AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                           ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+
+
+def _prctl(option: int, value: int) -> None:
+    _check(_libc().prctl(ctypes.c_int(option), ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                         ctypes.c_ulong(0)), f"prctl {option}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The launcher: everything below up to run_sandboxed runs in the child `python -I -S sandbox.py CONFIG`.
+
+# Host places replaced by empty read-only tmpfs in namespace mode: where other programs keep sockets (Ray's, the
+# D-Bus session bus, ...) and shared memory, which a read-only mount alone would leave connectable.
+_HIDDEN_DIRS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
+
+
+def _write(fd: int, line: str) -> None:
+    os.write(fd, (line.rstrip("\n") + "\n").encode())
+
+
+def _hidden_ancestor(path: str) -> str | None:
+    """The first directory above `path` that nobody may not traverse (e.g. /root, mode 0700), if any."""
+    parts = Path(path).parts
+    for i in range(1, len(parts)):
+        d = os.path.join(*parts[:i])
+        if not os.stat(d).st_mode & stat.S_IXOTH:
+            return d
+    return None
+
+
+def _graft(source: str, target: str, tmpfs_dirs: list[str]) -> None:
+    """Bind `source` (a host path, resolved before anything was hidden) at `target`, creating the mount point (and
+    any tmpfs needed to hold it) first."""
+    fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    try:
+        while True:
+            hidden = _hidden_ancestor(target) if os.geteuid() == 0 and os.path.exists(target) else None
+            if hidden is None:
+                break
+            # root runs the program as nobody: a 0700 directory on the way (e.g. /root holding the interpreter)
+            # becomes a tmpfs holding only the path to it.
+            _mount("tmpfs", hidden, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=64k")
+            tmpfs_dirs.append(hidden)
+        if not os.path.exists(target):
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
+    finally:
+        os.close(fd)
+
+
+def _confine_filesystem(scratch: str, readable: Sequence[str]) -> bool:
+    """Make / read-only and the scratch directory the only writable place; returns whether /proc was remounted
+    (done later by the namespace's init)."""
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we do here propagates back to the host
+    _mount_setattr("/", recursive=True, set_=_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV)
+    tmpfs_dirs: list[str] = []
+    scratch_fd_path = scratch
+    # Bind the scratch dir and the interpreter's trees before /tmp (which usually holds the scratch dir) is hidden:
+    # stash them as O_PATH fds and graft them after.
+    keep = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in [scratch_fd_path, *readable] if os.path.exists(p)}
+    try:
+        for d in _HIDDEN_DIRS:
+            if os.path.isdir(d) and not os.path.islink(d):
+                _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=64k")
+                tmpfs_dirs.append(d)
+        for path, fd in keep.items():
+            under_tmpfs = any(path == d or path.startswith(d + "/") for d in tmpfs_dirs)
+            hidden = os.geteuid() == 0 and _hidden_ancestor(path) is not None
+            if path != scratch and not under_tmpfs and not hidden:
+                continue  # reachable as it is
+            _graft(f"/proc/self/fd/{fd}", path, tmpfs_dirs)
+    finally:
+        for fd in keep.values():
+            os.close(fd)
+    for d in tmpfs_dirs:
+        _mount_setattr(d, recursive=False, set_=_MOUNT_ATTR_RDONLY)
+    _mount_setattr(scratch, recursive=False, clear=_MOUNT_ATTR_RDONLY)
+    return True
+
+
+def _count_tasks(uid: int) -> int:
+    """Tasks (threads included, as RLIMIT_NPROC counts them) of `uid` on the host, for basic mode's limit."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+            if int(fields[b"Uid"].split()[0]) == uid:
+                total += int(fields[b"Threads"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return total
+
+
+def _apply_limits(limits: dict, nproc: int) -> None:
+    cpu = max(1, math.ceil(limits["cpu_seconds"]))
+    # SIGXCPU at the soft limit, SIGKILL one second later if the program ignores it.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"], limits["file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _own_user_namespace(uid: int, gid: int) -> None:
+    """A user namespace of the program's own, mapping only its uid: RLIMIT_NPROC is then counted per namespace
+    (Linux >= 5.14), so the limit is this run's processes alone, not every process of the user."""
+    _unshare(_CLONE_NEWUSER)
+    # A non-dumpable process's /proc files belong to root, and changing uid or forking from the (non-dumpable)
+    # init leaves us non-dumpable: be dumpable to write our own maps (exec resets this anyway).
+    _prctl(_PR_SET_DUMPABLE, 1)
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+
+
+def _exec_program(cfg: dict, status_fd: int, *, own_group: bool) -> None:
+    """In the forked child: become the program. Never returns."""
+    try:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)  # ignored signals would stay ignored across exec
+        if own_group:
+            os.setpgid(0, 0)
+        uid, gid = cfg["uid"], cfg["gid"]
+        if os.geteuid() == 0 and uid != 0:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        nproc = cfg["limits"]["processes"]
+        if cfg["mode"] == "namespaces":
+            _own_user_namespace(uid, gid)  # before lowering RLIMIT_NPROC: the namespace records the limit it starts with
+        else:
+            # Outside a namespace RLIMIT_NPROC counts every task of the uid: allow the ones it has now (this one
+            # included, hence -1) plus the program's share. Approximate: the uid's other processes come and go.
+            nproc += _count_tasks(os.getuid()) - 1
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        _apply_limits(cfg["limits"], nproc)
+        os.chdir(cfg["scratch"])
+        os.execve(cfg["executable"], cfg["argv"], cfg["env"])
+    except BaseException as e:  # noqa: BLE001 - anything here is the sandbox failing to start the program
+        try:
+            _write(status_fd, f"error cannot start {cfg['argv'][0]}: {e}")
+        finally:
+            os._exit(127)
+
+
+def _report(status_fd: int, wait_status: int, rusage: resource.struct_rusage) -> None:
+    cpu = rusage.ru_utime + rusage.ru_stime
+    if os.WIFSIGNALED(wait_status):
+        _write(status_fd, f"signal {os.WTERMSIG(wait_status)} {cpu}")
+    else:
+        _write(status_fd, f"exit {os.waitstatus_to_exitcode(wait_status)} {cpu}")
+
+
+def _namespace_init(cfg: dict, status_fd: int) -> None:
+    """PID 1 of the sandbox's PID namespace: start the program, reap everything, report the program's end, exit.
+    Its exit makes the kernel SIGKILL every process still in the namespace. Never returns."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # PID 1 ignores default-handled signals sent from inside
+        _prctl(_PR_SET_DUMPABLE, 0)  # the program (same uid when we are not root) may not ptrace its init
+        # A /proc of this PID namespace: the program sees its own processes only.
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+        if cfg.get("probe"):
+            child = os.fork()
+            if child == 0:
+                try:
+                    if os.geteuid() == 0:
+                        os.setgroups([])
+                        os.setresgid(NOBODY, NOBODY, NOBODY)
+                        os.setresuid(NOBODY, NOBODY, NOBODY)
+                    _own_user_namespace(os.getuid(), os.getgid())
+                except BaseException:  # noqa: BLE001
+                    os._exit(1)
+                os._exit(0)
+            _, st = os.waitpid(child, 0)
+            _write(status_fd, "probe ok" if st == 0 else "probe failed: no user namespace for the program")
+            os._exit(0)
+        program = os.fork()
+        if program == 0:
+            _exec_program(cfg, status_fd, own_group=False)
+        while True:
+            pid, st, rusage = os.wait4(-1, 0)
+            if pid == program:
+                _report(status_fd, st, rusage)
+                os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        _write(status_fd, f"error sandbox init: {e}")
+        os._exit(1)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    # the command name (field 2) may hold spaces and parentheses: ppid is after the last ')'
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _kill_descendants() -> None:
+    """Basic mode: as a child subreaper every orphaned descendant is re-parented to us; kill and reap until none."""
+    while True:
+        for child in _children(os.getpid()):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return
+        time.sleep(0.005)
+
+
+def _launch(cfg: dict) -> None:
+    status_fd = cfg["status_fd"]
+    os.set_inheritable(status_fd, False)  # the program must not be able to write a status of its own
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the caller died: take the sandbox with it
+    if os.getppid() != cfg["parent_pid"]:
+        os._exit(1)
+    try:
+        if cfg["mode"] == "namespaces":
+            if os.geteuid() != 0:
+                uid, gid = os.getuid(), os.getgid()
+                _unshare(_CLONE_NEWUSER)
+                for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                    with open(f"/proc/self/{name}", "w") as f:
+                        f.write(text)
+            _prctl(_PR_SET_DUMPABLE, 0)  # from here on holding privileges the program must not borrow (ptrace)
+            _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS)
+            _confine_filesystem(cfg["scratch"], cfg["readable"])
+            init = os.fork()
+            if init == 0:
+                _namespace_init(cfg, status_fd)
+            stop_target = lambda: os.kill(init, signal.SIGKILL)  # noqa: E731 - init's death empties the namespace
+        else:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+            init = os.fork()
+            if init == 0:
+                _exec_program(cfg, status_fd, own_group=True)
+            _write(status_fd, f"group {init}")  # for the caller to kill should the program kill us first
+            stop_target = lambda: os.killpg(init, signal.SIGKILL)  # noqa: E731
+    except BaseException as e:  # noqa: BLE001
+        _write(status_fd, f"error sandbox setup ({cfg['mode']}): {e}")
+        os._exit(1)
+
+    def on_term(signum: int, frame: object) -> None:
+        try:
+            stop_target()
+        except ProcessLookupError:
+            pass
+        if cfg["mode"] == "basic":
+            _kill_descendants()
+
+    signal.signal(signal.SIGTERM, on_term)
+    _, st, rusage = os.wait4(init, 0)
+    if cfg["mode"] == "basic" or os.WIFSIGNALED(st):  # a killed init reported nothing
+        _report(status_fd, st, rusage)
+        try:
+            os.killpg(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _kill_descendants()
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The caller's side.
+
+def _launcher_cmd(cfg: dict) -> list[str]:
+    # -I: no user site, no PYTHON* variables, no script dir on sys.path; -S: no site-packages (stdlib only).
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(cfg)]
+
+
+def _target_ids(executable: str, readable: Sequence[str], mode: Mode) -> tuple[int, int]:
+    """Who the program runs as: ourselves unless we are root; then nobody (root ignores RLIMIT_NPROC and may write
+    anything) - in basic mode only if nobody can reach the interpreter's files, since nothing can be grafted."""
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    if mode == "basic" and any(_hidden_ancestor(p) for p in [executable, *readable]):
+        return 0, 0
+    return NOBODY, NOBODY
+
+
+def _readable_paths(executable: str, extra: Sequence[str | os.PathLike]) -> list[str]:
+    paths = {os.path.dirname(os.path.realpath(executable))}
+    if os.path.basename(executable).startswith("python"):
+        paths |= {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths |= {os.path.realpath(p) for p in extra}
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+@functools.cache
+def _namespaces_work() -> bool:
+    """Probe once per process: set a sandbox up in namespace mode, with the program's own user namespace."""
+    scratch = tempfile.mkdtemp(prefix="hrm-sandbox-probe-")
+    r, w = os.pipe()
+    try:
+        if os.geteuid() == 0:
+            os.chown(scratch, NOBODY, NOBODY)
+        cfg = {"mode": "namespaces", "probe": True, "status_fd": w, "parent_pid": os.getpid(), "scratch": scratch,
+               "readable": _readable_paths(sys.executable, ())}
+        proc = subprocess.run(_launcher_cmd(cfg), stdin=subprocess.DEVNULL, capture_output=True, pass_fds=(w,),
+                              env={}, timeout=30, start_new_session=True)
+        os.close(w)
+        w = -1
+        with os.fdopen(r, "rb") as f:
+            r = -1
+            report = f.read()
+        return proc.returncode == 0 and report.startswith(b"probe ok")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def namespaces_available() -> bool:
+    """Whether this kernel (and container) lets run_sandboxed use namespace mode."""
+    return _namespaces_work()
+
+
+def _resolve_mode(mode: Literal["auto", "namespaces", "basic"]) -> Mode:
+    if mode == "auto":
+        return "namespaces" if _namespaces_work() else "basic"
+    if mode == "namespaces" and not _namespaces_work():
+        raise SandboxError("namespace mode requested but this kernel/container refuses user or mount namespaces")
+    return mode
+
+
+def protections(mode: Literal["auto", "namespaces", "basic"] = "auto") -> list[str]:
+    """What run_sandboxed guarantees here, in `mode` (by default the one it would choose), for a report to state."""
+    resolved = _resolve_mode(mode)
+    if resolved == "namespaces":
+        return [RLIMITS, PROCESS_LIMIT, WRITES_CONFINED, NO_NETWORK, DESCENDANTS_KILLED, HOST_PROCESSES_HIDDEN]
+    found = [RLIMITS]
+    uid, _ = _target_ids(sys.executable, _readable_paths(sys.executable, ()), "basic")
+    if uid != 0:
+        found.append(PROCESS_LIMIT)
+    if os.geteuid() == 0 and uid != 0:
+        # Unprivileged as nobody, and unable to signal the root launcher, which then kills every descendant.
+        found += [WRITES_UNPRIVILEGED, DESCENDANTS_KILLED]
+    return found
+
+
+def _write_files(scratch: Path, files: Mapping[str, bytes]) -> None:
+    for name, content in files.items():
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"sandbox file {name!r}: must be a relative path inside the scratch directory")
+        path = scratch / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def _classify(report: str, stderr: bytes, limits: Limits, *, timed_out: bool,
+              output_capped: bool) -> tuple[Status, int | None, int | None]:
+    kind, _, rest = report.partition(" ")
+    returncode: int | None = None
+    signum: int | None = None
+    if kind == "exit":
+        returncode = int(rest.split()[0])
+    elif kind == "signal":
+        signum = int(rest.split()[0])
+    if output_capped:
+        return "output_limit", returncode, signum
+    if timed_out:
+        return "timeout", returncode, signum
+    cpu = float(rest.split()[1]) if kind in ("exit", "signal") else 0.0
+    if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu >= math.ceil(limits.cpu_seconds)):
+        return "timeout", returncode, signum
+    if returncode == 0:
+        return "ok", returncode, signum
+    if any(marker in stderr for marker in _MEMORY_MARKERS):
+        return "memory_limit", returncode, signum
+    if signum is not None:
+        return "killed", returncode, signum
+    return "error", returncode, signum
+
+
+def run_sandboxed(argv: list[str], files: Mapping[str, bytes] = {}, limits: Limits = Limits(), *,
+                  mode: Literal["auto", "namespaces", "basic"] = "auto",
+                  readable: Sequence[str | os.PathLike] = ()) -> Outcome:
+    """Run argv (argv[0] resolved on the host PATH, e.g. sys.executable) in a fresh scratch directory holding
+    `files` (relative paths), which is its cwd and its only writable place; stdin closed; empty environment
+    (apart from what the sandbox itself must set, e.g. PATH to the interpreter's directory, HOME=scratch, LANG=C.UTF-8);
+    its own session and process group; every process it started killed at the end; the scratch directory removed.
+
+    `mode` picks the confinement ("auto": namespaces when the kernel allows them); `readable` names host paths the
+    program must read that an unprivileged user could not reach (the interpreter's own trees are added).
+    """
+    if not argv:
+        raise ValueError("sandbox argv is empty")
+    executable = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
+    if executable is None or not os.access(executable, os.X_OK):
+        raise FileNotFoundError(f"sandbox program {argv[0]!r} not found on PATH or not executable")
+    executable = os.path.abspath(executable)
+    resolved = _resolve_mode(mode)
+    paths = _readable_paths(executable, readable)
+    uid, gid = _target_ids(executable, paths, resolved)
+    scratch = Path(tempfile.mkdtemp(prefix="hrm-sandbox-"))
+    r = w = -1
+    try:
+        _write_files(scratch, files)
+        if (uid, gid) != (os.getuid(), os.getgid()):
+            _chown_tree(scratch, uid, gid)
+        env = {"PATH": f"{os.path.dirname(executable)}:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
+               "LANG": "C.UTF-8"}
+        r, w = os.pipe()
+        cfg = {"mode": resolved, "status_fd": w, "parent_pid": os.getpid(), "scratch": str(scratch),
+               "readable": paths, "uid": uid, "gid": gid, "limits": asdict(limits), "executable": executable,
+               "argv": list(argv), "env": env}
+        start = time.monotonic()
+        proc = subprocess.Popen(_launcher_cmd(cfg), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(w,), env={}, cwd=scratch, start_new_session=True)
+        os.close(w)
+        w = -1
+        return _supervise(proc, r, limits, start)
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _supervise(proc: subprocess.Popen, status_r: int, limits: Limits, start: float) -> Outcome:
+    """Read stdout/stderr (each capped) and the status pipe until the launcher exits; stop it at the deadline."""
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = start + limits.wall_seconds
+    out = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}  # stdout first, then stderr
+    status = bytearray()
+    sel = selectors.DefaultSelector()
+    for fd in (*out, status_r):
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    timed_out = output_capped = stopping = False
+    exited: tuple[int, resource.struct_rusage] | None = None
+    stop_sent = 0.0
+    while True:
+        if exited is None:
+            pid, st, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                exited = (st, rusage)
+                drain_until = time.monotonic() + 0.5  # what is still in the pipes; no writer should be left
+        now = time.monotonic()
+        if exited is not None and (not sel.get_map() or now >= drain_until):
+            break
+        if not stopping and exited is None and now >= deadline:
+            timed_out = stopping = True
+        if stopping and exited is None:
+            if not stop_sent:
+                stop_sent = now
+                _signal(proc.pid, signal.SIGTERM)  # the launcher kills the program and everything it started
+            elif now - stop_sent > 2.0:
+                _signal(-proc.pid, signal.SIGKILL)
+        timeout = 0.05 if exited is None else max(0.0, drain_until - now)
+        if exited is None and not stopping:
+            timeout = min(timeout, max(0.0, deadline - now))
+        for key, _ in sel.select(timeout):
+            fd = key.fd
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                sel.unregister(fd)
+                continue
+            if fd == status_r:
+                status += chunk
+                continue
+            buf = out[fd]
+            room = limits.output_bytes - len(buf)
+            buf += chunk[:max(room, 0)]
+            if len(chunk) > room and not stopping:
+                output_capped = stopping = True
+    sel.close()
+    proc.stdout.close()
+    proc.stderr.close()
+    wall = time.monotonic() - start
+    st, rusage = exited
+    proc.returncode = os.waitstatus_to_exitcode(st)
+    _signal(-proc.pid, signal.SIGKILL)  # anything left in the launcher's group (there should be nothing)
+    report = status.decode(errors="replace").strip().splitlines()
+    final = next((line for line in reversed(report) if line.split(" ", 1)[0] in ("exit", "signal", "error")), "")
+    if final.startswith("error sandbox"):
+        raise SandboxError(final.removeprefix("error ").strip())
+    stdout, stderr = (bytes(buf) for buf in out.values())
+    for line in report:
+        if line.startswith("group "):  # basic mode: the program's group, in case the launcher was killed first
+            _kill_group_and_wait(int(line.split()[1]))
+    if final.startswith("error "):  # the program could not be started (e.g. exec failed)
+        stderr = (stderr + final.removeprefix("error ").encode() + b"\n")[: limits.output_bytes]
+        final = "exit 127 0"
+    if not final:
+        # The launcher died without a report: only something killing it (our SIGKILL after the grace period, or
+        # the program killing its parent in basic mode) gets here.
+        final = f"signal {-proc.returncode} 0" if proc.returncode < 0 else f"exit {proc.returncode} 0"
+    state, returncode, signum = _classify(final, stderr, limits, timed_out=timed_out, output_capped=output_capped)
+    fields = final.split()
+    cpu = float(fields[2]) if len(fields) > 2 and float(fields[2]) > 0 else rusage.ru_utime + rusage.ru_stime
+    return Outcome(status=state, returncode=returncode, signal=signum, stdout=stdout, stderr=stderr,
+                   wall_seconds=wall, cpu_seconds=cpu)
+
+
+def _kill_group_and_wait(pgid: int, patience: float = 2.0) -> None:
+    """SIGKILL a process group and wait until it is gone (orphans are reaped by whoever adopted them)."""
+    end = time.monotonic() + patience
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        if pid < 0:
+            os.killpg(-pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+if __name__ == "__main__":
+    _launch(json.loads(sys.argv[1]))
