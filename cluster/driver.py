@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 
+from hrm import storage
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 
@@ -50,6 +51,7 @@ from cluster.results.layout import (
     write_segment,
 )
 from cluster.results.metrics import leaderboard_rows, run_metrics, write_leaderboard, write_metrics
+from cluster.results.paired import CheckpointInRun, paired_comparisons
 from cluster.results.votes import apply_votes
 from cluster.scheduler import ActorSlot, Scheduler
 
@@ -385,6 +387,7 @@ class Driver:
         if completed:
             metrics = run_metrics(evaluated, self.ledger.stats)
             metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
+            metrics = with_paired_comparisons(run, evaluated, metrics)
         status = "completed" if completed and not failed else "failed"
         states = unit_states(self.prepared, self.ledger)
         write_unit_states(run, states)
@@ -403,6 +406,16 @@ class Driver:
         if status == "failed":
             raise RunFailed(manifest.error or "run incomplete", manifest)
         return manifest
+
+
+def with_paired_comparisons(run: str, evaluated: PreparedRun, metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` with each checkpoint's McNemar test against the best and its previous step
+    (`cluster.results.paired`), when the run has two or more checkpoints."""
+    if len(evaluated.checkpoints) < 2:
+        return metrics
+    best = leaderboard_rows(metrics)[0]["checkpoint"]
+    checkpoints = [CheckpointInRun(ref.name, storage.parent(ref.config_uri), ref.step) for ref in evaluated.checkpoints]
+    return {**metrics, "paired": paired_comparisons(run, checkpoints, best)}
 
 
 # --------------------------------------------------------------------------- small helpers

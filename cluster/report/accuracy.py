@@ -14,6 +14,7 @@ from cluster.report.format import (
     exact_with_ci,
     mib,
     num,
+    p_value,
     pct,
     run_label,
     throughput,
@@ -22,6 +23,7 @@ from cluster.report.format import (
 from cluster.report.health import HOW_TO_HEALTH, NO_HEALTH
 from cluster.report.results import RunResults
 from cluster.results.health import training_runs
+from cluster.results.paired import SIGNIFICANCE
 
 # --------------------------------------------------------------------------- 2. leaderboard
 
@@ -37,15 +39,21 @@ def leaderboard(r: RunResults) -> list[Block]:
             exact_with_ci(fig), pct(fig["token_accuracy"]), pct(fig["q_halt_accuracy"]), num(fig["mean_steps"], 2),
             num(fig["lm_loss"]), count(total["parameters"]) if total else UNDEFINED,
             mib(total["bytes"]) if total else UNDEFINED, num(throughput(r.costs.get(name)), 1),
+            _paired(row, "p_vs_best"), _paired(row, "p_vs_previous"),
         ])
     blocks: list[Block] = [
         Text(f"Ranked by exact accuracy, then token accuracy; {BEST} marks the best. Accuracies in %, with the "
              "Wilson 95% interval of exact accuracy. Size: bytes of the checkpoint's tensors. examples/s: the "
              "checkpoint's examples over its actors' evaluation seconds (model load, data read and writes "
-             "excluded)." + (" Partial: each checkpoint is ranked on what it committed, which may be other examples "
-                             "than another's." if r.partial else "")),
+             "excluded). p vs best, p vs previous step: McNemar's paired test of exact answers on the same examples "
+             "against the best checkpoint and against the previous step of the same training run (exact binomial "
+             f"below 25 discordant examples); p ≥ 0.05 marked ≈: not distinguishable from it on these examples "
+             f"({_indistinguishable(r)})."
+             + (" Partial: each checkpoint is ranked on what it committed, which may be other examples "
+                "than another's." if r.partial else "")),
         Table(["rank", "best", "checkpoint", "step", "examples", "exact % (95% CI)", "token %", "q-halt acc %",
-               "mean steps", "lm loss", "parameters", "size (MiB)", "examples/s"], rows),
+               "mean steps", "lm loss", "parameters", "size (MiB)", "examples/s", "p vs best", "p vs previous step"],
+              rows),
     ]
     if r.health is None:
         how = HOW_TO_HEALTH if r.manifest else NO_HEALTH
@@ -63,6 +71,21 @@ def leaderboard(r: RunResults) -> list[Block]:
     else:
         blocks.append(Text("Not a sweep: no training run here has two or more checkpoints with steps."))
     return blocks
+
+
+def _paired(row: dict[str, Any], key: str) -> str:
+    p = row.get(key)
+    return UNDEFINED if p is None else ("≈ " if p >= SIGNIFICANCE else "") + p_value(p)
+
+
+def _indistinguishable(r: RunResults) -> str:
+    """Which checkpoints are not distinguishable from the best, in words."""
+    tied = [row["checkpoint"] for row in r.leaderboard if row.get("indistinguishable_from_best")
+            and row["checkpoint"] != r.best]
+    if not any(row.get("p_vs_best") is not None for row in r.leaderboard):
+        return "no paired test here: one checkpoint, or a run that did not finish"
+    return (f"{len(tied)} checkpoint(s) besides the best: {', '.join(tied)}" if tied
+            else "every other checkpoint is distinguishable from the best")
 
 
 def _sweeps(r: RunResults) -> list[plots.SweepSeries]:

@@ -13,6 +13,9 @@ committed units' statistics, and one row per checkpoint ranked by exact accuracy
      "checkpoints": {name: {"step", "family", "version",          hrm.storage.version of the step file
                             "metrics": StatsTable.finalize(), "stats": StatsTable.to_dict()}},
      "votes": {...},                       run only, when the config asks for votes (cluster.results.votes)
+     "paired": {name: {"vs_best", "vs_previous", "indistinguishable_from_best"}},
+                                           run only, two or more checkpoints: McNemar on the same examples
+                                           against the best and the previous step (cluster.results.paired)
      "job": {...}}                         evaluate only (EvaluateJob): its step file, the dataset's hash,
                                            where its predictions are, threads, counts and timings; a run
                                            keeps these in manifest.json
@@ -40,7 +43,8 @@ METRICS_FORMAT = "hrm-eval/metrics"
 # Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
 # storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
 # `hrm-eval evaluate`'s metrics.json, unversioned and flat before, has had the run's shape since 2.
-METRICS_VERSION = 2
+# 3: "paired" (each checkpoint against the best and its previous step).
+METRICS_VERSION = 3
 
 
 class CheckpointMetrics(BaseModel):
@@ -91,11 +95,12 @@ class MetricsDocument(BaseModel):
     eval: dict[str, Any]  # RunConfig.eval_identity()
     checkpoints: dict[str, CheckpointMetrics]
     votes: dict[str, Any] | None = None  # run only (cluster.results.votes)
+    paired: dict[str, Any] | None = None  # run only (cluster.results.paired)
     job: EvaluateJob | None = None  # evaluate only
 
     def to_json(self) -> dict[str, Any]:
         """The document as stored: the sections that do not apply are left out, not null."""
-        return self.model_dump(exclude={key for key in ("votes", "job") if getattr(self, key) is None})
+        return self.model_dump(exclude={key for key in ("votes", "paired", "job") if getattr(self, key) is None})
 
 
 def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[str, Any]:
@@ -114,10 +119,13 @@ def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[
 
 
 def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per checkpoint, best exact accuracy first (then token accuracy, then plan order)."""
+    """One row per checkpoint, best exact accuracy first (then token accuracy, then plan order),
+    with McNemar's p against the best and the previous step where the run has them (None where not)."""
     rows = []
+    paired = metrics.get("paired") or {}
     for name, entry in metrics["checkpoints"].items():
         m = entry["metrics"]["all"]
+        tests = paired.get(name) or {}
         rows.append({
             "checkpoint": name,
             "step": entry["step"],
@@ -126,6 +134,9 @@ def leaderboard_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                                        "q_halt_accuracy", "mean_steps", "lm_loss", "q_halt_auroc",
                                        "q_halt_auroc_bound")},
             "version": entry["version"],
+            "p_vs_best": (tests.get("vs_best") or {}).get("p_value"),
+            "p_vs_previous": (tests.get("vs_previous") or {}).get("p_value"),
+            "indistinguishable_from_best": tests.get("indistinguishable_from_best"),
         })
     rows.sort(key=lambda r: (-(r["exact_accuracy"] or 0.0), -(r["token_accuracy"] or 0.0)))
     return [{"rank": i + 1, **row} for i, row in enumerate(rows)]

@@ -282,6 +282,13 @@ def test_the_leaderboard_rows_are_the_stored_figures_best_first(runs):
         mine = [r for r in records if r.checkpoint == name]
         rate = sum(r.examples for r in mine) / sum(r.timings["eval_s"] for r in mine)
         assert number(row["examples/s"]) == pytest.approx(rate, abs=0.05)
+        tests = metrics["paired"][name]
+        if name == rows[0]["checkpoint"]:
+            assert tests["vs_best"] is None and row["p vs best"] == "—"
+        else:  # McNemar of its stored exact flags against the best's, marked ≈ when p >= 0.05
+            p = tests["vs_best"]["p_value"]
+            assert row["p vs best"] == ("≈ " if p >= 0.05 else "") + (f"{p:.4f}" if p >= 1e-4 else f"{p:.2e}")
+            assert tests["indistinguishable_from_best"] == (p >= 0.05)
     assert "plots/accuracy-vs-step.png" in md_sections(run)["Leaderboard"]
 
 
@@ -466,9 +473,12 @@ def test_set_tier_and_ensemble_names_read_as_themselves_in_both_files_never_as_m
 
 
 def leaderboard_figures(run: str) -> dict[str, dict[str, str]]:
-    """The leaderboard's figure cells per checkpoint (rank and best depend on who else is there)."""
+    """The leaderboard's figure cells per checkpoint (rank, best and the paired tests depend on who
+    else is there and on the run having finished)."""
     rows = table_by_header(md_sections(run)["Leaderboard"], "rank")
-    return {r["checkpoint"]: {k: v for k, v in r.items() if k not in ("rank", "best", "examples/s")} for r in rows}
+    return {r["checkpoint"]: {k: v for k, v in r.items()
+                              if k not in ("rank", "best", "examples/s", "p vs best", "p vs previous step")}
+            for r in rows}
 
 
 def test_a_failed_run_without_metrics_is_reported_partial_with_the_figures_its_committed_units_give(runs, tmp_path):
