@@ -68,6 +68,8 @@ class DatasetConfig(Strict):
     uri: str = Field(description="dataset directory or URI (reference numpy layout or ours)")
     split: str = "test"
     sets: list[str] | None = Field(None, description="only these sets of the split (default: all)")
+    limit: int | None = Field(None, ge=1, description="only the first N examples of each set: a quick, partial look "
+                              "(recorded in every output and flagged there as limited)")
 
 
 class EvalConfig(Strict):
@@ -205,6 +207,13 @@ class RunConfig(Strict):
     tta: TTAConfig = TTAConfig()
     ensembles: list[EnsembleConfig] = Field(default_factory=list)
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _votes_see_whole_puzzles(self) -> RunConfig:
+        if self.voting.enabled and self.dataset.limit is not None:
+            raise ValueError("voting.enabled with dataset.limit: ARC voting needs every augmented version of each "
+                             "test puzzle, which the first N examples do not hold")
+        return self
 
     @model_validator(mode="after")
     def _device_has_gpus(self) -> RunConfig:

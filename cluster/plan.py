@@ -127,7 +127,7 @@ def prepare(config: RunConfig) -> PreparedRun:
     dataset, checkpoints = preflight(config)
     split = config.dataset.split
     sets = dataset.selected_sets(split, config.dataset.sets, "dataset.sets")
-    shards = plan_shards(dataset, split, sets, config.cluster.shard_size, config.eval.batch_size)
+    shards = plan_shards(dataset, split, sets, config.cluster.shard_size, config.eval.batch_size, config.dataset.limit)
     dataset_hash = dataset.content_hash()
     tta_copies = check_votes(config, dataset, [ref.name for ref in checkpoints])
     run_id = config.resolved_run_id(started)
@@ -366,12 +366,15 @@ def tta_copies(tta: TTAConfig, meta: DatasetMetadata) -> list[TTACopy]:
 # --------------------------------------------------------------------------- units
 
 
-def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, batch_size: int) -> list[Shard]:
-    """Consecutive example ranges per set, each a whole number of batches (but the last)."""
+def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, batch_size: int,
+                limit: int | None = None) -> list[Shard]:
+    """Consecutive example ranges per set, each a whole number of batches (but the last), over
+    the first `limit` examples of each set when given."""
     size = math.ceil(shard_size / batch_size) * batch_size
     shards = []
     for set_name in sets:
         total = dataset.num_examples(split, set_name)
+        total = total if limit is None else min(total, limit)
         shards += [Shard(split, set_name, start, min(total, start + size)) for start in range(0, total, size)]
     return shards
 

@@ -52,6 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DATA", help="dataset directory or URI")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--sets", nargs="*", help="only these sets of the split (default: all)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="only the first N examples of each set: a quick, partial look (metrics.json records "
+                             "it as \"limit\", and the summary says so)")
     parser.add_argument(
         "--config",
         metavar="YAML",
@@ -160,18 +163,20 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     sets = dataset.selected_sets(args.split, args.sets, "--sets")
     # One part per set, where a run whose shards span whole sets would put it: reading
     # predictions/ gives a checkpoint column here as in a run, and the part readers work on both.
-    parts = {name: prediction_key(ref.name, Shard(args.split, name, 0, dataset.num_examples(args.split, name)))
-             for name in sets}
+    sizes = {name: dataset.num_examples(args.split, name) for name in sets}
+    if args.limit is not None:  # the first N of each set, as a run with dataset.limit plans them
+        sizes = {name: min(size, args.limit) for name, size in sizes.items()}
+    parts = {name: prediction_key(ref.name, Shard(args.split, name, 0, sizes[name])) for name in sets}
     check_output_holds_no_other_predictions(output, set(parts.values()))
     load_seconds = time.perf_counter() - started
 
     stats, counts = StatsTable(), {"forward_steps": 0, "examples": 0}
-    meter = Meter("examples", sum(dataset.num_examples(args.split, s) for s in sets), quiet=args.json)
+    meter = Meter("examples", sum(sizes.values()), quiet=args.json)
 
     def evaluated_tables(set_name: str) -> Iterator[pa.Table]:
         """Evaluate a set chunk by chunk; the Parquet writer pulls one chunk's table at a time,
         so memory stays bounded on huge sets and a failure publishes no part of the set."""
-        total = dataset.num_examples(args.split, set_name)
+        total = sizes[set_name]
         for start in range(0, total, CHUNK_EXAMPLES):
             batch = dataset.examples(args.split, set_name, start, min(total, start + CHUNK_EXAMPLES))
             done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
@@ -196,6 +201,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         dataset=args.data,
         split=args.split,
         sets=sets,
+        limit=args.limit,
         eval=config.eval_identity(),
         checkpoints={ref.name: CheckpointMetrics.of(ref, stats)},
         job=EvaluateJob(
@@ -222,7 +228,7 @@ def as_run_config(args: argparse.Namespace) -> RunConfig:
     checkpoint's name are then exactly those a run gives. Call after the flags are checked."""
     return RunConfig(
         checkpoints=[CheckpointSource(path=args.checkpoint, config=args.config)],
-        dataset=DatasetConfig(uri=args.data, split=args.split, sets=args.sets or None),
+        dataset=DatasetConfig(uri=args.data, split=args.split, sets=args.sets or None, limit=args.limit),
         eval=EvalConfig(protocol=args.protocol, steps=args.steps, min_steps=args.min_steps,
                         batch_size=args.batch_size, dtype=args.dtype, device=args.device, compile=args.compile),
         # a run's actors get a GPU only when the cluster section gives them one
@@ -246,8 +252,9 @@ def print_summary(document: dict[str, Any]) -> None:
     ((name, entry),) = document["checkpoints"].items()
     job = document["job"]
     rows = [[set_name, *metric_cells(m)] for set_name, m in entry["metrics"]["sets"].items()]
+    limited = f", LIMITED to the first {document['limit']} examples of each set" if document.get("limit") else ""
     print_metrics_table(f"{name} on {document['dataset']} [{document['split']}], "
-                        f"{document['eval']['protocol']} protocol", ["set", *METRIC_COLUMNS], rows)
+                        f"{document['eval']['protocol']} protocol{limited}", ["set", *METRIC_COLUMNS], rows)
     timings = job["timings"]
     rate = timings["examples_per_s"]
     print(f"{job['examples']} examples in {timings['evaluate_s']:.2f} s "

@@ -98,8 +98,11 @@ def banner(r: RunResults) -> Banner | None:
     failed run whose figures are complete says which checkpoints failed."""
     p, m = r.partial, r.manifest
     if p is None:
+        limit = m.config.dataset.limit
         if m.status == "completed":
-            return None
+            return None if limit is None else Banner(
+                "LIMITED", f"only the first {limit} examples of each set were evaluated (dataset.limit): a quick "
+                           "look, not the split's figures.")
         return Banner("FAILED", f"{failure(m)}. The figures of the {len(r.names)} checkpoint(s) shown are "
                                 "complete: each was evaluated on every planned unit.")
     units = sum(p.units.values())

@@ -41,7 +41,8 @@ def run_summary(r: RunResults) -> list[Block]:
         ["config sha256", m.config_hash],
         ["git sha", m.git_sha or "not a git checkout"],
         ["versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())],
-        ["dataset", f"{m.dataset['uri']} [{m.dataset['split']}]"],
+        ["dataset", f"{m.dataset['uri']} [{m.dataset['split']}]"
+                    + (f", first {cfg.dataset.limit} examples of each set" if cfg.dataset.limit else "")],
         ["dataset sets", ", ".join(m.dataset["sets"])],
         ["dataset examples", count(m.dataset["examples"])],
         ["puzzles", count(r.puzzles)],

@@ -7,6 +7,7 @@ committed units' statistics, and one row per checkpoint ranked by exact accuracy
     {"format": "hrm-eval/metrics", "version": 2,
      "run_id": "...",                      the run id; evaluate: the name of its --output folder
      "dataset": "<uri>", "split": "test", "sets": ["easy", "hard"],
+     "limit": N,                           only when the first N examples of each set were evaluated
      "eval": {"split", "protocol", "steps", "min_steps", "batch_size", "dtype", "device", "compile"},
                                            what decides a result besides checkpoint and data
                                            (RunConfig.eval_identity; evaluate builds it from its flags)
@@ -43,7 +44,7 @@ METRICS_FORMAT = "hrm-eval/metrics"
 # Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
 # storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
 # `hrm-eval evaluate`'s metrics.json, unversioned and flat before, has had the run's shape since 2.
-# 3: "paired" (each checkpoint against the best and its previous step).
+# 3: "paired" (each checkpoint against the best and its previous step), "limit".
 METRICS_VERSION = 3
 
 
@@ -92,6 +93,7 @@ class MetricsDocument(BaseModel):
     dataset: str
     split: str
     sets: list[str]
+    limit: int | None = None  # only the first `limit` examples of each set: a partial look
     eval: dict[str, Any]  # RunConfig.eval_identity()
     checkpoints: dict[str, CheckpointMetrics]
     votes: dict[str, Any] | None = None  # run only (cluster.results.votes)
@@ -100,7 +102,8 @@ class MetricsDocument(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         """The document as stored: the sections that do not apply are left out, not null."""
-        return self.model_dump(exclude={key for key in ("votes", "paired", "job") if getattr(self, key) is None})
+        return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "job")
+                                        if getattr(self, key) is None})
 
 
 def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[str, Any]:
@@ -112,6 +115,7 @@ def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[
         dataset=config.dataset.uri,
         split=config.dataset.split,
         sets=prepared.sets,
+        limit=config.dataset.limit,
         eval=config.eval_identity(),
         checkpoints={ref.name: CheckpointMetrics.of(ref, stats.get(ref.name, StatsTable()))
                      for ref in prepared.checkpoints},

@@ -164,8 +164,12 @@ def test_the_quickstart_config_is_valid():
     ({"voting": {"pass_k": []}}, "voting.pass_k: List should have at least 1 item after validation, not 0"),
     ({"ensembles": [{"name": "../../escape", "top_k": 1}]},
      "ensembles.0.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"),
+    ({"dataset": {"uri": "data/sudoku", "limit": 0}}, "dataset.limit: Input should be greater than or equal to 1"),
+    ({"dataset": {"uri": "data/arc", "limit": 100}, "voting": {"enabled": True}},
+     "(top level): voting.enabled with dataset.limit: ARC voting needs every augmented version of each test "
+     "puzzle, which the first N examples do not hold"),
 ], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type",
-        "pass@0", "no pass_k", "ensemble name with a path"])
+        "pass@0", "no pass_k", "ensemble name with a path", "limit 0", "voting on a limited split"])
 def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
     path = write(tmp_path, {**MINIMAL, **section})
     refused = refusal(path)

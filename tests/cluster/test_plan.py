@@ -187,3 +187,9 @@ def test_a_set_without_examples_is_refused_before_planning(tmp_path, fmt):
     assert str(err.value) == ("preflight found 1 problem(s):\n"
                               f"  {data}: split 'test' set(s) all hold no examples; there is nothing to evaluate")
 
+
+
+def test_a_limit_plans_the_first_n_examples_of_each_set_only(tmp_path):
+    dataset = open_dataset(make_dataset(tmp_path / "data", {"easy": 40, "hard": 7}))
+    shards = plan_shards(dataset, "test", ["easy", "hard"], shard_size=8, batch_size=8, limit=12)
+    assert shards == [Shard("test", "easy", 0, 8), Shard("test", "easy", 8, 12), Shard("test", "hard", 0, 7)]

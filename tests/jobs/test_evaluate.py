@@ -164,3 +164,13 @@ def test_the_summary_prints_each_sets_figures_and_where_the_predictions_are(inpu
     assert "run-step_10 on" in out and "│ all " in out
     assert re.search(r"^8 examples in [\d.]+ s \([\d.]+ examples/s, 32 example-steps\); predictions: .*/predictions$",
                      out, re.MULTILINE)
+
+
+def test_limit_evaluates_the_first_n_examples_of_each_set_and_every_output_says_so(inputs, capsys):
+    assert main(evaluate_args(inputs, "--limit", "5")) == 0
+    out = capsys.readouterr().out
+    assert "LIMITED to the first 5 examples of each set" in out
+    document = json.loads((inputs[2] / "metrics.json").read_text())
+    assert document["limit"] == 5 and document["job"]["examples"] == 5
+    predictions = pq.read_table(inputs[2] / "predictions")
+    assert sorted(predictions.column("example_id").to_pylist()) == [0, 1, 2, 3, 4]

@@ -46,7 +46,7 @@ from cluster.results.metrics import read_leaderboard, read_metrics, write_metric
 
 from jobs.cli import main
 
-from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, run_config
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, run_config, run_in_process
 from tests.factories import make_checkpoint
 
 STEPS = (100, 200, 300, 400, 500)
@@ -604,3 +604,15 @@ def test_health_refuses_a_checkpoint_that_changed_since_the_run(runs):
     tampered = manifest.checkpoints[0].model_copy(update={"version": "size=0,mtime_ns=0"})
     with pytest.raises(InputError, match="changed since the run was planned"):
         collect_health(manifest.model_copy(update={"checkpoints": [tampered]}))
+
+
+def test_a_run_limited_to_the_first_examples_says_so_above_everything_and_records_the_limit(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    make_checkpoint(tmp_path / "sweep", steps=(1,), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    prepared = run_in_process(run_config([{"run": str(tmp_path / "sweep")}], str(data), str(tmp_path / "out"),
+                                         dataset={"limit": 10}))
+    assert sum(unit.examples for unit in prepared.units) == 10 * len(prepared.sets)
+    assert read_metrics(prepared.run)["limit"] == 10
+    text = (Path(prepared.run) / "report.md").read_text()
+    assert ("> **LIMITED** — only the first 10 examples of each set were evaluated (dataset.limit): a quick look, "
+            "not the split's figures.") in text
