@@ -52,8 +52,63 @@ DESCENDANTS_KILLED = "descendants-killed"         # every process it started is 
 PROCESS_LIMIT = "process-limit"                   # Limits.processes is enforced (RLIMIT_NPROC on a non-root uid)
 HOST_PROCESSES_HIDDEN = "host-processes-hidden"   # own PID namespace: it cannot see or signal anything outside
 RLIMITS = "rlimits"                               # CPU, address space, file size, open files
+# Basic mode only, and only for Python programs started without -I/-E/-S (it comes in through PYTHONPATH): an audit
+# hook refuses, at the Python level, writes outside the scratch dir, sockets that connect/bind/send, starting other
+# programs, ctypes, and signalling processes outside its group. Python code can get around audit hooks (they are
+# not a security boundary, see docs/sandbox.md); it stops ordinary library calls, not a determined attacker.
+PYTHON_AUDIT_HOOK = "python-audit-hook"
 
 NOBODY = 65534  # the uid/gid root runs the program as: not root (so RLIMIT_NPROC holds) and owning nothing
+
+# The sitecustomize.py that basic mode puts on the program's PYTHONPATH. The cwd at start-up is the scratch dir.
+_AUDIT_HOOK_SOURCE = r'''"""hrm sandbox (basic mode): refuse, at the Python level, what the kernel does not stop here."""
+import os
+import sys
+
+
+def _install():
+    scratch = os.path.realpath(os.getcwd())
+    group = os.getpgid(0)
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    realpath, fspath, isinstance_, str_, bytes_ = os.path.realpath, os.fspath, isinstance, str, bytes
+    refused = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.startfile",
+                         "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.cdata",
+                         "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo"})
+    path_events = {"os.remove": (0,), "os.rename": (0, 1), "os.rmdir": (0,), "os.mkdir": (0,), "os.chmod": (0,),
+                   "os.chown": (0,), "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.utime": (0,),
+                   "os.mkfifo": (0,), "os.mknod": (0,), "shutil.rmtree": (0,)}
+
+    def outside(path):
+        if not isinstance_(path, (str_, bytes_, os.PathLike)):
+            return False  # a file descriptor: opened already
+        full = realpath(os.fsdecode(fspath(path)))
+        return full != scratch and not full.startswith(scratch + os.sep)
+
+    def hook(event, args):
+        if event in refused:
+            raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "open":
+            path, mode, flags = args
+            writing = (mode is not None and any(c in mode for c in "wax+")) or (mode is None and flags & write_flags)
+            if writing and outside(path):
+                raise PermissionError(f"sandbox: writing outside the scratch directory: {path!r}")
+        elif event in path_events:
+            for i in path_events[event]:
+                if i < len(args) and outside(args[i]):
+                    raise PermissionError(f"sandbox: {event} outside the scratch directory: {args[i]!r}")
+        elif event == "os.kill":
+            pid = args[0]
+            if pid <= 0 or (pid != os.getpid() and os.getpgid(pid) != group):
+                raise PermissionError("sandbox: signalling a process outside the program's group")
+        elif event == "os.killpg" and args[0] != group:
+            raise PermissionError("sandbox: signalling a process group other than the program's")
+
+    sys.addaudithook(hook)
+
+
+_install()
+del _install
+'''
 
 # Memory exhaustion as programs report it: Python's MemoryError, C/C++ allocation failures.
 _MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
@@ -187,6 +242,8 @@ def _confine_filesystem(scratch: str, readable: Sequence[str]) -> bool:
     # Bind the scratch dir and the interpreter's trees before /tmp (which usually holds the scratch dir) is hidden:
     # stash them as O_PATH fds and graft them after.
     keep = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in [scratch_fd_path, *readable] if os.path.exists(p)}
+    # root runs the program as nobody: what lies under a directory nobody may not traverse must be grafted too.
+    hidden = {p for p in keep if os.geteuid() == 0 and _hidden_ancestor(p) is not None}
     try:
         for d in _HIDDEN_DIRS:
             if os.path.isdir(d) and not os.path.islink(d):
@@ -194,8 +251,7 @@ def _confine_filesystem(scratch: str, readable: Sequence[str]) -> bool:
                 tmpfs_dirs.append(d)
         for path, fd in keep.items():
             under_tmpfs = any(path == d or path.startswith(d + "/") for d in tmpfs_dirs)
-            hidden = os.geteuid() == 0 and _hidden_ancestor(path) is not None
-            if path != scratch and not under_tmpfs and not hidden:
+            if path != scratch and not under_tmpfs and path not in hidden:
                 continue  # reachable as it is
             _graft(f"/proc/self/fd/{fd}", path, tmpfs_dirs)
     finally:
@@ -386,12 +442,12 @@ def _launch(cfg: dict) -> None:
         os._exit(1)
 
     def on_term(signum: int, frame: object) -> None:
+        # The caller's stop: kill the program (and, through init, the namespace); the leftovers of basic mode are
+        # swept below once the wait returns.
         try:
             stop_target()
         except ProcessLookupError:
             pass
-        if cfg["mode"] == "basic":
-            _kill_descendants()
 
     signal.signal(signal.SIGTERM, on_term)
     _, st, rusage = os.wait4(init, 0)
@@ -425,7 +481,7 @@ def _target_ids(executable: str, readable: Sequence[str], mode: Mode) -> tuple[i
 
 def _readable_paths(executable: str, extra: Sequence[str | os.PathLike]) -> list[str]:
     paths = {os.path.dirname(os.path.realpath(executable))}
-    if os.path.basename(executable).startswith("python"):
+    if _is_python(executable):
         paths |= {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     paths |= {os.path.realpath(p) for p in extra}
     return sorted(p for p in paths if os.path.exists(p))
@@ -471,19 +527,27 @@ def _resolve_mode(mode: Literal["auto", "namespaces", "basic"]) -> Mode:
     return mode
 
 
-def protections(mode: Literal["auto", "namespaces", "basic"] = "auto") -> list[str]:
-    """What run_sandboxed guarantees here, in `mode` (by default the one it would choose), for a report to state."""
+def protections(mode: Literal["auto", "namespaces", "basic"] = "auto", executable: str = sys.executable,
+                ) -> list[str]:
+    """What run_sandboxed guarantees here for a program run by `executable` (the default: this interpreter), in
+    `mode` (by default the one run_sandboxed would choose), for tests to assert and a report to state."""
     resolved = _resolve_mode(mode)
     if resolved == "namespaces":
         return [RLIMITS, PROCESS_LIMIT, WRITES_CONFINED, NO_NETWORK, DESCENDANTS_KILLED, HOST_PROCESSES_HIDDEN]
     found = [RLIMITS]
-    uid, _ = _target_ids(sys.executable, _readable_paths(sys.executable, ()), "basic")
+    uid, _ = _target_ids(executable, _readable_paths(executable, ()), "basic")
     if uid != 0:
         found.append(PROCESS_LIMIT)
     if os.geteuid() == 0 and uid != 0:
         # Unprivileged as nobody, and unable to signal the root launcher, which then kills every descendant.
         found += [WRITES_UNPRIVILEGED, DESCENDANTS_KILLED]
+    if _is_python(executable):
+        found.append(PYTHON_AUDIT_HOOK)
     return found
+
+
+def _is_python(executable: str) -> bool:
+    return os.path.basename(executable).startswith("python")
 
 
 def _write_files(scratch: Path, files: Mapping[str, bytes]) -> None:
@@ -548,14 +612,24 @@ def run_sandboxed(argv: list[str], files: Mapping[str, bytes] = {}, limits: Limi
     resolved = _resolve_mode(mode)
     paths = _readable_paths(executable, readable)
     uid, gid = _target_ids(executable, paths, resolved)
-    scratch = Path(tempfile.mkdtemp(prefix="hrm-sandbox-"))
+    # <tmp>/hrm-sandbox-X/work is the scratch dir; basic mode's audit hook lies beside it, outside its reach.
+    top = Path(tempfile.mkdtemp(prefix="hrm-sandbox-"))
+    scratch = top / "work"
     r = w = -1
     try:
+        top.chmod(0o755)  # for nobody to reach work/ (root's mkdtemp is 0700)
+        scratch.mkdir(mode=0o700)
         _write_files(scratch, files)
         if (uid, gid) != (os.getuid(), os.getgid()):
             _chown_tree(scratch, uid, gid)
-        env = {"PATH": f"{os.path.dirname(executable)}:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
-               "LANG": "C.UTF-8"}
+        bin_dir = os.path.dirname(executable)
+        env = {"PATH": ":".join(dict.fromkeys([bin_dir, "/usr/bin", "/bin"])), "HOME": str(scratch),
+               "TMPDIR": str(scratch), "LANG": "C.UTF-8"}
+        if resolved == "basic" and _is_python(executable):
+            hook = top / "hook"
+            hook.mkdir(mode=0o755)
+            (hook / "sitecustomize.py").write_text(_AUDIT_HOOK_SOURCE)
+            env["PYTHONPATH"] = str(hook)
         r, w = os.pipe()
         cfg = {"mode": resolved, "status_fd": w, "parent_pid": os.getpid(), "scratch": str(scratch),
                "readable": paths, "uid": uid, "gid": gid, "limits": asdict(limits), "executable": executable,
@@ -570,7 +644,7 @@ def run_sandboxed(argv: list[str], files: Mapping[str, bytes] = {}, limits: Limi
         for fd in (r, w):
             if fd >= 0:
                 os.close(fd)
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def _supervise(proc: subprocess.Popen, status_r: int, limits: Limits, start: float) -> Outcome:
