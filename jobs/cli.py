@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("jobs.inspect", "inspect a checkpoint: parameters per component, NaN/Inf, drift between two"),
     "report": ("jobs.report", "regenerate report.html / report.md from stored results"),
     "compare": ("jobs.compare", "compare two runs on the same examples: per checkpoint the change and McNemar's test"),
+    "check": ("jobs.check", "score completions on text tasks: python run against tests, tool chains, strings; pass@k"),
     "demo": ("jobs.demo", "the quickstart: make data, train tiny HRM checkpoints, evaluate, report"),
 }
 

@@ -122,8 +122,10 @@ class Completion(_Record):
 
 def _json_lines(path: Path) -> list[tuple[str, dict]]:
     """(file:line, object) for every non-empty line; a line that is not a JSON object is refused."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a JSONL file")
     records = []
     for number, line in enumerate(text_lines(path), start=1):
         if not line.strip():
