@@ -17,6 +17,7 @@ saying how much of the plan they cover, and no votes. Only the report files are 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from hrm import storage
 from hrm.secrets import redact
@@ -86,11 +87,28 @@ def build_report(r: RunResults, other: RunResults | None = None) -> Document:
         _metric_section(r, "Per set and per tier", lambda: sets_and_tiers(r)),
         _metric_section(r, "Voting", lambda: voting(r)),
         _metric_section(r, "Ensembles", lambda: ensembles(r)),
+        *([Section("Re-votes", revotes(r))] if r.revotes else []),
         Section("Checkpoint health", checkpoint_health(r)),
         _metric_section(r, "Comparison", lambda: comparison(r)),
     ]
     title = f"hrm-eval report — run {r.run_id}" + (" (partial)" if r.partial else "")
     return Document(title=title, intro=intro, sections=sections, banner=banner(r))
+
+
+def revotes(r: RunResults) -> list[Block]:
+    """Each `hrm-eval vote` of this run, with its settings, rendered as the run's own votes are."""
+    blocks: list[Block] = [Text("Votes computed again later from this run's stored predictions (`hrm-eval vote`), "
+                                "oldest first; the run's own votes above are unchanged.")]
+    for document in r.revotes:
+        settings = document["settings"]
+        ensembles_text = ", ".join(f"{e['name']} ({'top ' + str(e['top_k']) if e.get('top_k') else ', '.join(e['members'])}"
+                                   f", {e['method']})" for e in settings["ensembles"]) or "none"
+        blocks.append(Text(f"Re-vote {document['id']} ({document['created_at']}): pass@k "
+                           f"{', '.join(map(str, settings['voting']['pass_k']))}; TTA level {settings['tta']['level']}; "
+                           f"ensembles: {ensembles_text}."))
+        again = replace(r, metrics={**r.metrics, "votes": document["votes"]})
+        blocks += voting(again) + ensembles(again)
+    return blocks
 
 
 def banner(r: RunResults) -> Banner | None:

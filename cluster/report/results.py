@@ -16,7 +16,7 @@ import json
 import posixpath
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hrm import storage
@@ -37,6 +37,7 @@ from cluster.results.layout import (
     unit_files,
 )
 from cluster.results.metrics import leaderboard_rows, read_leaderboard, read_metrics
+from cluster.results.revotes import read_revotes
 
 
 @dataclass
@@ -73,6 +74,7 @@ class RunResults:
     devices: list[str]  # what the units ran on (with GPU names), from their records
     puzzles: int | None  # distinct (set, puzzle) pairs every checkpoint was evaluated on
     partial: Partial | None = None  # None: metrics.json of a run that committed its manifest
+    revotes: list[dict[str, Any]] = field(default_factory=list)  # `hrm-eval vote` documents, oldest first
 
     @property
     def run_id(self) -> str:
@@ -121,6 +123,7 @@ def load_results(run: str) -> RunResults:
         costs=costs,
         devices=devices,
         puzzles=count_puzzles(run, manifest),
+        revotes=read_revotes(run),
     )
 
 

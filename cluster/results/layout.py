@@ -9,6 +9,8 @@
                                                      augmentation copy, mapped back to the original frame
       votes/<checkpoint>/submission.json             ARC-Prize submission (cluster.results.votes)
       votes/ensembles/<name>-<level>.parquet         an ensemble's voted predictions
+      revotes/<id>/votes.json, <checkpoint>/…, ensembles/…   votes computed again later from the stored
+                                                     predictions (`hrm-eval vote`), beside the run's own
       metrics.json, leaderboard.parquet              exact metrics per checkpoint × set × tier, and
                                                      one row per checkpoint (cluster.results.metrics)
       health.json                                    checkpoint health (cluster.results.health)
@@ -57,6 +59,7 @@ METRICS = "metrics.json"
 LEADERBOARD = "leaderboard.parquet"
 HEALTH = "health.json"
 VOTES = "votes"
+REVOTES = "revotes"
 PREDICTIONS = "predictions"
 TTA_PREDICTIONS = "tta"
 UNITS = "units"
@@ -81,6 +84,10 @@ def file_uri(run: str, name: str) -> str:
 
 def votes_uri(run: str, *parts: str) -> str:
     return storage.join(run, VOTES, *parts)
+
+
+def revote_uri(run: str, revote_id: str, *parts: str) -> str:
+    return storage.join(run, REVOTES, revote_id, *parts)
 
 
 def predictions_prefix(checkpoint: str, copy: int = 0) -> str:

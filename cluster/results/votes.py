@@ -56,17 +56,20 @@ ARC_COLUMNS = ["set", "example_id", "puzzle_identifier", "pred", "q_halt_logit"]
 VOTE_COLUMNS = ["set", "example_id", "pred", "q_halt_logit"]
 
 
-def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict[str, Any]) -> dict[str, Any]:
+def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict[str, Any],
+                files: str | None = None) -> dict[str, Any]:
     """`metrics` with a "votes" section (arc, tta, ensembles) computed from the run's stored
-    predictions; unchanged when the config asks for no vote."""
+    predictions; unchanged when the config asks for no vote. Submission files and voted
+    predictions go under `files` (default: the run's votes/; `hrm-eval vote`: a re-vote's own)."""
     if not (config.voting.enabled or config.tta.enabled or config.ensembles):
         return metrics
+    files = files or votes_uri(run_uri)
     split = config.dataset.split
     names = list(metrics["checkpoints"])
     labels = _Labels(dataset, split)
     votes: dict[str, Any] = {"arc": {}, "tta": {}, "ensembles": []}
     if config.voting.enabled:
-        votes["arc"] = {name: arc_votes(config, run_uri, dataset, name) for name in names}
+        votes["arc"] = {name: arc_votes(config, run_uri, dataset, name, files) for name in names}
     if config.tta.enabled:
         votes["tta"] = {name: tta_votes(config.tta, run_uri, name, labels) for name in names}
     exact = {name: metrics["checkpoints"][name]["metrics"]["all"]["exact_accuracy"] or 0.0 for name in names}
@@ -76,11 +79,11 @@ def apply_votes(config: RunConfig, run_uri: str, dataset: Dataset, metrics: dict
         if failed:  # a member failed to load: the ensemble the config describes cannot be formed
             votes.setdefault("skipped_ensembles", {})[ensemble.name] = f"member(s) failed: {', '.join(failed)}"
             continue
-        votes["ensembles"] += ensemble_votes(ensemble, members, run_uri, labels)
+        votes["ensembles"] += ensemble_votes(ensemble, members, run_uri, labels, files)
     return {**metrics, "votes": votes}
 
 
-def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str) -> dict[str, Any]:
+def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str, files: str) -> dict[str, Any]:
     """ARC augmentation voting of one checkpoint; writes its submission.json when asked.
 
     The predictions go in part by part, in dataset order (it decides exact ties), each part
@@ -97,7 +100,7 @@ def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str
     most = max((len(ranked) for puzzle in result.candidates.values() for ranked in puzzle), default=0)
     ks = reported_ks(sorted(set(config.voting.pass_k)), most)
     if config.voting.submission:
-        storage.write_bytes_atomic(votes_uri(run_uri, checkpoint, SUBMISSION),
+        storage.write_bytes_atomic(storage.join(files, checkpoint, SUBMISSION),
                                    submission_json(result.submission).encode())
     return {
         "pass_at_k": {rule: {str(k): scores[k] for k in ks} for rule, scores in result.pass_at_k.items()},
@@ -128,7 +131,8 @@ def tta_votes(tta: TTAConfig, run_uri: str, checkpoint: str, labels: _Labels) ->
     return {"copies": tta.copies, "level": tta.level, "plain": plain.figures(), "voted": voted.figures()}
 
 
-def ensemble_votes(ensemble: EnsembleConfig, members: list[str], run_uri: str, labels: _Labels) -> list[dict[str, Any]]:
+def ensemble_votes(ensemble: EnsembleConfig, members: list[str], run_uri: str, labels: _Labels,
+                   files: str) -> list[dict[str, Any]]:
     """One entry per vote level of the ensemble, each beside its best member; each level reads
     the members' predictions once more, part by part."""
     sources = [_Source(name, 0, f"ensemble member {name!r}") for name in members]
@@ -138,7 +142,7 @@ def ensemble_votes(ensemble: EnsembleConfig, members: list[str], run_uri: str, l
     for level in levels:
         tally = _EnsembleTally(len(members))
         voted = (tally.add(tables, level, labels) for tables in _aligned_chunks(run_uri, sources, parts))
-        storage.write_parquet_atomic(votes_uri(run_uri, "ensembles", f"{ensemble.name}-{level}.parquet"), voted)
+        storage.write_parquet_atomic(storage.join(files, "ensembles", f"{ensemble.name}-{level}.parquet"), voted)
         best = tally.best_member()
         # b: only the ensemble is exact, c: only the best member (the report's reading).
         test = mcnemar(tally.only_ensemble[best], tally.only_member[best])
