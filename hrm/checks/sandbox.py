@@ -78,10 +78,15 @@ def _install():
                    "os.chown": (0,), "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,), "os.utime": (0,),
                    "os.mkfifo": (0,), "os.mknod": (0,), "shutil.rmtree": (0,)}
 
+    devices = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})  # writing these writes no file
+
     def outside(path):
         if not isinstance_(path, (str_, bytes_, os.PathLike)):
             return False  # a file descriptor: opened already
-        full = realpath(os.fsdecode(fspath(path)))
+        name = os.fsdecode(fspath(path))
+        if name in devices:
+            return False
+        full = realpath(name)
         return full != scratch and not full.startswith(scratch + os.sep)
 
     def hook(event, args):
@@ -232,16 +237,19 @@ def _graft(source: str, target: str, tmpfs_dirs: list[str]) -> None:
         os.close(fd)
 
 
-def _confine_filesystem(scratch: str, readable: Sequence[str]) -> bool:
-    """Make / read-only and the scratch directory the only writable place; returns whether /proc was remounted
-    (done later by the namespace's init)."""
+def _confine_filesystem(scratch: str, readable: Sequence[str]) -> None:
+    """Make / read-only, hide the places holding other programs' sockets, and make the scratch directory the only
+    writable place (its /proc comes later, from the namespace's init)."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we do here propagates back to the host
     _mount_setattr("/", recursive=True, set_=_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV)
+    if os.path.ismount("/dev"):
+        # /dev/null, /dev/urandom... stay usable (device nodes elsewhere do not); writing a device is not writing
+        # to the file system, so a read-only /dev still lets the program write /dev/null and nothing else.
+        _mount_setattr("/dev", recursive=True, clear=_MOUNT_ATTR_NODEV)
     tmpfs_dirs: list[str] = []
-    scratch_fd_path = scratch
     # Bind the scratch dir and the interpreter's trees before /tmp (which usually holds the scratch dir) is hidden:
     # stash them as O_PATH fds and graft them after.
-    keep = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in [scratch_fd_path, *readable] if os.path.exists(p)}
+    keep = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in [scratch, *readable] if os.path.exists(p)}
     # root runs the program as nobody: what lies under a directory nobody may not traverse must be grafted too.
     hidden = {p for p in keep if os.geteuid() == 0 and _hidden_ancestor(p) is not None}
     try:
@@ -260,7 +268,6 @@ def _confine_filesystem(scratch: str, readable: Sequence[str]) -> bool:
     for d in tmpfs_dirs:
         _mount_setattr(d, recursive=False, set_=_MOUNT_ATTR_RDONLY)
     _mount_setattr(scratch, recursive=False, clear=_MOUNT_ATTR_RDONLY)
-    return True
 
 
 def _count_tasks(uid: int) -> int:
@@ -348,6 +355,7 @@ def _namespace_init(cfg: dict, status_fd: int) -> None:
     Its exit makes the kernel SIGKILL every process still in the namespace. Never returns."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # PID 1 ignores default-handled signals sent from inside
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the launcher gone, the namespace goes too
         _prctl(_PR_SET_DUMPABLE, 0)  # the program (same uid when we are not root) may not ptrace its init
         # A /proc of this PID namespace: the program sees its own processes only.
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
@@ -415,6 +423,25 @@ def _launch(cfg: dict) -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the caller died: take the sandbox with it
     if os.getppid() != cfg["parent_pid"]:
         os._exit(1)
+    # The caller's stop (SIGTERM) may come at any time, even before the program exists: remember it until then.
+    child: list[int] = []
+    stopped: list[bool] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        stopped.append(True)
+        if child:
+            stop_program()
+
+    def stop_program() -> None:
+        try:
+            if cfg["mode"] == "namespaces":
+                os.kill(child[0], signal.SIGKILL)  # init's death empties the whole namespace
+            else:
+                os.killpg(child[0], signal.SIGKILL)  # the program's group; basic mode sweeps the rest after
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         if cfg["mode"] == "namespaces":
             if os.geteuid() != 0:
@@ -426,35 +453,27 @@ def _launch(cfg: dict) -> None:
             _prctl(_PR_SET_DUMPABLE, 0)  # from here on holding privileges the program must not borrow (ptrace)
             _unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS)
             _confine_filesystem(cfg["scratch"], cfg["readable"])
-            init = os.fork()
-            if init == 0:
+            pid = os.fork()
+            if pid == 0:
                 _namespace_init(cfg, status_fd)
-            stop_target = lambda: os.kill(init, signal.SIGKILL)  # noqa: E731 - init's death empties the namespace
         else:
             _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-            init = os.fork()
-            if init == 0:
+            pid = os.fork()
+            if pid == 0:
                 _exec_program(cfg, status_fd, own_group=True)
-            _write(status_fd, f"group {init}")  # for the caller to kill should the program kill us first
-            stop_target = lambda: os.killpg(init, signal.SIGKILL)  # noqa: E731
+            _write(status_fd, f"group {pid}")  # for the caller to kill should the program kill us first
     except BaseException as e:  # noqa: BLE001
         _write(status_fd, f"error sandbox setup ({cfg['mode']}): {e}")
         os._exit(1)
-
-    def on_term(signum: int, frame: object) -> None:
-        # The caller's stop: kill the program (and, through init, the namespace); the leftovers of basic mode are
-        # swept below once the wait returns.
-        try:
-            stop_target()
-        except ProcessLookupError:
-            pass
-
-    signal.signal(signal.SIGTERM, on_term)
-    _, st, rusage = os.wait4(init, 0)
+    child.append(pid)
+    if stopped:
+        stop_program()
+    _, st, rusage = os.wait4(pid, 0)
     if cfg["mode"] == "basic" or os.WIFSIGNALED(st):  # a killed init reported nothing
         _report(status_fd, st, rusage)
+    if cfg["mode"] == "basic":
         try:
-            os.killpg(init, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         _kill_descendants()
@@ -657,46 +676,66 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: Limits, start: flo
     for fd in (*out, status_r):
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
+    # A pidfd wakes the loop the moment the launcher exits (Linux >= 5.3); else poll every 50 ms.
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ)
+    except (AttributeError, OSError):
+        pidfd = -1
     timed_out = output_capped = stopping = False
-    exited: tuple[int, resource.struct_rusage] | None = None
-    stop_sent = 0.0
-    while True:
-        if exited is None:
-            pid, st, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                exited = (st, rusage)
-                drain_until = time.monotonic() + 0.5  # what is still in the pipes; no writer should be left
-        now = time.monotonic()
-        if exited is not None and (not sel.get_map() or now >= drain_until):
-            break
-        if not stopping and exited is None and now >= deadline:
-            timed_out = stopping = True
-        if stopping and exited is None:
-            if not stop_sent:
-                stop_sent = now
-                _signal(proc.pid, signal.SIGTERM)  # the launcher kills the program and everything it started
-            elif now - stop_sent > 2.0:
-                _signal(-proc.pid, signal.SIGKILL)
-        timeout = 0.05 if exited is None else max(0.0, drain_until - now)
-        if exited is None and not stopping:
-            timeout = min(timeout, max(0.0, deadline - now))
-        for key, _ in sel.select(timeout):
-            fd = key.fd
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                sel.unregister(fd)
-                continue
-            if fd == status_r:
-                status += chunk
-                continue
-            buf = out[fd]
-            room = limits.output_bytes - len(buf)
-            buf += chunk[:max(room, 0)]
-            if len(chunk) > room and not stopping:
-                output_capped = stopping = True
+    exited: tuple[int, resource.struct_rusage | None] | None = None
+    stop_sent = drain_until = 0.0
+    try:
+        while True:
+            if exited is None:
+                try:
+                    pid, st, rusage = os.wait4(proc.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped behind our back (SIGCHLD ignored by the caller): the status pipe says
+                    pid, st, rusage = proc.pid, 0, None
+                if pid:
+                    exited = (st, rusage)
+                    drain_until = time.monotonic() + 0.5  # what is still in the pipes; no writer should be left
+                    if pidfd >= 0:
+                        sel.unregister(pidfd)
+            now = time.monotonic()
+            if exited is not None and (not sel.get_map() or now >= drain_until):
+                break
+            if not stopping and exited is None and now >= deadline:
+                timed_out = stopping = True
+            if stopping and exited is None:
+                if not stop_sent:
+                    stop_sent = now
+                    _signal(proc.pid, signal.SIGTERM)  # the launcher kills the program and everything it started
+                elif now - stop_sent > 2.0:
+                    _signal(-proc.pid, signal.SIGKILL)
+            if exited is not None:
+                timeout = max(0.0, drain_until - now)
+            elif stopping:
+                timeout = 0.05
+            else:
+                timeout = max(0.0, deadline - now) if pidfd >= 0 else min(0.05, max(0.0, deadline - now))
+            for key, _ in sel.select(timeout):
+                fd = key.fd
+                if fd == pidfd:
+                    continue  # exited: collected at the top of the loop
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                if fd == status_r:
+                    status += chunk
+                    continue
+                buf = out[fd]
+                room = limits.output_bytes - len(buf)
+                buf += chunk[:max(room, 0)]
+                if len(chunk) > room and not stopping:
+                    output_capped = stopping = True
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
     sel.close()
     proc.stdout.close()
     proc.stderr.close()
@@ -721,7 +760,9 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: Limits, start: flo
         final = f"signal {-proc.returncode} 0" if proc.returncode < 0 else f"exit {proc.returncode} 0"
     state, returncode, signum = _classify(final, stderr, limits, timed_out=timed_out, output_capped=output_capped)
     fields = final.split()
-    cpu = float(fields[2]) if len(fields) > 2 and float(fields[2]) > 0 else rusage.ru_utime + rusage.ru_stime
+    cpu = float(fields[2]) if len(fields) > 2 else 0.0
+    if cpu == 0.0 and rusage is not None:
+        cpu = rusage.ru_utime + rusage.ru_stime
     return Outcome(status=state, returncode=returncode, signal=signum, stdout=stdout, stderr=stderr,
                    wall_seconds=wall, cpu_seconds=cpu)
 

@@ -8,9 +8,11 @@ does not list it) is not tested by running the hostile program unprotected: the 
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -323,3 +325,35 @@ def test_runs_in_parallel_threads_each_get_their_own_outcome(mode: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         outcomes = list(pool.map(lambda i: run_python(f"print({i})", mode)[0], range(4)))
     assert [(o.status, o.stdout) for o in outcomes] == [("ok", f"{i}\n".encode()) for i in range(4)]
+
+
+def test_devices_stay_usable_for_writing_to_dev_null_and_reading_randomness(mode: str) -> None:
+    outcome, marker = run_python("""
+        import os
+        open(os.devnull, "w").write("discarded")
+        print(len(os.urandom(4)), len(open("/dev/urandom", "rb").read(4)))
+    """, mode)
+    assert (outcome.status, outcome.stdout) == ("ok", b"4 4\n"), outcome
+
+
+def test_connecting_to_another_programs_unix_socket_in_tmp_fails(mode: str) -> None:
+    if sandbox.PYTHON_AUDIT_HOOK not in sandbox.protections(mode):
+        require(mode, sandbox.NO_NETWORK)
+    where = Path(tempfile.mkdtemp(dir="/tmp"))  # where services keep their sockets (Ray's, for one)
+    try:
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(where / "service.sock"))
+            server.listen()
+            server.setblocking(False)
+            outcome, marker = run_python(f"""
+                import socket
+                socket.socket(socket.AF_UNIX).connect({str(where / "service.sock")!r})
+            """, mode)
+            with pytest.raises(BlockingIOError):
+                server.accept()  # nobody connected
+    finally:
+        shutil.rmtree(where)
+    # Not there (namespace mode hides /tmp) or refused by the audit hook.
+    assert outcome.status == "error", outcome
+    assert b"FileNotFoundError" in outcome.stderr or b"PermissionError: sandbox: socket" in outcome.stderr
+    assert_ended_cleanly(outcome, marker)
