@@ -1,7 +1,7 @@
 """The python checker: does a completion parse, compile and pass its task's tests.
 
 Parsing (`ast.parse`) happens here, in-process: it runs nothing. Everything that runs the code
-runs in hrm.checks.sandbox, in a fresh `python -I -S` (no site-packages, no environment) under
+runs in hrm.checks.sandbox, in a fresh interpreter with the standard library only, under
 hrm.checks.python_harness, which reports per case on its standard output.
 
 Statuses: passed (every case passes), failed (a wrong answer: a case's output or return value, or
@@ -17,6 +17,7 @@ not passed.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import secrets
 import sys
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hrm.checks.sandbox import Limits, Outcome, run_sandboxed
+from hrm.checks.sandbox import PYTHON_AUDIT_HOOK, Limits, Outcome, protections, run_sandboxed
 from hrm.checks.tasks import PythonTask
 
 PythonStatus = Literal["passed", "failed", "syntax_error", "compile_error", "runtime_error", "timeout",
@@ -42,6 +43,7 @@ class PythonSettings:
     case_seconds: float = 5.0
     memory_bytes: int = 1 << 30
     output_bytes: int = 1 << 20
+    sandbox_mode: Literal["auto", "namespaces", "basic"] = "auto"  # hrm.checks.sandbox's confinement
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,28 @@ def check_python(completion: str, task: PythonTask, settings: PythonSettings = P
     except (SyntaxError, ValueError) as err:  # ValueError: a NUL byte
         return PythonResult("syntax_error", False, False, False, 0, total, _syntax_message(err))
     marker = f"@@hrm-check-{secrets.token_hex(16)}@@"
+    flags = _interpreter_flags(settings.sandbox_mode)
     job = {"marker": marker, "mode": task.testtype, "case_seconds": settings.case_seconds,
+           "standard_library_only": "-S" not in flags,
            "output_bytes": settings.output_bytes, "func_name": task.func_name, "test": task.test,
            "entry_point": task.entry_point,
            "cases": [case.model_dump() for case in task.tests] if task.tests is not None else []}
     budget = settings.case_seconds * (total + 1) + STARTUP_SECONDS
     limits = Limits(cpu_seconds=budget, wall_seconds=budget, memory_bytes=settings.memory_bytes,
                     output_bytes=settings.output_bytes)
-    outcome = run_sandboxed([sys.executable, "-I", "-S", "harness.py"],
+    outcome = run_sandboxed([sys.executable, *flags, "harness.py"],
                             {"harness.py": HARNESS.read_bytes(), "candidate.py": completion.encode("utf-8"),
-                             "job.json": json.dumps(job).encode("utf-8")}, limits)
+                             "job.json": json.dumps(job).encode("utf-8")}, limits, mode=settings.sandbox_mode)
     return _result(outcome, _reports(outcome.stdout, marker), total)
+
+
+@functools.cache
+def _interpreter_flags(mode: Literal["auto", "namespaces", "basic"]) -> tuple[str, ...]:
+    """-I -S: isolated (no environment, no script folder on the path) and no site, so the standard
+    library only. Where the sandbox confines a Python program's writes with an audit hook (basic
+    mode), the hook comes in through site and PYTHONPATH: then only -s (no user site), and the
+    harness itself takes site-packages off the path before the candidate runs."""
+    return ("-s",) if PYTHON_AUDIT_HOOK in protections(mode) else ("-I", "-S")
 
 
 def _syntax_message(err: SyntaxError | ValueError) -> str:

@@ -1,4 +1,5 @@
-"""The harness hrm.checks.python runs in the sandbox (`python -I -S harness.py`): it compiles the
+"""The harness hrm.checks.python runs in the sandbox (`python -I -S harness.py`, or `python -s` where
+the sandbox's audit hook needs site, see standard_library_only): it compiles the
 candidate, runs its top level, runs each test case and reports on its standard output.
 
 Standard library only: it runs without site-packages. Its files in the scratch directory:
@@ -250,6 +251,20 @@ def finish_case(runner: Runner, index: int, status: str, message: str) -> bool:
     return status not in STOPPING
 
 
+def standard_library_only() -> None:
+    """What `python -I -S` leaves a program, for a run that kept site on (for the sandbox's audit
+    hook): no site-packages or script folder on the path, and none of the import finders that
+    packages' .pth files installed (editable installs map their packages in that way)."""
+    from importlib.machinery import BuiltinImporter, FrozenImporter, PathFinder
+
+    sys.path[:] = [entry for entry in sys.path[1:] if entry and "-packages" not in entry]
+    sys.meta_path[:] = [finder for finder in sys.meta_path if finder in (BuiltinImporter, FrozenImporter, PathFinder)]
+    sys.path_importer_cache.clear()
+    for name, module in list(sys.modules.items()):  # what site imported from packages at start-up
+        if "-packages" in (getattr(module, "__file__", None) or ""):
+            del sys.modules[name]
+
+
 def main() -> None:
     with open("job.json", encoding="utf-8") as handle:
         job = json.load(handle)
@@ -260,6 +275,8 @@ def main() -> None:
     def report(record: dict) -> None:
         os.write(channel, f"\n{marker}{json.dumps(record)}\n".encode("utf-8"))
 
+    if job["standard_library_only"]:
+        standard_library_only()
     # `python -S` leaves out site's exit() and quit(); programs call them to end.
     builtins.exit = builtins.quit = sys.exit  # type: ignore[attr-defined]
     runner = Runner(job, report)

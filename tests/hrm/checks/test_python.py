@@ -153,3 +153,15 @@ def test_lines_the_candidate_prints_that_look_like_reports_are_not_taken_as_resu
 @pytest.mark.parametrize("code", ["import os\nprint(os.path.exists('job.json'))\n"])
 def test_the_expected_outputs_are_not_left_where_the_candidate_can_read_them(code):
     assert check(code, stdin_task(("", "False\n"))) == ("passed", 1, 1)
+
+
+@pytest.mark.parametrize("mode", ["auto", "basic"])
+def test_in_either_sandbox_mode_only_the_standard_library_is_there_and_writes_stay_in_scratch(mode, tmp_path):
+    settings = PythonSettings(case_seconds=2.0, sandbox_mode=mode)
+    assert check("a, b = map(int, input().split())\nprint(a + b)\n", ADD_LINE, settings) == ("passed", 3, 3)
+    # basic mode keeps site on for the sandbox's audit hook; the harness still leaves only the standard library
+    for module in ("numpy", "pydantic", "hrm"):
+        assert check(f"import {module}\n", ADD_LINE, settings)[0] == "compile_error", module
+    outside = tmp_path / "written"
+    result = check_python(f"def add(a, b):\n    open({str(outside)!r}, 'w').write('x')\n", ADD, settings)
+    assert result.status == "runtime_error" and not outside.exists()
