@@ -63,7 +63,7 @@ def check_python(completion: str, task: PythonTask, settings: PythonSettings = P
         with warnings.catch_warnings():  # a candidate's invalid escape sequences are not ours to print
             warnings.simplefilter("ignore")
             ast.parse(completion, "candidate.py")
-    except (SyntaxError, ValueError) as err:  # ValueError: a NUL byte
+    except (SyntaxError, ValueError) as err:  # ValueError: a NUL byte; UnicodeEncodeError: a lone surrogate
         return PythonResult("syntax_error", False, False, False, 0, total, _syntax_message(err))
     marker = f"@@hrm-check-{secrets.token_hex(16)}@@"
     flags = _interpreter_flags(settings.sandbox_mode)
@@ -93,6 +93,8 @@ def _interpreter_flags(mode: Literal["auto", "namespaces", "basic"]) -> tuple[st
 def _syntax_message(err: SyntaxError | ValueError) -> str:
     if isinstance(err, SyntaxError):
         return f"SyntaxError: {err.msg} (line {err.lineno})"
+    if isinstance(err, UnicodeEncodeError):  # JSON can carry "\ud800", which no source file can
+        return f"not UTF-8 text: a lone surrogate at character {err.start}"
     return f"{type(err).__name__}: {err}"
 
 

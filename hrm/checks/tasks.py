@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hrm.decode import text_lines
 from hrm.errors import InputError, invalid_input
@@ -41,6 +41,15 @@ class TestCase(_Record):
     input: str
     output: str
     testtype: Literal["stdin", "functional"]
+
+    @field_validator("input", "output")
+    @classmethod
+    def _utf8(cls, text: str) -> str:
+        try:
+            text.encode("utf-8")  # JSON can carry a lone surrogate ("\ud800"); a program's stdin cannot
+        except UnicodeEncodeError as err:
+            raise ValueError(f"not UTF-8 text: a lone surrogate at character {err.start}") from None
+        return text
 
 
 class _TaskBase(_Record):

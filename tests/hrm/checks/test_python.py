@@ -74,6 +74,12 @@ def test_a_program_that_does_not_parse_is_a_syntax_error_and_runs_nothing():
     assert result.message == "SyntaxError: expected ':' (line 1)"
 
 
+def test_text_no_source_file_can_hold_is_a_syntax_error():
+    assert check("x = 1\x00\n", ADD)[0] == "syntax_error"
+    result = check_python("x = '\ud800'\n", ADD, FAST)
+    assert (result.status, result.message) == ("syntax_error", "not UTF-8 text: a lone surrogate at character 5")
+
+
 def test_a_program_that_parses_but_does_not_byte_compile_is_a_compile_error():
     result = check_python("return 3\n", ADD, FAST)
     assert (result.status, result.syntax_valid, result.compiles) == ("compile_error", True, False)

@@ -78,6 +78,7 @@ def test_an_unknown_kind_is_refused_naming_the_kinds_there_are(tmp_path):
     ({"tests": [{"input": "[1,", "output": "3", "testtype": "functional"}]}, "tests.0.input: not a JSON value"),
     ({"tests": [{"input": "1", "output": "three", "testtype": "functional"}]}, "tests.0.output: not a JSON value"),
     ({"tests": [{"input": "1", "output": "3", "testtype": "unit"}]}, "tests.0.testtype: Input should be 'stdin' or"),
+    ({"tests": [{"input": "\ud800", "output": "3", "testtype": "stdin"}]}, "tests.0.input: not UTF-8 text"),
 ])
 def test_a_python_task_whose_tests_cannot_run_is_refused_saying_why(tmp_path, change, says):
     assert says in refusal(tmp_path / "t.jsonl", [{**ADD, **change}])
