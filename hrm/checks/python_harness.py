@@ -27,6 +27,7 @@ import traceback
 from typing import Any, Callable
 
 CANDIDATE = "candidate.py"
+STDIN_FILE = ".stdin"
 STOPPING = ("timeout", "memory_limit", "output_limit")
 
 
@@ -73,7 +74,7 @@ class Runner:
         value the exception itself)."""
         saved = sys.stdin, sys.stdout, sys.stderr
         buffer = CappedBuffer(int(self.job["output_bytes"]))
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8")
+        sys.stdin = feed_stdin(stdin)
         sys.stdout = io.TextIOWrapper(buffer, encoding="utf-8", write_through=True)
         self.timed_out = False
         outcome: tuple[str, str, Any]
@@ -107,6 +108,20 @@ class Runner:
         elif status == "output_limit":
             message = f"printed more than {self.job['output_bytes']} bytes"
         return status, message, value, buffer.getvalue().decode("utf-8", "replace")
+
+
+def feed_stdin(text: str) -> io.TextIOWrapper:
+    """`text` as the standard input, at the file descriptor too: programs read it with input(),
+    sys.stdin(.buffer), and also open(0) or os.read(0, …). A file in the scratch directory (a pipe
+    would block on a large input); sys.stdin shares fd 0's offset, so the ways can be mixed."""
+    with open(STDIN_FILE, "wb") as handle:
+        handle.write(text.encode("utf-8"))
+    fd = os.open(STDIN_FILE, os.O_RDONLY)
+    if fd != 0:  # 0 itself when the last case's open(0) closed it
+        os.dup2(fd, 0)
+        os.close(fd)
+    os.remove(STDIN_FILE)
+    return io.TextIOWrapper(io.BufferedReader(io.FileIO(0, closefd=False)), encoding="utf-8")
 
 
 def describe(err: BaseException) -> str:

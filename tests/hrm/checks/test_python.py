@@ -44,6 +44,12 @@ def test_a_stdin_program_may_read_the_binary_buffer_and_end_with_exit():
     assert check(code, ADD_LINE) == ("passed", 3, 3)
 
 
+@pytest.mark.parametrize("read", ["open(0).read()", "sys.stdin.read()", "os.read(0, 100).decode()"])
+def test_a_stdin_program_reads_its_input_whichever_way_it_opens_it(read):
+    code = f"import os, sys\na, b = map(int, {read}.split())\nprint(a + b)\n"
+    assert check(code, ADD_LINE) == ("passed", 3, 3)
+
+
 def test_a_wrong_answer_fails_naming_the_first_failing_case_and_line():
     result = check_python("a, b = map(int, input().split())\nprint(a * b if a == 5 else a + b)\n", ADD_LINE, FAST)
     assert (result.status, result.tests_passed) == ("failed", 2)
