@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 from pathlib import Path
 
 from hrm.checks.python import PythonSettings
@@ -34,7 +35,7 @@ result fields: task_id, candidate, source, kind, tier, status, passed, message; 
   compiles, passes_tests, tests_passed, tests_total; tool_chain adds tool_chain_valid, execution_success,
   first_failing_call. python statuses: passed, failed, syntax_error, compile_error, runtime_error,
   timeout, memory_limit, output_limit, killed.
-Python completions run in a sandbox (docs/sandbox.md) under `python -I -S`: standard library only.
+Python completions run in a sandbox (docs/sandbox.md) with the standard library only.
 Exit status 0 when checking ran, whatever the completions scored; 2 for bad input.
 
 examples:
@@ -44,15 +45,17 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
+    parser.description = textwrap.fill(  # the raw formatter the epilog needs leaves it as written
         "Score completions on the tasks' checkers: python programs run against their tests in a sandbox, "
         "tool chains replayed on a mock environment, strings matched. Prints rates per kind and tier and "
         "pass@k (the unbiased estimator over the candidates present for each task), or with --json one "
-        "object with 'results' (one per completion) and 'summary'.")
+        "object with 'results' (one per completion) and 'summary'.", width=100)
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--tasks", metavar="TASKS.jsonl", required=True, type=Path)
-    parser.add_argument("--completions", metavar="COMPLETIONS.jsonl", required=True, type=Path)
+    parser.add_argument("--tasks", metavar="TASKS.jsonl", required=True, type=Path,
+                        help="the tasks (format below)")
+    parser.add_argument("--completions", metavar="COMPLETIONS.jsonl", required=True, type=Path,
+                        help="the outputs to score, any model's (format below)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: results and summary")
     parser.add_argument("--k", metavar="K", type=positive_int, action="append",
                         help="a k for pass@k (repeatable; default 1, 5 and 10, each where a task has k candidates)")
@@ -66,8 +69,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hrm.errors import InputError
 
-    if not args.timeout > 0:
-        raise InputError(f"--timeout: must be positive, got {args.timeout}")
+    if not 0 < args.timeout < 3600:  # also refuses nan; a case is a test, not a job
+        raise InputError(f"--timeout: must be more than 0 and less than 3600 seconds, got {args.timeout}")
     tasks = load_tasks(args.tasks)
     completions = load_completions(args.completions, tasks)
     checker = Checker(tasks, args.tasks.parent, PythonSettings(case_seconds=args.timeout))

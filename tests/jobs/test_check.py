@@ -102,6 +102,13 @@ def test_a_completion_for_a_task_not_in_the_set_exits_2_naming_its_line(tmp_path
                                        "of the tasks file\n")
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_no_time_or_forever_exits_2(tmp_path, capsys, timeout):
+    completions = write_jsonl(tmp_path / "c.jsonl", [{"task_id": "easy/digit-sum", "completion": ""}])
+    assert main(["check", "--tasks", str(PYTHON_TASKS), "--completions", str(completions), "--timeout", timeout]) == 2
+    assert capsys.readouterr().err.startswith("hrm-eval check: error: --timeout: must be more than 0")
+
+
 def test_help_documents_both_formats_and_the_statuses(capsys):
     with pytest.raises(SystemExit):
         main(["check", "--help"])
