@@ -23,6 +23,7 @@ import torch
 from hrm.checkpoint.loading import CheckpointChanged, load_planned_checkpoint
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
+from hrm.eval.ablation import ABLATIONS, ablate_identifiers
 from hrm.eval.engine import Engine
 from hrm.eval.shard import build_engine, evaluate_examples
 from hrm.memory import peak_rss_bytes
@@ -68,10 +69,14 @@ class Evaluator:
         shard = unit.shard
         batch = self.dataset.examples(shard.split, shard.set, shard.start, shard.stop)
         read_at = time.perf_counter()
+        identifiers = None
+        if unit.ablation is not None:
+            identifiers = ablate_identifiers(batch.puzzle_identifiers, ABLATIONS[unit.ablation],
+                                             self.metadata.num_puzzle_identifiers, self.metadata.blank_identifier_id)
         done = evaluate_examples(engine, batch, protocol=self.eval.protocol, steps=self.eval.steps,
                                  min_steps=self.eval.min_steps,
                                  transform=unit.tta.transform() if unit.tta is not None else None,
-                                 log_samples=self.config.output.log_samples)
+                                 log_samples=self.config.output.log_samples, identifiers=identifiers)
         evaluated_at = time.perf_counter()
         write_predictions(self.run, unit.prediction_key, done.predictions)
         written_at = time.perf_counter()

@@ -206,7 +206,16 @@ class RunConfig(Strict):
     voting: VotingConfig = VotingConfig()
     tta: TTAConfig = TTAConfig()
     ensembles: list[EnsembleConfig] = Field(default_factory=list)
+    ablations: list[Literal["blank_puzzle_ids", "shuffled_puzzle_ids"]] = Field(
+        default_factory=list, description="evaluate every checkpoint again with its puzzle identifiers blanked or "
+        "shuffled (hrm.eval.ablation): how much its accuracy rests on recalling the puzzle's learned embedding")
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _ablations_once(self) -> RunConfig:
+        if len(set(self.ablations)) != len(self.ablations):
+            raise ValueError(f"ablations: {self.ablations} names one ablation twice")
+        return self
 
     @model_validator(mode="after")
     def _votes_see_whole_puzzles(self) -> RunConfig:

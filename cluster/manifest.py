@@ -118,9 +118,9 @@ class RunLedger:
     segment_stats: dict[str, StatsTable] = field(default_factory=dict)
 
     def commit(self, record: UnitRecord, unit: Unit, resumed: bool = False) -> None:
-        """Count a committed unit (test-time-augmentation copies count only in their votes),
-        and keep it for the next segment."""
-        self.count(record, plain=unit.tta is None, resumed=resumed)
+        """Count a committed unit (test-time-augmentation copies count only in their votes,
+        ablations only in theirs), and keep it for the next segment."""
+        self.count(record, plain=unit.plain, resumed=resumed)
 
     def count(self, record: UnitRecord, plain: bool, resumed: bool = False) -> None:
         """`commit` for a record whose planned unit is not at hand (the report of a run that

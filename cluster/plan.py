@@ -87,15 +87,22 @@ class Unit(BaseModel):
     checkpoint: str  # CheckpointRef.name
     shard: Shard
     tta: TTACopy | None = None  # None: the plain data
+    ablation: str | None = None  # hrm.eval.ablation.ABLATIONS: the puzzle identifiers ablated
 
     @property
     def examples(self) -> int:
         return self.shard.examples
 
     @property
+    def plain(self) -> bool:
+        """On the plain data as the dataset gives it: what the run's metrics count."""
+        return self.tta is None and self.ablation is None
+
+    @property
     def prediction_key(self) -> str:
         """Where its predictions are stored, relative to the run."""
-        return prediction_key(self.checkpoint, self.shard, self.tta.index if self.tta is not None else 0)
+        return prediction_key(self.checkpoint, self.shard, self.tta.index if self.tta is not None else 0,
+                              self.ablation)
 
 
 @dataclass
@@ -140,7 +147,7 @@ def prepare(config: RunConfig) -> PreparedRun:
         shards=shards,
         checkpoints=checkpoints,
         units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies,
-                         config.output.log_samples),
+                         config.output.log_samples, config.ablations),
         tta_copies=tta_copies,
         started_at=started,
         preflight_s=time.perf_counter() - clock,
@@ -157,7 +164,7 @@ def replan_checkpoint(prepared: PreparedRun, name: str) -> PreparedRun:
     checked = _check_checkpoint(ref, read_arch_spec(ref.config_uri), meta, config.dataset.uri,
                                 config.cluster.checkpoint_cache_dir)
     fresh = iter(plan_units([checked], prepared.shards, prepared.dataset_hash, config.eval_identity(),
-                            prepared.tta_copies, config.output.log_samples))
+                            prepared.tta_copies, config.output.log_samples, config.ablations))
     return replace(prepared, checkpoints=[checked if r.name == name else r for r in prepared.checkpoints],
                    units=[next(fresh) if u.checkpoint == name else u for u in prepared.units])
 
@@ -381,7 +388,7 @@ def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, 
 
 def unit_id(
     checkpoint: CheckpointRef, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None,
-    samples: bool = False,
+    samples: bool = False, ablation: str | None = None,
 ) -> str:
     key: dict[str, Any] = {
         # The name as well as the version: two files of equal size and modification time (or
@@ -396,6 +403,8 @@ def unit_id(
         # The transform itself, not just its index: a change in how copies are drawn must not
         # resume results of different copies. Plain units keep their ids (resumable by a TTA run).
         key["tta"] = {**tta.model_dump(), "transform": repr(tta.transform())}
+    if ablation is not None:
+        key["ablation"] = ablation
     if samples:
         # Predictions stored with their inputs and labels (output.log_samples) are other files:
         # switching it must not resume parts without them. Units without keep their ids.
@@ -405,14 +414,16 @@ def unit_id(
 
 def plan_units(
     checkpoints: list[CheckpointRef], shards: list[Shard], dataset_hash: str, eval_identity: dict[str, Any],
-    tta_copies: list[TTACopy] | None = None, samples: bool = False,
+    tta_copies: list[TTACopy] | None = None, samples: bool = False, ablations: list[str] | None = None,
 ) -> list[Unit]:
-    """Checkpoint-major order (the plain data, then each test-time-augmentation copy): the driver
-    then naturally finishes one checkpoint before the next."""
-    return [
-        Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy, samples), checkpoint=ref.name, shard=shard,
-             tta=copy)
-        for ref in checkpoints
-        for copy in [None, *(tta_copies or [])]
-        for shard in shards
-    ]
+    """Checkpoint-major order (the plain data, then each test-time-augmentation copy, then each
+    puzzle-identifier ablation): the driver then naturally finishes one checkpoint before the next."""
+    units = []
+    for ref in checkpoints:
+        units += [Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy, samples), checkpoint=ref.name,
+                       shard=shard, tta=copy)
+                  for copy in [None, *(tta_copies or [])] for shard in shards]
+        units += [Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, None, samples, ablation),
+                       checkpoint=ref.name, shard=shard, ablation=ablation)
+                  for ablation in ablations or [] for shard in shards]
+    return units

@@ -24,6 +24,7 @@ from hrm.checkpoint.loading import load_checkpoint
 from hrm.data.reader import open_dataset
 from hrm.data.schema import Shard
 from hrm.errors import InputError
+from hrm.eval.ablation import ablate_identifiers
 from hrm.eval.engine import EngineSettingError
 from hrm.eval.metrics import StatsTable
 from hrm.eval.shard import build_engine, evaluate_examples
@@ -52,6 +53,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DATA", help="dataset directory or URI")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--sets", nargs="*", help="only these sets of the split (default: all)")
+    parser.add_argument(
+        "--puzzle-ids", choices=("as-is", "blank", "shuffled"), default="as-is",
+        help="the puzzle identifiers the model is given: as-is (as trained), blank (the blank identifier for every "
+             "example) or shuffled (each puzzle another's): how much accuracy rests on recalling a puzzle's learned "
+             "embedding (default: as-is)")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="only the first N examples of each set: a quick, partial look (metrics.json records "
                              "it as \"limit\", and the summary says so)")
@@ -179,8 +185,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         total = sizes[set_name]
         for start in range(0, total, CHUNK_EXAMPLES):
             batch = dataset.examples(args.split, set_name, start, min(total, start + CHUNK_EXAMPLES))
+            given = ablate_identifiers(batch.puzzle_identifiers, args.puzzle_ids, meta.num_puzzle_identifiers,
+                                       meta.blank_identifier_id)
             done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
-                                     min_steps=args.min_steps, log_samples=args.log_samples)
+                                     min_steps=args.min_steps, log_samples=args.log_samples, identifiers=given)
             stats.merge(done.stats)
             counts["forward_steps"] += done.result.forward_steps
             counts["examples"] += len(done.result)
@@ -209,6 +217,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             dataset_hash=dataset.content_hash(),
             predictions=storage.join(output, PREDICTIONS),
             log_samples=args.log_samples,
+            puzzle_ids=args.puzzle_ids,
             dtype=engine.config.forward_dtype,
             threads=torch.get_num_threads(),
             streams=args.streams,
@@ -253,6 +262,8 @@ def print_summary(document: dict[str, Any]) -> None:
     job = document["job"]
     rows = [[set_name, *metric_cells(m)] for set_name, m in entry["metrics"]["sets"].items()]
     limited = f", LIMITED to the first {document['limit']} examples of each set" if document.get("limit") else ""
+    if job["puzzle_ids"] != "as-is":
+        limited += f", puzzle identifiers {job['puzzle_ids'].upper()}"
     print_metrics_table(f"{name} on {document['dataset']} [{document['split']}], "
                         f"{document['eval']['protocol']} protocol{limited}", ["set", *METRIC_COLUMNS], rows)
     timings = job["timings"]

@@ -16,6 +16,7 @@ from cluster.report.format import (
     num,
     p_value,
     pct,
+    points,
     run_label,
     throughput,
     total_component,
@@ -55,6 +56,7 @@ def leaderboard(r: RunResults) -> list[Block]:
                "mean steps", "lm loss", "parameters", "size (MiB)", "examples/s", "p vs best", "p vs previous step"],
               rows),
     ]
+    blocks += ablations(r)
     if r.health is None:
         how = HOW_TO_HEALTH if r.manifest else NO_HEALTH
         blocks.append(Text(f"Parameters and size: no health.json in this run ({how})."))
@@ -71,6 +73,34 @@ def leaderboard(r: RunResults) -> list[Block]:
     else:
         blocks.append(Text("Not a sweep: no training run here has two or more checkpoints with steps."))
     return blocks
+
+
+ABLATION_NAMES = {"blank_puzzle_ids": "blank identifiers", "shuffled_puzzle_ids": "shuffled identifiers"}
+
+
+def ablations(r: RunResults) -> list[Block]:
+    """Each checkpoint's exact answers with its puzzle identifiers as trained and ablated."""
+    found = (r.metrics or {}).get("ablations")
+    if not found:
+        return []
+    rows = []
+    for row in r.leaderboard:
+        for kind, entry in found.get(row["checkpoint"], {}).items():
+            test = entry["vs_plain"]
+            n = entry["examples"]
+            rows.append([row["checkpoint"], ABLATION_NAMES.get(kind, kind), count(n),
+                         pct(entry["exact_plain"] / n if n else None), pct(entry["exact_ablated"] / n if n else None),
+                         points(entry["exact_ablated"] / n if n else None, entry["exact_plain"] / n if n else None),
+                         count(test["only_this"]), count(test["only_against"]), p_value(test["p_value"])])
+    return [
+        Text("Puzzle-identifier ablation: every checkpoint evaluated again with its puzzle identifiers blanked "
+             "(the blank identifier for every example) or shuffled (each puzzle given another's), on the same "
+             "examples. A model that solves the puzzle in front of it keeps its accuracy; one that recalls puzzles "
+             "by their learned embedding loses it. A model trained with a single identifier (or without a puzzle "
+             "embedding) cannot change. Exact % of the examples; McNemar's paired test of ablated against plain."),
+        Table(["checkpoint", "ablation", "examples", "exact % as trained", "exact % ablated", "change (points)",
+               "right only ablated", "right only as trained", "p-value"], rows, caption="Puzzle-identifier ablation"),
+    ]
 
 
 def _paired(row: dict[str, Any], key: str) -> str:

@@ -7,6 +7,8 @@
       predictions/checkpoint=<checkpoint>/part-<set>-<start>.parquet   its per-example predictions
       tta/checkpoint=<checkpoint>/copy=<NNN>/part-<set>-<start>.parquet  those of a test-time-
                                                      augmentation copy, mapped back to the original frame
+      ablations/<kind>/checkpoint=<checkpoint>/part-<set>-<start>.parquet  those with the puzzle
+                                                     identifiers ablated (hrm.eval.ablation)
       votes/<checkpoint>/submission.json             ARC-Prize submission (cluster.results.votes)
       votes/ensembles/<name>-<level>.parquet         an ensemble's voted predictions
       revotes/<id>/votes.json, <checkpoint>/…, ensembles/…   votes computed again later from the stored
@@ -62,6 +64,7 @@ VOTES = "votes"
 REVOTES = "revotes"
 PREDICTIONS = "predictions"
 TTA_PREDICTIONS = "tta"
+ABLATION_PREDICTIONS = "ablations"
 UNITS = "units"
 # Reading thousands of small unit records one by one from S3 is latency-bound; a few
 # concurrent requests make a resume scan fast.
@@ -90,20 +93,22 @@ def revote_uri(run: str, revote_id: str, *parts: str) -> str:
     return storage.join(run, REVOTES, revote_id, *parts)
 
 
-def predictions_prefix(checkpoint: str, copy: int = 0) -> str:
-    """Relative to the run: where one checkpoint's predictions on the plain data (copy 0) or on
-    a test-time-augmentation copy are. Copies live outside predictions/, so reading the plain
-    predictions never picks them up."""
+def predictions_prefix(checkpoint: str, copy: int = 0, ablation: str | None = None) -> str:
+    """Relative to the run: where one checkpoint's predictions on the plain data (copy 0), on
+    a test-time-augmentation copy or with an ablation of its puzzle identifiers are. Copies and
+    ablations live outside predictions/, so reading the plain predictions never picks them up."""
+    if ablation is not None:
+        return f"{ABLATION_PREDICTIONS}/{ablation}/checkpoint={checkpoint}"
     if copy == 0:
         return f"{PREDICTIONS}/checkpoint={checkpoint}"
     return f"{TTA_PREDICTIONS}/checkpoint={checkpoint}/copy={copy:03d}"
 
 
-def prediction_key(checkpoint: str, shard: Shard, copy: int = 0) -> str:
+def prediction_key(checkpoint: str, shard: Shard, copy: int = 0, ablation: str | None = None) -> str:
     """Relative to the run. The set name and first example make it unique within a checkpoint
     and stable across reruns, whatever other sets a rerun selects."""
     set_part = UNSAFE_KEY_CHARS.sub("-", shard.set)
-    return f"{predictions_prefix(checkpoint, copy)}/part-{set_part}-{shard.start:09d}.parquet"
+    return f"{predictions_prefix(checkpoint, copy, ablation)}/part-{set_part}-{shard.start:09d}.parquet"
 
 
 class ActorInfo(BaseModel):
@@ -145,18 +150,19 @@ def write_predictions(run: str, key: str, table: pa.Table) -> None:
     storage.write_parquet_atomic(storage.join(run, key), [table])
 
 
-def prediction_parts(run: str, checkpoint: str, copy: int = 0) -> list[str]:
-    """The part files of one checkpoint's stored predictions (on the plain data, or on
-    test-time-augmentation copy `copy`) in (set, first example_id) order: the dataset's.
+def prediction_parts(run: str, checkpoint: str, copy: int = 0, ablation: str | None = None) -> list[str]:
+    """The part files of one checkpoint's stored predictions (on the plain data, on
+    test-time-augmentation copy `copy`, or with puzzle-identifier `ablation`) in (set, first
+    example_id) order: the dataset's.
 
     Each part holds one shard (one set, its consecutive examples in order), and every
     checkpoint and copy of a run has a part of the same name per shard of the run's plan, so
     these names also line up TTA copies and ensemble members part by part.
     """
-    prefix = storage.join(run, predictions_prefix(checkpoint, copy))
+    prefix = storage.join(run, predictions_prefix(checkpoint, copy, ablation))
     names = [p for p in storage.list_files(prefix) if p.endswith(".parquet") and ".tmp-" not in p]
     if not names:
-        what = "" if copy == 0 else f" copy {copy}"
+        what = (f" ablation {ablation}" if ablation else "") + ("" if copy == 0 else f" copy {copy}")
         raise InputError(f"{prefix}: no predictions stored for checkpoint {checkpoint!r}{what}")
     with ThreadPoolExecutor(READ_THREADS) as pool:  # one small footer read each: latency-bound on S3
         spans = list(pool.map(lambda name: _part_span(storage.join(prefix, name)), names))
@@ -204,18 +210,18 @@ def _column_range(metadata: pq.FileMetaData, column: str, uri: str) -> tuple[Any
 
 
 def read_prediction_part(run: str, checkpoint: str, part: str, copy: int = 0,
-                         columns: list[str] | None = None) -> pa.Table:
-    """One part (a name from `prediction_parts`) of a checkpoint's or copy's predictions."""
-    uri = storage.join(run, predictions_prefix(checkpoint, copy), part)
+                         columns: list[str] | None = None, ablation: str | None = None) -> pa.Table:
+    """One part (a name from `prediction_parts`) of a checkpoint's, copy's or ablation's predictions."""
+    uri = storage.join(run, predictions_prefix(checkpoint, copy, ablation), part)
     return storage.read_parquet(uri, columns)
 
 
 def iter_predictions(run: str, checkpoint: str, copy: int = 0,
-                     columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """One checkpoint's (or copy's) stored predictions part by part, in (set, example_id)
-    order; only the part being read is in memory. `columns` None reads every column."""
-    for part in prediction_parts(run, checkpoint, copy):
-        yield read_prediction_part(run, checkpoint, part, copy, columns)
+                     columns: list[str] | None = None, ablation: str | None = None) -> Iterator[pa.Table]:
+    """One checkpoint's (or copy's, or ablation's) stored predictions part by part, in (set,
+    example_id) order; only the part being read is in memory. `columns` None reads every column."""
+    for part in prediction_parts(run, checkpoint, copy, ablation):
+        yield read_prediction_part(run, checkpoint, part, copy, columns, ablation)
 
 
 def read_predictions(run: str, checkpoint: str, copy: int = 0, columns: list[str] | None = None) -> pa.Table:
@@ -226,8 +232,8 @@ def read_predictions(run: str, checkpoint: str, copy: int = 0, columns: list[str
 
 def stored_predictions(run: str) -> set[str]:
     """The keys (relative to the run) of every predictions part stored under the run: one
-    listing each of predictions/ and tta/."""
-    return {f"{top}/{path}" for top in (PREDICTIONS, TTA_PREDICTIONS)
+    listing each of predictions/, tta/ and ablations/."""
+    return {f"{top}/{path}" for top in (PREDICTIONS, TTA_PREDICTIONS, ABLATION_PREDICTIONS)
             for path in storage.list_files(storage.join(run, top))}
 
 

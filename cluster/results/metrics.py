@@ -14,6 +14,8 @@ committed units' statistics, and one row per checkpoint ranked by exact accuracy
      "checkpoints": {name: {"step", "family", "version",          hrm.storage.version of the step file
                             "metrics": StatsTable.finalize(), "stats": StatsTable.to_dict()}},
      "votes": {...},                       run only, when the config asks for votes (cluster.results.votes)
+     "ablations": {name: {kind: {"examples", "exact_plain", "exact_ablated", "vs_plain"}}},
+                                           run only, with `ablations:` (cluster.results.paired)
      "paired": {name: {"vs_best", "vs_previous", "indistinguishable_from_best"}},
                                            run only, two or more checkpoints: McNemar on the same examples
                                            against the best and the previous step (cluster.results.paired)
@@ -44,7 +46,7 @@ METRICS_FORMAT = "hrm-eval/metrics"
 # Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
 # storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
 # `hrm-eval evaluate`'s metrics.json, unversioned and flat before, has had the run's shape since 2.
-# 3: "paired" (each checkpoint against the best and its previous step), "limit".
+# 3: "paired" (each checkpoint against the best and its previous step), "limit", "ablations".
 METRICS_VERSION = 3
 
 
@@ -75,6 +77,7 @@ class EvaluateJob(BaseModel):
     dataset_hash: str  # Dataset.content_hash(), as a run's manifest records it
     predictions: str  # the predictions/ folder, hive-partitioned as a run's
     log_samples: bool  # the predictions hold each example's inputs and labels
+    puzzle_ids: str = "as-is"  # what the model was given as puzzle identifiers (hrm.eval.ablation)
     dtype: str  # the activation dtype used: eval's, or (eval's None) the checkpoint's forward_dtype
     threads: int  # torch CPU threads
     streams: int  # CPU worker threads the batch is split between
@@ -98,11 +101,12 @@ class MetricsDocument(BaseModel):
     checkpoints: dict[str, CheckpointMetrics]
     votes: dict[str, Any] | None = None  # run only (cluster.results.votes)
     paired: dict[str, Any] | None = None  # run only (cluster.results.paired)
+    ablations: dict[str, Any] | None = None  # run only, with `ablations:` (cluster.results.paired)
     job: EvaluateJob | None = None  # evaluate only
 
     def to_json(self) -> dict[str, Any]:
         """The document as stored: the sections that do not apply are left out, not null."""
-        return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "job")
+        return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "ablations", "job")
                                         if getattr(self, key) is None})
 
 

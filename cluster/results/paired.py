@@ -34,11 +34,11 @@ SIGNIFICANCE = 0.05
 ExactFlags = dict[str, np.ndarray]  # set -> exact flag per example, by example_id
 
 
-def exact_flags(run: str, checkpoint: str) -> ExactFlags:
-    """Per set, whether each example was predicted exactly, indexed by example_id (each set's
-    ids are 0..n-1, each stored once)."""
+def exact_flags(run: str, checkpoint: str, ablation: str | None = None) -> ExactFlags:
+    """Per set, whether each example was predicted exactly (with its puzzle identifiers
+    ablated, when given), indexed by example_id (each set's ids are 0..n-1, each stored once)."""
     found: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for part in iter_predictions(run, checkpoint, columns=["set", "example_id", "exact"]):
+    for part in iter_predictions(run, checkpoint, columns=["set", "example_id", "exact"], ablation=ablation):
         for name in pc.unique(part.column("set")).to_pylist():
             rows = part.filter(pc.equal(part.column("set"), name))
             found.setdefault(name, []).append((rows.column("example_id").to_numpy(),
@@ -121,3 +121,24 @@ def _in_step_order(run: str, checkpoints: Sequence[CheckpointInRun]
             flags = exact_flags(run, ref.name)
             yield ref.name, flags, previous
             previous = (ref.name, flags)
+
+
+def ablation_comparisons(run: str, checkpoints: Sequence[str], ablations: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For every checkpoint and puzzle-identifier ablation (hrm.eval.ablation): examples
+    exactly right with the identifiers as trained and with them ablated, of how many, and
+    McNemar's test of the ablated predictions against the plain ones on the same examples."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in checkpoints:
+        plain = exact_flags(run, name)
+        examples = sum(len(flags) for flags in plain.values())
+        out[name] = {}
+        for ablation in ablations:
+            ablated = exact_flags(run, name, ablation)
+            test = compare(ablated, plain, (f"{name} with {ablation}", name))
+            out[name][ablation] = {
+                "examples": examples,
+                "exact_plain": sum(int(np.count_nonzero(flags)) for flags in plain.values()),
+                "exact_ablated": sum(int(np.count_nonzero(flags)) for flags in ablated.values()),
+                "vs_plain": asdict(test),
+            }
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import torch
 
@@ -44,17 +45,20 @@ def build_engine(ckpt: Checkpoint, meta: DatasetMetadata, dataset: str, *, dtype
 
 def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol = "fixed", steps: int | None = None,
                       min_steps: int = 1, transform: GridTransform | None = None,
-                      log_samples: bool = False) -> Evaluated:
+                      log_samples: bool = False, identifiers: np.ndarray | None = None) -> Evaluated:
     """Run the engine over `batch`. With a test-time-augmentation `transform`, the model sees
     the transformed inputs and labels and the predictions are stored mapped back to the
     original frame (votes then compare copies position by position); the scores need no
     change, since the transform is a bijection of positions and of label tokens.
     `log_samples`: the prediction table also holds each example's inputs and labels, as the
-    dataset stores them (the original frame, like the stored predictions)."""
+    dataset stores them (the original frame, like the stored predictions). `identifiers`: the
+    puzzle identifiers the model is given instead of the batch's (an ablation,
+    hrm.eval.ablation); the stored rows keep the dataset's, so they line up with the plain ones."""
     inputs, labels = batch.inputs, batch.labels
     if transform is not None:
         inputs, labels = transform.apply(inputs), transform.apply(labels)
-    result = engine.run(inputs, labels, batch.puzzle_identifiers, protocol=protocol, steps=steps, min_steps=min_steps)
+    given = batch.puzzle_identifiers if identifiers is None else identifiers
+    result = engine.run(inputs, labels, given, protocol=protocol, steps=steps, min_steps=min_steps)
     if transform is not None:
         result.pred = transform.invert(result.pred)
     stats = StatsTable().update(set=batch.set, tier=batch.columns.get("tier"), **result.per_example())

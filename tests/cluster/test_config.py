@@ -168,8 +168,12 @@ def test_the_quickstart_config_is_valid():
     ({"dataset": {"uri": "data/arc", "limit": 100}, "voting": {"enabled": True}},
      "(top level): voting.enabled with dataset.limit: ARC voting needs every augmented version of each test "
      "puzzle, which the first N examples do not hold"),
+    ({"ablations": ["blank_puzzle_ids", "blank_puzzle_ids"]},
+     "(top level): ablations: ['blank_puzzle_ids', 'blank_puzzle_ids'] names one ablation twice"),
+    ({"ablations": ["no_inputs"]}, "ablations.0: Input should be 'blank_puzzle_ids' or 'shuffled_puzzle_ids'"),
 ], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type",
-        "pass@0", "no pass_k", "ensemble name with a path", "limit 0", "voting on a limited split"])
+        "pass@0", "no pass_k", "ensemble name with a path", "limit 0", "voting on a limited split", "ablation twice",
+        "unknown ablation"])
 def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
     path = write(tmp_path, {**MINIMAL, **section})
     refused = refusal(path)

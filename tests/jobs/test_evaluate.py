@@ -174,3 +174,12 @@ def test_limit_evaluates_the_first_n_examples_of_each_set_and_every_output_says_
     assert document["limit"] == 5 and document["job"]["examples"] == 5
     predictions = pq.read_table(inputs[2] / "predictions")
     assert sorted(predictions.column("example_id").to_pylist()) == [0, 1, 2, 3, 4]
+
+
+def test_puzzle_ids_blank_gives_the_model_blank_identifiers_and_stores_the_datasets(inputs, capsys):
+    assert main(evaluate_args(inputs, "--puzzle-ids", "blank", "--json")) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["job"]["puzzle_ids"] == "blank"
+    stored = pq.read_table(inputs[2] / "predictions").column("puzzle_identifier").to_pylist()
+    dataset = open_dataset(inputs[1]).examples("test", "all")
+    assert sorted(stored) == sorted(dataset.puzzle_identifiers.tolist()) and set(stored) != {0}

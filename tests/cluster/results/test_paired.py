@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -7,8 +8,12 @@ import pytest
 from hrm.data.schema import Shard
 from hrm.errors import InputError
 
-from cluster.results.layout import prediction_key, write_predictions
+from cluster.results.layout import iter_predictions, prediction_key, write_predictions
+from cluster.results.metrics import read_metrics
 from cluster.results.paired import CheckpointInRun, discordant, exact_flags, paired_comparisons
+
+from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config, run_in_process
+from tests.factories import make_checkpoint
 
 
 def store(run: str, checkpoint: str, exact: dict[str, list[bool]], shard_size: int = 4) -> None:
@@ -73,3 +78,43 @@ def test_checkpoints_evaluated_on_different_examples_are_not_compared(tmp_path):
     store(run, "b", {"all": [True, False]})
     with pytest.raises(InputError, match=r"a against b: not evaluated on the same examples"):
         discordant(exact_flags(run, "a"), exact_flags(run, "b"), "a against b")
+
+
+def plain_and_ablated_run(tmp_path, **arch) -> str:
+    data = make_dataset(tmp_path / "data")
+    make_checkpoint(tmp_path / "sweep", steps=(1,), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS,
+                    **arch)
+    config = run_config([{"run": str(tmp_path / "sweep")}], data, str(tmp_path / "out"))
+    config = config.model_copy(update={"ablations": ["blank_puzzle_ids", "shuffled_puzzle_ids"]})
+    return run_in_process(config).run
+
+
+def preds(run: str, ablation: str | None = None) -> list:
+    table = read_predictions_of(run, ablation)
+    return table.sort_by([("set", "ascending"), ("example_id", "ascending")]).column("pred").to_pylist()
+
+
+def read_predictions_of(run: str, ablation: str | None):
+    return pa.concat_tables(iter_predictions(run, "sweep-step_1", columns=["set", "example_id", "pred"],
+                                             ablation=ablation))
+
+
+def test_ablated_identifiers_change_a_model_with_puzzle_embeddings_and_the_run_reports_it_paired(tmp_path):
+    run = plain_and_ablated_run(tmp_path)
+    assert preds(run, "blank_puzzle_ids") != preds(run) and preds(run, "shuffled_puzzle_ids") != preds(run)
+    found = read_metrics(run)["ablations"]["sweep-step_1"]
+    for kind in ("blank_puzzle_ids", "shuffled_puzzle_ids"):
+        plain, ablated = exact_flags(run, "sweep-step_1"), exact_flags(run, "sweep-step_1", kind)
+        assert found[kind]["examples"] == 64
+        assert found[kind]["exact_ablated"] == sum(int(f.sum()) for f in ablated.values())
+        assert (found[kind]["vs_plain"]["only_this"], found[kind]["vs_plain"]["only_against"]) == discordant(
+            ablated, plain, kind)
+    assert read_metrics(run)["checkpoints"]["sweep-step_1"]["metrics"]["all"]["count"] == 64  # plain units only
+    assert "Puzzle-identifier ablation" in (Path(run) / "report.md").read_text()
+
+
+def test_a_model_without_a_puzzle_embedding_cannot_be_changed_by_its_identifiers(tmp_path):
+    run = plain_and_ablated_run(tmp_path, puzzle_emb_ndim=0)
+    assert preds(run, "blank_puzzle_ids") == preds(run) == preds(run, "shuffled_puzzle_ids")
+    for entry in read_metrics(run)["ablations"]["sweep-step_1"].values():
+        assert entry["exact_plain"] == entry["exact_ablated"] and entry["vs_plain"]["p_value"] == 1.0
