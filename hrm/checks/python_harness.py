@@ -184,10 +184,11 @@ def first_difference(got: list[str], expected: list[str]) -> str:
     return f"expected {len(expected)} output lines, got {len(got)}"
 
 
-def run_module(runner: Runner, code: Any) -> dict | None:
+def run_module(runner: Runner, code: Any, preamble: dict | None = None) -> dict | None:
     """The candidate's top level run as a module (not as __main__, so its own demo code under
-    `if __name__ == "__main__":` stays out); its namespace, or None when it did not run."""
-    namespace: dict = {"__name__": "solution", "__builtins__": builtins}
+    `if __name__ == "__main__":` stays out), its namespace starting with `preamble`; the
+    namespace, or None when it did not run."""
+    namespace: dict = {**(preamble or {}), "__name__": "solution", "__builtins__": builtins}
     status, message, _, _ = runner.guarded(lambda: exec(code, namespace))
     return namespace if compile_stage(runner, status, message) else None
 
@@ -204,7 +205,11 @@ def compile_stage(runner: Runner, status: str, message: str) -> bool:
 
 
 def run_functional(runner: Runner, code: Any) -> None:
-    namespace = run_module(runner, code)
+    # LeetCode-style signatures name typing's List, Optional, … without importing them, as that
+    # site's own environment has them; so does this one, for functional tasks.
+    import typing
+
+    namespace = run_module(runner, code, {name: getattr(typing, name) for name in typing.__all__})
     if namespace is None:
         return
     name = runner.job["func_name"]

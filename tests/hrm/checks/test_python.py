@@ -63,6 +63,11 @@ def test_a_function_is_found_at_top_level_or_as_a_solution_method_and_tuples_equ
     assert check("def pair(x):\n    return (x, x)\n", pairs) == ("passed", 1, 1)
 
 
+def test_a_leetcode_style_signature_may_name_typing_without_importing_it():
+    code = "class Solution:\n    def add(self, a: Optional[int], b: List[int] | int) -> int:\n        return a + b\n"
+    assert check(code, ADD) == ("passed", 3, 3)
+
+
 def test_true_is_not_the_answer_one_but_two_point_zero_is_two():
     assert check("def add(a, b):\n    return True\n", functional_task("add", ([0, 1], 1))) == ("failed", 0, 1)
     assert check("def add(a, b):\n    return float(a + b)\n", functional_task("add", ([1, 1], 2))) == ("passed", 1, 1)
