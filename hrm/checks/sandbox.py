@@ -299,7 +299,9 @@ def _apply_limits(limits: dict, nproc: int) -> None:
 
 def _own_user_namespace(uid: int, gid: int) -> None:
     """A user namespace of the program's own, mapping only its uid: RLIMIT_NPROC is then counted per namespace
-    (Linux >= 5.14), so the limit is this run's processes alone, not every process of the user."""
+    (Linux >= 5.14), so the limit is this run's processes alone, not every process of the user. Inside, the program
+    is never uid 0 (root in a container without nobody is seen as nobody), so exec leaves it no capabilities."""
+    inside_uid, inside_gid = uid or NOBODY, gid or NOBODY
     _unshare(_CLONE_NEWUSER)
     # A non-dumpable process's /proc files belong to root, and changing uid or forking from the (non-dumpable)
     # init leaves us non-dumpable: be dumpable to write our own maps (exec resets this anyway).
@@ -307,9 +309,9 @@ def _own_user_namespace(uid: int, gid: int) -> None:
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
+        f.write(f"{inside_uid} {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+        f.write(f"{inside_gid} {gid} 1")
 
 
 def _exec_program(cfg: dict, status_fd: int, *, own_group: bool) -> None:
@@ -363,11 +365,12 @@ def _namespace_init(cfg: dict, status_fd: int) -> None:
             child = os.fork()
             if child == 0:
                 try:
-                    if os.geteuid() == 0:
+                    uid, gid = cfg["uid"], cfg["gid"]
+                    if os.geteuid() == 0 and uid != 0:
                         os.setgroups([])
-                        os.setresgid(NOBODY, NOBODY, NOBODY)
-                        os.setresuid(NOBODY, NOBODY, NOBODY)
-                    _own_user_namespace(os.getuid(), os.getgid())
+                        os.setresgid(gid, gid, gid)
+                        os.setresuid(uid, uid, uid)
+                    _own_user_namespace(uid, gid)
                 except BaseException:  # noqa: BLE001
                     os._exit(1)
                 os._exit(0)
@@ -490,12 +493,28 @@ def _launcher_cmd(cfg: dict) -> list[str]:
 
 def _target_ids(executable: str, readable: Sequence[str], mode: Mode) -> tuple[int, int]:
     """Who the program runs as: ourselves unless we are root; then nobody (root ignores RLIMIT_NPROC and may write
-    anything) - in basic mode only if nobody can reach the interpreter's files, since nothing can be grafted."""
-    if os.geteuid() != 0:
+    anything) - if this user namespace has a nobody (a container's may not), and in basic mode only if nobody can
+    reach the interpreter's files, since nothing can be grafted."""
+    if os.geteuid() != 0 or not (_mapped("uid", NOBODY) and _mapped("gid", NOBODY)):
         return os.getuid(), os.getgid()
     if mode == "basic" and any(_hidden_ancestor(p) for p in [executable, *readable]):
         return 0, 0
     return NOBODY, NOBODY
+
+
+def _id_map(kind: str) -> list[tuple[int, int, int]]:
+    """This process's user namespace's uid or gid map: (first id inside, first id outside, count) ranges."""
+    with open(f"/proc/self/{kind}_map") as f:
+        return [(int(a), int(b), int(c)) for a, b, c in (line.split() for line in f if line.strip())]
+
+
+def _mapped(kind: str, inside: int) -> bool:
+    return any(first <= inside < first + count for first, _, count in _id_map(kind))
+
+
+def _host_root() -> bool:
+    """Whether uid 0 here is the host's root (whom RLIMIT_NPROC does not bind), not a container's mapped root."""
+    return os.geteuid() == 0 and any(first == 0 and outside == 0 for first, outside, _ in _id_map("uid"))
 
 
 def _readable_paths(executable: str, extra: Sequence[str | os.PathLike]) -> list[str]:
@@ -512,10 +531,12 @@ def _namespaces_work() -> bool:
     scratch = tempfile.mkdtemp(prefix="hrm-sandbox-probe-")
     r, w = os.pipe()
     try:
-        if os.geteuid() == 0:
-            os.chown(scratch, NOBODY, NOBODY)
+        readable = _readable_paths(sys.executable, ())
+        uid, gid = _target_ids(sys.executable, readable, "namespaces")
+        if (uid, gid) != (os.getuid(), os.getgid()):
+            os.chown(scratch, uid, gid)
         cfg = {"mode": "namespaces", "probe": True, "status_fd": w, "parent_pid": os.getpid(), "scratch": scratch,
-               "readable": _readable_paths(sys.executable, ())}
+               "readable": readable, "uid": uid, "gid": gid}
         proc = subprocess.run(_launcher_cmd(cfg), stdin=subprocess.DEVNULL, capture_output=True, pass_fds=(w,),
                               env={}, timeout=30, start_new_session=True)
         os.close(w)
@@ -555,7 +576,7 @@ def protections(mode: Literal["auto", "namespaces", "basic"] = "auto", executabl
         return [RLIMITS, PROCESS_LIMIT, WRITES_CONFINED, NO_NETWORK, DESCENDANTS_KILLED, HOST_PROCESSES_HIDDEN]
     found = [RLIMITS]
     uid, _ = _target_ids(executable, _readable_paths(executable, ()), "basic")
-    if uid != 0:
+    if uid != 0 or not _host_root():
         found.append(PROCESS_LIMIT)
     if os.geteuid() == 0 and uid != 0:
         # Unprivileged as nobody, and unable to signal the root launcher, which then kills every descendant.
@@ -744,16 +765,19 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: Limits, start: flo
     proc.returncode = os.waitstatus_to_exitcode(st)
     _signal(-proc.pid, signal.SIGKILL)  # anything left in the launcher's group (there should be nothing)
     report = status.decode(errors="replace").strip().splitlines()
+    setup_error = next((line for line in report if line.startswith("error sandbox")), None)
+    if setup_error:
+        raise SandboxError(setup_error.removeprefix("error ").strip())
     final = next((line for line in reversed(report) if line.split(" ", 1)[0] in ("exit", "signal", "error")), "")
-    if final.startswith("error sandbox"):
-        raise SandboxError(final.removeprefix("error ").strip())
     stdout, stderr = (bytes(buf) for buf in out.values())
     for line in report:
         if line.startswith("group "):  # basic mode: the program's group, in case the launcher was killed first
             _kill_group_and_wait(int(line.split()[1]))
-    if final.startswith("error "):  # the program could not be started (e.g. exec failed)
-        stderr = (stderr + final.removeprefix("error ").encode() + b"\n")[: limits.output_bytes]
-        final = "exit 127 0"
+    for line in report:
+        if line.startswith("error cannot start"):  # exec failed (then the child exits 127, reported after this)
+            stderr = (stderr + line.removeprefix("error ").encode() + b"\n")[: limits.output_bytes]
+            if final == line:
+                final = "exit 127 0"
     if not final:
         # The launcher died without a report: only something killing it (our SIGKILL after the grace period, or
         # the program killing its parent in basic mode) gets here.

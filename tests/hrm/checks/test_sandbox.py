@@ -357,3 +357,22 @@ def test_connecting_to_another_programs_unix_socket_in_tmp_fails(mode: str) -> N
     assert outcome.status == "error", outcome
     assert b"FileNotFoundError" in outcome.stderr or b"PermissionError: sandbox: socket" in outcome.stderr
     assert_ended_cleanly(outcome, marker)
+
+
+def test_a_program_ended_by_a_signal_of_its_own_is_killed(mode: str) -> None:
+    outcome, marker = run_python("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", mode)
+    assert (outcome.status, outcome.returncode, outcome.signal) == ("killed", None, signal.SIGSEGV), outcome
+
+
+def test_a_program_that_cannot_be_executed_is_an_error_saying_why(mode: str) -> None:
+    where = Path(tempfile.mkdtemp())
+    try:
+        where.chmod(0o755)  # for nobody (as whom root runs programs) to reach it
+        script = where / "bad-interpreter"
+        script.write_text("#!/nonexistent/interpreter\n")
+        script.chmod(0o755)
+        outcome = run_sandboxed([str(script)], {}, FAST, mode=mode)
+    finally:
+        shutil.rmtree(where)
+    assert (outcome.status, outcome.returncode) == ("error", 127), outcome
+    assert b"cannot start" in outcome.stderr and b"No such file or directory" in outcome.stderr
