@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("jobs.compare", "compare two runs on the same examples: per checkpoint the change and McNemar's test"),
     "check": ("jobs.check", "score completions on text tasks: python run against tests, tool chains, strings; pass@k"),
     "vote": ("jobs.vote", "vote again on a finished run's stored predictions: other pass@k, ensembles, TTA level"),
+    "overlap": ("jobs.overlap", "test examples also in train (or another dataset), exactly or up to augmentation; duplicates"),
     "demo": ("jobs.demo", "the quickstart: make data, train tiny HRM checkpoints, evaluate, report"),
 }
 
