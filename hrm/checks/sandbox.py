@@ -486,9 +486,13 @@ def _launch(cfg: dict) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The caller's side.
 
-def _launcher_cmd(cfg: dict) -> list[str]:
+def _launcher_cmd(cfg: dict, config_file: Path) -> list[str]:
+    """The launcher's command line; its configuration goes in a file (one argument is limited to 128 KiB, and the
+    program's own argv may be longer)."""
+    with open(os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        json.dump(cfg, f)
     # -I: no user site, no PYTHON* variables, no script dir on sys.path; -S: no site-packages (stdlib only).
-    return [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(cfg)]
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), str(config_file)]
 
 
 def _target_ids(executable: str, readable: Sequence[str], mode: Mode) -> tuple[int, int]:
@@ -537,7 +541,7 @@ def _namespaces_work() -> bool:
             os.chown(scratch, uid, gid)
         cfg = {"mode": "namespaces", "probe": True, "status_fd": w, "parent_pid": os.getpid(), "scratch": scratch,
                "readable": readable, "uid": uid, "gid": gid}
-        proc = subprocess.run(_launcher_cmd(cfg), stdin=subprocess.DEVNULL, capture_output=True, pass_fds=(w,),
+        proc = subprocess.run(_launcher_cmd(cfg, Path(scratch) / "launcher.json"), stdin=subprocess.DEVNULL, capture_output=True, pass_fds=(w,),
                               env={}, timeout=30, start_new_session=True)
         os.close(w)
         w = -1
@@ -674,9 +678,10 @@ def run_sandboxed(argv: list[str], files: Mapping[str, bytes] = {}, limits: Limi
         cfg = {"mode": resolved, "status_fd": w, "parent_pid": os.getpid(), "scratch": str(scratch),
                "readable": paths, "uid": uid, "gid": gid, "limits": asdict(limits), "executable": executable,
                "argv": list(argv), "env": env}
+        command = _launcher_cmd(cfg, top / "launcher.json")
         start = time.monotonic()
-        proc = subprocess.Popen(_launcher_cmd(cfg), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(w,), env={}, cwd=scratch, start_new_session=True)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(w,), env={}, cwd=scratch, start_new_session=True)
         os.close(w)
         w = -1
         return _supervise(proc, r, limits, start)
@@ -813,4 +818,5 @@ def _signal(pid: int, signum: int) -> None:
 
 
 if __name__ == "__main__":
-    _launch(json.loads(sys.argv[1]))
+    with open(sys.argv[1]) as config:
+        _launch(json.load(config))

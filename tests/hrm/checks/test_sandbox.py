@@ -376,3 +376,10 @@ def test_a_program_that_cannot_be_executed_is_an_error_saying_why(mode: str) -> 
         shutil.rmtree(where)
     assert (outcome.status, outcome.returncode) == ("error", 127), outcome
     assert b"cannot start" in outcome.stderr and b"No such file or directory" in outcome.stderr
+
+
+def test_a_program_argument_longer_than_the_kernels_limit_for_one_argument_of_the_launcher_passes(mode: str) -> None:
+    long_text = "y" * 100_000  # with the rest of the configuration, past the 128 KiB one argument may hold
+    outcome = run_sandboxed([sys.executable, "-c", "import sys; print(len(sys.argv[1]) + len(sys.argv[2]))",
+                             long_text, long_text], {}, FAST, mode=mode)
+    assert (outcome.status, outcome.stdout) == ("ok", b"200000\n"), outcome
