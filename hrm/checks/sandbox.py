@@ -16,8 +16,8 @@ Two modes, the strongest the kernel allows chosen once per process (`protections
   child subreaper launcher that kills every leftover descendant; writes and the network are only stopped where the
   program runs as an unprivileged user that may not write the place (root runs it as nobody when it can).
 In both, the program runs with rlimits (CPU, address space, processes, file size, open files, no core files),
-no_new_privs, stdin /dev/null and an empty environment, and as an unprivileged uid (nobody when we are root,
-since root ignores RLIMIT_NPROC).
+no_new_privs, stdin /dev/null and an empty environment; when we are root, as nobody (root ignores RLIMIT_NPROC and
+may write anywhere) unless basic mode cannot reach the interpreter as nobody.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ PYTHON_AUDIT_HOOK = "python-audit-hook"
 NOBODY = 65534  # the uid/gid root runs the program as: not root (so RLIMIT_NPROC holds) and owning nothing
 
 # The sitecustomize.py that basic mode puts on the program's PYTHONPATH. The cwd at start-up is the scratch dir.
-_AUDIT_HOOK_SOURCE = r'''"""hrm sandbox (basic mode): refuse, at the Python level, what the kernel does not stop here."""
+_AUDIT_HOOK_SOURCE = r'''"""hrm sandbox (basic mode): refuse at the Python level what the kernel does not stop here."""
 import os
 import sys
 
@@ -128,7 +128,7 @@ class Limits:
     cpu_seconds: float = 10.0        # RLIMIT_CPU of every process (then SIGXCPU/SIGKILL)
     wall_seconds: float = 20.0       # then the whole process group is killed
     memory_bytes: int = 1 << 30      # RLIMIT_AS
-    processes: int = 64              # RLIMIT_NPROC (see the brief: per-user on Linux) or equivalent
+    processes: int = 64              # RLIMIT_NPROC: per run in namespace mode, per uid in basic (docs/sandbox.md)
     file_bytes: int = 16 << 20       # RLIMIT_FSIZE
     open_files: int = 64             # RLIMIT_NOFILE
     output_bytes: int = 1 << 20      # stdout and stderr, each: beyond it the run is stopped
@@ -328,7 +328,8 @@ def _exec_program(cfg: dict, status_fd: int, *, own_group: bool) -> None:
             os.setresuid(uid, uid, uid)
         nproc = cfg["limits"]["processes"]
         if cfg["mode"] == "namespaces":
-            _own_user_namespace(uid, gid)  # before lowering RLIMIT_NPROC: the namespace records the limit it starts with
+            # Before lowering RLIMIT_NPROC: a user namespace records the limit it starts with for its parent's count.
+            _own_user_namespace(uid, gid)
         else:
             # Outside a namespace RLIMIT_NPROC counts every task of the uid: allow the ones it has now (this one
             # included, hence -1) plus the program's share. Approximate: the uid's other processes come and go.
@@ -541,8 +542,8 @@ def _namespaces_work() -> bool:
             os.chown(scratch, uid, gid)
         cfg = {"mode": "namespaces", "probe": True, "status_fd": w, "parent_pid": os.getpid(), "scratch": scratch,
                "readable": readable, "uid": uid, "gid": gid}
-        proc = subprocess.run(_launcher_cmd(cfg, Path(scratch) / "launcher.json"), stdin=subprocess.DEVNULL, capture_output=True, pass_fds=(w,),
-                              env={}, timeout=30, start_new_session=True)
+        proc = subprocess.run(_launcher_cmd(cfg, Path(scratch) / "launcher.json"), stdin=subprocess.DEVNULL,
+                              capture_output=True, pass_fds=(w,), env={}, timeout=30, start_new_session=True)
         os.close(w)
         w = -1
         with os.fdopen(r, "rb") as f:
@@ -629,7 +630,9 @@ def _classify(report: str, stderr: bytes, limits: Limits, *, timed_out: bool,
         return "timeout", returncode, signum
     if returncode == 0:
         return "ok", returncode, signum
-    if any(marker in stderr for marker in _MEMORY_MARKERS):
+    # The allocation failure ends the error output (a traceback's last line, an abort message), so look at its end:
+    # a program merely printing the word earlier is not out of memory.
+    if any(marker in stderr[-512:] for marker in _MEMORY_MARKERS):
         return "memory_limit", returncode, signum
     if signum is not None:
         return "killed", returncode, signum
@@ -716,7 +719,7 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: Limits, start: flo
             if exited is None:
                 try:
                     pid, st, rusage = os.wait4(proc.pid, os.WNOHANG)
-                except ChildProcessError:  # reaped behind our back (SIGCHLD ignored by the caller): the status pipe says
+                except ChildProcessError:  # reaped behind our back (the caller ignores SIGCHLD): the status pipe tells
                     pid, st, rusage = proc.pid, 0, None
                 if pid:
                     exited = (st, rusage)
