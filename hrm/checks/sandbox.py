@@ -337,8 +337,14 @@ def _exec_program(cfg: dict, status_fd: int, *, own_group: bool) -> None:
         _prctl(_PR_SET_NO_NEW_PRIVS, 1)
         _apply_limits(cfg["limits"], nproc)
         os.chdir(cfg["scratch"])
+    except BaseException as e:  # noqa: BLE001 - the sandbox failing, not the program
+        try:
+            _write(status_fd, f"error sandbox: preparing the program: {e}")
+        finally:
+            os._exit(127)
+    try:
         os.execve(cfg["executable"], cfg["argv"], cfg["env"])
-    except BaseException as e:  # noqa: BLE001 - anything here is the sandbox failing to start the program
+    except BaseException as e:  # noqa: BLE001 - e.g. a missing script interpreter: the program's own failure
         try:
             _write(status_fd, f"error cannot start {cfg['argv'][0]}: {e}")
         finally:

@@ -383,3 +383,13 @@ def test_a_program_argument_longer_than_the_kernels_limit_for_one_argument_of_th
     outcome = run_sandboxed([sys.executable, "-c", "import sys; print(len(sys.argv[1]) + len(sys.argv[2]))",
                              long_text, long_text], {}, FAST, mode=mode)
     assert (outcome.status, outcome.stdout) == ("ok", b"200000\n"), outcome
+
+
+def test_without_namespaces_auto_falls_back_to_basic_and_namespace_mode_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "_namespaces_work", lambda: False)
+    assert sandbox.protections() == sandbox.protections("basic")
+    assert sandbox.NO_NETWORK not in sandbox.protections() and sandbox.WRITES_CONFINED not in sandbox.protections()
+    with pytest.raises(sandbox.SandboxError, match="namespace mode requested"):
+        run_sandboxed([sys.executable, "-c", "pass"], {}, FAST, mode="namespaces")
+    assert run_sandboxed([sys.executable, "-c", "print('basic')"], {}, FAST).stdout == b"basic\n"
