@@ -19,6 +19,7 @@ from cluster.report.format import (
     points,
     run_label,
     throughput,
+    token_with_ci,
     total_component,
 )
 from cluster.report.health import HOW_TO_HEALTH, NO_HEALTH
@@ -37,14 +38,15 @@ def leaderboard(r: RunResults) -> list[Block]:
         total = total_component(r, name)
         rows.append([
             str(row["rank"]), BEST if name == r.best else "", name, count(row["step"]), count(fig["count"]),
-            exact_with_ci(fig), pct(fig["token_accuracy"]), pct(fig["q_halt_accuracy"]), num(fig["mean_steps"], 2),
+            exact_with_ci(fig), token_with_ci(fig), pct(fig["q_halt_accuracy"]), num(fig["mean_steps"], 2),
             num(fig["lm_loss"]), count(total["parameters"]) if total else UNDEFINED,
             mib(total["bytes"]) if total else UNDEFINED, num(throughput(r.costs.get(name)), 1),
             _paired(row, "p_vs_best"), _paired(row, "p_vs_previous"),
         ])
     blocks: list[Block] = [
         Text(f"Ranked by exact accuracy, then token accuracy; {BEST} marks the best. Accuracies in %, with the "
-             "Wilson 95% interval of exact accuracy. Size: bytes of the checkpoint's tensors. examples/s: the "
+             "Wilson 95% interval of exact accuracy and the normal 95% interval of token accuracy (a mean over "
+             "examples, whose tokens are not independent: the examples are the units). Size: bytes of the checkpoint's tensors. examples/s: the "
              "checkpoint's examples over its actors' evaluation seconds (model load, data read and writes "
              "excluded). p vs best, p vs previous step: McNemar's paired test of exact answers on the same examples "
              "against the best checkpoint and against the previous step of the same training run (exact binomial "
@@ -52,7 +54,7 @@ def leaderboard(r: RunResults) -> list[Block]:
              f"({_indistinguishable(r)})."
              + (" Partial: each checkpoint is ranked on what it committed, which may be other examples "
                 "than another's." if r.partial else "")),
-        Table(["rank", "best", "checkpoint", "step", "examples", "exact % (95% CI)", "token %", "q-halt acc %",
+        Table(["rank", "best", "checkpoint", "step", "examples", "exact % (95% CI)", "token % (95% CI)", "q-halt acc %",
                "mean steps", "lm loss", "parameters", "size (MiB)", "examples/s", "p vs best", "p vs previous step"],
               rows),
     ]

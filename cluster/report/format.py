@@ -46,6 +46,15 @@ def exact_with_ci(fig: dict[str, Any]) -> str:
     return f"{pct(fig['exact_accuracy'])} ({pct(fig['exact_ci_low'])}–{pct(fig['exact_ci_high'])})"
 
 
+def token_with_ci(fig: dict[str, Any]) -> str:
+    """Token accuracy and its 95% interval over examples (none from a single example)."""
+    if fig["token_accuracy"] is None:
+        return UNDEFINED
+    if fig.get("token_ci_low") is None:
+        return pct(fig["token_accuracy"])
+    return f"{pct(fig['token_accuracy'])} ({pct(fig['token_ci_low'])}–{pct(fig['token_ci_high'])})"
+
+
 def plotted(names: list[str], keep: Iterable[str | None] = ()) -> list[str]:
     """At most PLOTTED_CHECKPOINTS names in their order: evenly spaced, always with the first,
     the last and any of `keep` (the best)."""

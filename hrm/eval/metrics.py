@@ -33,12 +33,15 @@ from hrm.eval.stats import (
     auroc,
     calibration_bin,
     expected_calibration_error,
+    mean_interval,
     sigmoid,
     wilson_interval,
 )
 
 FIXED_POINT_BITS = 32
-STATS_FORMAT = 2  # of `StatsTable.to_dict`; 2: q_halt calibration as a fixed-size sketch
+# of `StatsTable.to_dict`; 2: q_halt calibration as a fixed-size sketch; 3: the sum of squared
+# per-example token accuracies, for its interval
+STATS_FORMAT = 3
 TOTAL_KEY = "all"
 # q_halt logits are binned at 1/LOGIT_SCALE within ±LOGIT_LIMIT (beyond it, into the end bins).
 # Trained halting heads give logits within about ±20, so bins of 1/64 leave few pairs of
@@ -165,6 +168,7 @@ class MetricStats:
     q_halt_correct: int = 0
     steps_sum: int = 0
     token_accuracy_fp: int = 0  # sum of round(correct/valid * 2**32)
+    token_accuracy_sq_fp: int = 0  # sum of round((correct/valid)**2 * 2**32): its interval
     lm_loss_fp: int = 0  # sum of round(lm_loss * 2**32)
     steps_histogram: dict[int, int] = field(default_factory=dict)
     # Exact-example count after each ACT step (fixed protocol); None when not supplied.
@@ -211,6 +215,8 @@ class MetricStats:
         self.q_halt_correct += int(((q_halt >= 0) == is_exact).sum())
         self.steps_sum += int_sum(step)
         self.token_accuracy_fp += int_sum(fixed_point_ratio(correct, valid))
+        squared = np.asarray(correct, dtype=np.int64) ** 2, np.asarray(valid, dtype=np.int64) ** 2
+        self.token_accuracy_sq_fp += int_sum(fixed_point_ratio(*squared))
         self.lm_loss_fp += int_sum(_fixed_point(loss))
         for value, n in zip(*np.unique(step, return_counts=True)):
             self.steps_histogram[int(value)] = self.steps_histogram.get(int(value), 0) + int(n)
@@ -241,6 +247,7 @@ class MetricStats:
         self.q_halt_correct += other.q_halt_correct
         self.steps_sum += other.steps_sum
         self.token_accuracy_fp += other.token_accuracy_fp
+        self.token_accuracy_sq_fp += other.token_accuracy_sq_fp
         self.lm_loss_fp += other.lm_loss_fp
         for step, n in other.steps_histogram.items():
             self.steps_histogram[step] = self.steps_histogram.get(step, 0) + n
@@ -255,6 +262,7 @@ class MetricStats:
             "q_halt_correct": self.q_halt_correct,
             "steps_sum": self.steps_sum,
             "token_accuracy_fp": self.token_accuracy_fp,
+            "token_accuracy_sq_fp": self.token_accuracy_sq_fp,
             "lm_loss_fp": self.lm_loss_fp,
             "steps_histogram": [[s, self.steps_histogram[s]] for s in sorted(self.steps_histogram)],
             "exact_by_step": self.exact_by_step,
@@ -269,6 +277,7 @@ class MetricStats:
             q_halt_correct=int(data["q_halt_correct"]),
             steps_sum=int(data["steps_sum"]),
             token_accuracy_fp=int(data["token_accuracy_fp"]),
+            token_accuracy_sq_fp=int(data["token_accuracy_sq_fp"]),
             lm_loss_fp=int(data["lm_loss_fp"]),
             steps_histogram={int(s): int(n) for s, n in data["steps_histogram"]},
             exact_by_step=None if data["exact_by_step"] is None else [int(n) for n in data["exact_by_step"]],
@@ -281,9 +290,13 @@ class MetricStats:
         bins = self.halting.reliability()
         ranked = self.halting.auroc()
         ci = wilson_interval(self.exact, n) if n else (None, None)
+        scale = float(1 << FIXED_POINT_BITS)
+        token_ci = mean_interval(self.token_accuracy_fp / scale, self.token_accuracy_sq_fp / scale, n) or (None, None)
         return {
             "count": n,
             "token_accuracy": from_fixed_point(self.token_accuracy_fp, n) if n else None,
+            "token_ci_low": token_ci[0],
+            "token_ci_high": token_ci[1],
             "exact_accuracy": self.exact / n if n else None,
             "exact_ci_low": ci[0],
             "exact_ci_high": ci[1],

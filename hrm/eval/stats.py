@@ -40,6 +40,18 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mean_interval(total: float, total_sq: float, n: int, z: float = WILSON_Z) -> tuple[float, float] | None:
+    """Normal-approximation interval of the mean of n values in [0, 1] from their sum and sum
+    of squares (examples are the independent units, so tokens of one example, which are not
+    independent, do not narrow it), clipped to [0, 1]; None below two values."""
+    if n < 2:
+        return None
+    mean = total / n
+    variance = max(0.0, (total_sq - n * mean * mean) / (n - 1))
+    half = z * math.sqrt(variance / n)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
 def auroc(positives: Sequence[int], negatives: Sequence[int]) -> tuple[float, float] | None:
     """AUROC of score vs label from counts per score bin, bins in ascending score order, with
     the bound on how far binning can have moved it; None when only one class is present.

@@ -271,7 +271,8 @@ def test_the_leaderboard_rows_are_the_stored_figures_best_first(runs):
         name, fig = row["checkpoint"], figures(metrics, row["checkpoint"])
         assert row["exact % (95% CI)"] == (f"{pct(fig['exact_accuracy'])} ({pct(fig['exact_ci_low'])}–"
                                            f"{pct(fig['exact_ci_high'])})")
-        assert row["token %"] == pct(fig["token_accuracy"])
+        assert row["token % (95% CI)"] == (f"{pct(fig['token_accuracy'])} ({pct(fig['token_ci_low'])}–"
+                                           f"{pct(fig['token_ci_high'])})")
         assert row["q-halt acc %"] == pct(fig["q_halt_accuracy"])
         assert number(row["mean steps"]) == pytest.approx(fig["mean_steps"], abs=0.005)
         assert number(row["lm loss"]) == pytest.approx(fig["lm_loss"], abs=5e-5)
@@ -553,7 +554,7 @@ def test_a_stopped_run_is_reported_partial_with_exact_figures_for_what_it_commit
     fig = merged.finalize()["all"]
     assert int(partial[stopped["second"]]["examples"]) == fig["count"] == sum(r.examples for r in records) == 24
     assert partial[stopped["second"]]["exact % (95% CI)"].startswith(pct(fig["exact_accuracy"]) + " (")
-    assert partial[stopped["second"]]["token %"] == pct(fig["token_accuracy"])
+    assert partial[stopped["second"]]["token % (95% CI)"].startswith(pct(fig["token_accuracy"]) + " (")
     covered = {r["checkpoint"]: r for r in table_by_header(md_sections(run)["Run summary"], "checkpoint",
                                                            "units committed")}
     assert (covered[stopped["first"]]["units committed"], covered[stopped["first"]]["examples in the figures"]) == (

@@ -61,6 +61,16 @@ def test_hand_computed_small_batch():
     assert figures["exact_accuracy_by_step"] == pytest.approx([0, 1 / 3, 1 / 3])
 
 
+def test_token_accuracy_has_the_normal_interval_of_a_mean_over_examples():
+    figures = MetricStats().update(**batch()).finalize()
+    accuracies = np.array([3 / 4, 1, 1 / 3])  # the counted examples' correct/valid
+    half = 1.959963984540054 * accuracies.std(ddof=1) / np.sqrt(3)
+    assert figures["token_ci_low"] == pytest.approx(max(0.0, accuracies.mean() - half), abs=1e-8)
+    assert figures["token_ci_high"] == pytest.approx(min(1.0, accuracies.mean() + half), abs=1e-8)
+    one = MetricStats().update(**slice_batch(batch(), [0])).finalize()
+    assert (one["token_ci_low"], one["token_ci_high"]) == (None, None)  # no spread to measure from one example
+
+
 def test_token_accuracy_is_a_mean_of_ratios_not_a_ratio_of_sums():
     figures = MetricStats().update(**batch()).finalize()
     assert figures["token_accuracy"] != pytest.approx(6 / 9)
