@@ -126,31 +126,25 @@ def maze_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nd
 
 # --------------------------------------------------------------------------- ARC
 
+PREFIX_CELLS = 16  # cells of each transform's key compared first, to skip most full keys
 
-def arc_grids(tokens: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canvas rows [n, side*side] → (cells [n, side, side] moved to the top-left, OUTSIDE past the
-    grid; heights [n]; widths [n]). The grid is the bounding box of colour tokens (2..11);
-    inside it a colour token c+2 becomes c and any other token t becomes 10 + t (never relabelled)."""
+
+def arc_boxes(tokens: np.ndarray, side: int) -> tuple[np.ndarray, ...]:
+    """Canvas rows [n, side*side] → (top, left, height, width) of each grid: the bounding box of
+    its colour tokens (2..11). No colour at all is a 0x0 grid."""
     n = len(tokens)
-    canvas = tokens.reshape(n, side, side).astype(np.int64)
-    colour = (canvas >= 2) & (canvas < 12)
+    colour = tokens.reshape(n, side, side) >= 2
     rows_any, cols_any = colour.any(axis=2), colour.any(axis=1)
-    heights = np.where(rows_any.any(1), side - rows_any.argmax(1) - rows_any[:, ::-1].argmax(1), 0)
-    widths = np.where(cols_any.any(1), side - cols_any.argmax(1) - cols_any[:, ::-1].argmax(1), 0)
-    top, left = rows_any.argmax(1), cols_any.argmax(1)
-    span = np.arange(side)
-    r = np.minimum(top[:, None] + span, side - 1)
-    c = np.minimum(left[:, None] + span, side - 1)
-    cells = canvas[np.arange(n)[:, None, None], r[:, :, None], c[:, None, :]]
-    cells = np.where(cells >= 2, cells - 2, cells + 10)
-    inside = (span[None, :, None] < heights[:, None, None]) & (span[None, None, :] < widths[:, None, None])
-    return np.where(inside, cells, OUTSIDE).astype(np.uint8), heights, widths
+    top, left = rows_any.argmax(axis=1), cols_any.argmax(axis=1)
+    height = np.where(rows_any.any(axis=1), side - top - rows_any[:, ::-1].argmax(axis=1), 0)
+    width = np.where(cols_any.any(axis=1), side - left - cols_any[:, ::-1].argmax(axis=1), 0)
+    return top, left, height, width
 
 
 def _dihedral_sources(tid: int, i: np.ndarray, j: np.ndarray, h: np.ndarray, w: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where cell (i, j) of t(g) comes from in an h×w grid g at the top-left, and t(g)'s shape;
-    the ids are `hrm.puzzles.grids`' (checked against `dihedral_transform` in the tests)."""
+    """Where cell (i, j) of t(g) comes from in an h×w grid g, and t(g)'s shape; the ids are
+    `hrm.puzzles.grids`' (checked against `dihedral_transform` in the tests)."""
     if tid == 0:
         return i, j, h, w
     if tid == 1:
@@ -168,80 +162,102 @@ def _dihedral_sources(tid: int, i: np.ndarray, j: np.ndarray, h: np.ndarray, w: 
     return h - 1 - j, w - 1 - i, w, h
 
 
-def transform_grids(cells: np.ndarray, h: np.ndarray, w: np.ndarray, tid: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dihedral transform `tid` of top-left grids [n, B, B] (OUTSIDE past h×w), the result at the
-    top-left again: (cells, heights, widths)."""
-    n, side = cells.shape[0], cells.shape[1]
-    i = np.arange(side)[None, :, None]
-    j = np.arange(side)[None, None, :]
-    hh, ww = h[:, None, None], w[:, None, None]
-    src_r, src_c, new_h, new_w = _dihedral_sources(tid, i, j, hh, ww)
-    inside = (i < new_h) & (j < new_w)
-    src_r = np.where(inside, src_r, 0)
-    src_c = np.where(inside, src_c, 0)
-    moved = cells[np.arange(n)[:, None, None], src_r, src_c]
-    return np.where(inside, moved, OUTSIDE).astype(np.uint8), new_h[:, 0, 0], new_w[:, 0, 0]
+@lru_cache(maxsize=4)
+def dihedral_tables(side: int) -> np.ndarray:
+    """[8, side+1, side+1, side*side] int16: for transform t of an h×w grid, the canvas offset
+    (row * side + column, relative to the grid's top-left) of the cell that comes p-th in the
+    transformed grid read row by row, or -1 past its h'×w' cells."""
+    h = np.arange(side + 1)[:, None, None]
+    w = np.arange(side + 1)[None, :, None]
+    p = np.arange(side * side)[None, None, :]
+    tables = np.empty((8, side + 1, side + 1, side * side), dtype=np.int16)
+    for tid in range(8):
+        _, _, new_h, new_w = _dihedral_sources(tid, 0, 0, h, w)
+        i, j = p // np.maximum(new_w, 1), p % np.maximum(new_w, 1)
+        src_r, src_c, _, _ = _dihedral_sources(tid, i, j, h, w)
+        tables[tid] = np.where(p < new_h * new_w, src_r * side + src_c, -1)
+    return tables
+
+
+def transformed_cells(canvas: np.ndarray, box: tuple[np.ndarray, ...], tid: int, length: int, side: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The first `length` cells of transform `tid` of each grid, read row by row ([n, length];
+    colour c as c, any other token t inside the box as 10 + t, OUTSIDE past the grid), and the
+    transformed shapes [n, 2]."""
+    top, left, h, w = box
+    offsets = dihedral_tables(side)[tid, h, w, :length].astype(np.intp)
+    inside = offsets >= 0
+    flat = np.take_along_axis(canvas, np.where(inside, offsets + (top * side + left)[:, None], 0), axis=1)
+    values = np.where(flat >= 2, flat - 2, flat + 10)
+    shape = np.stack([h, w] if tid in (0, 2, 4, 5) else [w, h], axis=1)
+    return np.where(inside, values, OUTSIDE).astype(np.uint8), shape.astype(np.uint8)
 
 
 def relabel_first_appearance(seq: np.ndarray) -> np.ndarray:
     """Colours 1..9 of every row renamed 1, 2, … in order of first appearance; other values kept."""
-    n, length = seq.shape
+    n = len(seq)
     bits = np.where((seq >= 1) & (seq <= 9), np.left_shift(np.uint16(1), seq.astype(np.uint16)), np.uint16(0))
     seen = np.bitwise_or.accumulate(bits, axis=1)
     new = np.empty(seen.shape, dtype=bool)
     new[:, 0] = seen[:, 0] != 0
     new[:, 1:] = seen[:, 1:] != seen[:, :-1]
     rows, cols = np.nonzero(new)
-    colours = seq[rows, cols]
-    row_start = np.searchsorted(rows, np.arange(n))
-    rank = np.arange(len(rows)) - row_start[rows]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n))[rows]
     table = np.tile(np.arange(256, dtype=np.uint8), (n, 1))
-    table[rows, colours] = (rank + 1).astype(np.uint8)
+    table[rows, seq[rows, cols]] = (rank + 1).astype(np.uint8)
     return np.take_along_axis(table, seq.astype(np.intp), axis=1)
 
 
 def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """Digests of the canonical input and of the canonical (input, output) pair (module doc).
-    Examples are processed in buckets of equal largest grid side B (a D4 invariant), on B×B
-    arrays, so small grids cost little."""
+
+    The key of transform t is (shapes, relabelled cells of the input then the output, each read
+    row by row). Its first PREFIX_CELLS input cells are a prefix of it, so only the transforms
+    whose short key (shapes, those cells) is minimal can give the minimum: the full key is
+    built for those alone, in buckets of equal largest side B on B² cells per grid."""
     n = len(inputs)
-    cells_in, h_in, w_in = arc_grids(inputs, side)
-    cells_out, h_out, w_out = arc_grids(labels, side)
-    largest_in = np.maximum(h_in, w_in)
-    largest = np.maximum(largest_in, np.maximum(h_out, w_out))
-    form_in = np.empty(n, dtype=DIGEST)
-    form_pair = np.empty(n, dtype=DIGEST)
+    canvas_in = np.ascontiguousarray(inputs, dtype=np.uint8).reshape(n, -1)
+    canvas_out = np.ascontiguousarray(labels, dtype=np.uint8).reshape(n, -1)
+    box_in, box_out = arc_boxes(canvas_in, side), arc_boxes(canvas_out, side)
+    short_in, short_pair = [], []
+    for tid in range(8):
+        cells, shape_in = transformed_cells(canvas_in, box_in, tid, PREFIX_CELLS, side)
+        _, shape_out = transformed_cells(canvas_out, box_out, tid, 0, side)
+        cells = relabel_first_appearance(cells)
+        short_in.append(np.concatenate([shape_in, cells], axis=1))
+        short_pair.append(np.concatenate([shape_in, shape_out, cells], axis=1))
+    largest_in = np.maximum(box_in[2], box_in[3])
+    largest = np.maximum(largest_in, np.maximum(box_out[2], box_out[3]))
+    form_in = _arc_full(short_in, largest_in, side, [(canvas_in, box_in)])
+    form_pair = _arc_full(short_pair, largest, side, [(canvas_in, box_in), (canvas_out, box_out)])
+    return form_in, form_pair
+
+
+def _arc_full(short: list[np.ndarray], largest: np.ndarray, side: int, grids: list) -> np.ndarray:
+    """Digest of the minimum full key over the transforms whose short key is minimal."""
+    least = None
+    for key in short:
+        least = lex_min(least, key)
+    contenders = [np.all(key == least, axis=1) for key in short]
+    header = least.shape[1] - PREFIX_CELLS
+    forms = np.empty(len(largest), dtype=DIGEST)
     for bucket in np.unique(largest):
         at = np.flatnonzero(largest == bucket)
-        b = max(int(bucket), 1)
-        form_in[at], form_pair[at] = _arc_bucket(cells_in[at, :b, :b], h_in[at], w_in[at],
-                                                 cells_out[at, :b, :b], h_out[at], w_out[at])
-    return form_in, form_pair
-
-
-def _arc_bucket(cells_in: np.ndarray, h_in: np.ndarray, w_in: np.ndarray, cells_out: np.ndarray,
-                h_out: np.ndarray, w_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n, b = cells_in.shape[0], cells_in.shape[1]
-    best_in = best_pair = None
-    for tid in range(8):
-        moved_in, th_in, tw_in = transform_grids(cells_in, h_in, w_in, tid)
-        moved_out, th_out, tw_out = transform_grids(cells_out, h_out, w_out, tid)
-        relabelled = relabel_first_appearance(np.concatenate([moved_in.reshape(n, -1), moved_out.reshape(n, -1)], 1))
-        # Shapes lead the key: with equal shapes the OUTSIDE cells line up, so the rest compares
-        # the grids' cells in row-major order whatever B is.
-        shapes = np.stack([th_in, tw_in, th_out, tw_out], axis=1).astype(np.uint8)
-        best_in = lex_min(best_in, np.concatenate([shapes[:, :2], relabelled[:, :b * b]], axis=1))
-        best_pair = lex_min(best_pair, np.concatenate([shapes, relabelled], axis=1))
-    # Digest the shapes and the cells inside the grids only, so the input's form does not
-    # depend on B (which the output can set).
-    cells = best_in[:, 2:]
-    inside = cells != OUTSIDE
-    form_in = digest_ragged(cells[inside], inside.sum(1), best_in[:, :2])
-    cells = best_pair[:, 4:]
-    inside = cells != OUTSIDE
-    form_pair = digest_ragged(cells[inside], inside.sum(1), best_pair[:, :4])
-    return form_in, form_pair
+        length = max(int(bucket), 1) ** 2
+        best = np.full((len(at), header + length * len(grids)), OUTSIDE, dtype=np.uint8)
+        for tid in range(8):
+            chosen = np.flatnonzero(contenders[tid][at])
+            if not len(chosen):
+                continue
+            rows = at[chosen]
+            parts = [transformed_cells(canvas[rows], tuple(b[rows] for b in box), tid, length, side)[0]
+                     for canvas, box in grids]
+            key = np.concatenate([least[rows, :header], relabel_first_appearance(np.concatenate(parts, axis=1))], 1)
+            best[chosen] = lex_min(best[chosen], key)
+        cells = best[:, header:]
+        inside = cells != OUTSIDE
+        forms[at] = digest_ragged(cells[inside], inside.sum(axis=1), best[:, :header])
+    return forms
 
 
 # --------------------------------------------------------------------------- Sudoku
@@ -325,38 +341,72 @@ def _band_tables(box: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return orders, bands, np.broadcast_to(src, shape), np.broadcast_to(tgt, shape)
 
 
+DIRECT_LIMIT = 4096  # row x column permutations checked one by one before the band-by-band search
+
+
 def sudoku_equivalent(a: np.ndarray, b: np.ndarray, box: int) -> bool:
     """Whether some transform in the Sudoku group maps board(s) `a` onto `b` exactly.
 
     `a`, `b`: [boards, side²] token rows transformed together (an input alone, or an input and
     its label): digit tokens (≥ 2) are relabelled by one bijection, tokens 0 and 1 (pad, blank)
-    stay. Search: for each transpose and each column permutation, the rows of `a`'s given
-    pattern that can land on each row of `b`'s (equal patterns); band by band, the orders of
-    source rows that fit, then band permutations whose bands all fit; every surviving
-    geometric transform is then checked for a digit bijection. Exhaustive, so False means no
-    transform exists."""
+    stay. For each transpose: only row (column) permutations that carry `a`'s given count of
+    every row (column) onto `b`'s can work. When few pairs of them remain, each pair is tried
+    whole; otherwise, per column permutation, the rows of `a`'s given pattern that can land
+    on each row of `b`'s, band by band, then band permutations whose bands all fit. Every
+    geometric transform whose given pattern fits is checked for a digit bijection. The search
+    is exhaustive, so False means no transform exists."""
     side = box * box
     a = np.asarray(a).reshape(-1, side, side).astype(np.int64)
     b = np.asarray(b).reshape(-1, side, side).astype(np.int64)
     if a.shape != b.shape:
         return False
     perms = band_permutations(box)
-    orders, bands, src, tgt = _band_tables(box)
-    pattern_b = (b >= 2).transpose(1, 0, 2).reshape(side, -1)  # row → its pattern across boards
+    pattern_b = b >= 2
     for transpose in (False, True):
         moved = a.swapaxes(1, 2) if transpose else a
-        pattern_a = (moved >= 2)
-        # [cols, row, boards*side]: a's patterns under every column permutation
-        by_cols = pattern_a[:, :, perms].transpose(2, 1, 0, 3).reshape(len(perms), side, -1)
-        fits = (by_cols[:, :, None, :] == pattern_b[None, None, :, :]).all(axis=-1)  # [cols, src row, tgt row]
-        band_fit = fits[:, src, tgt].all(axis=-1)  # [cols, src band j, order, tgt band i]
-        band_ok = band_fit.any(axis=2)  # [cols, j, i]
-        for col_index in np.flatnonzero(_any_band_permutation(band_ok, bands)):
-            rows = _row_permutations(band_fit[col_index], bands, orders, box)
-            candidates = moved[:, rows][:, :, :, perms[col_index]]  # [boards, m, side, side]
-            flat = candidates.transpose(1, 0, 2, 3).reshape(len(rows), -1)
-            if _digit_bijections(flat, b.reshape(-1)).any():
-                return True
+        pattern_a = moved >= 2
+        rows = perms[(pattern_a.sum(axis=(0, 2))[perms] == pattern_b.sum(axis=(0, 2))).all(axis=1)]
+        cols = perms[(pattern_a.sum(axis=(0, 1))[perms] == pattern_b.sum(axis=(0, 1))).all(axis=1)]
+        if len(rows) * len(cols) <= DIRECT_LIMIT:
+            found = _direct(moved, pattern_a, b, pattern_b, rows, cols)
+        else:
+            found = _band_search(moved, pattern_a, b, pattern_b, box)
+        if found:
+            return True
+    return False
+
+
+def _direct(moved: np.ndarray, pattern_a: np.ndarray, b: np.ndarray, pattern_b: np.ndarray,
+            rows: np.ndarray, cols: np.ndarray) -> bool:
+    """Try every (row permutation, column permutation) pair: [boards, side, side] boards."""
+    if not len(rows) or not len(cols):
+        return False
+    r = np.repeat(rows, len(cols), axis=0)
+    c = np.tile(cols, (len(rows), 1))
+    fits = (pattern_a[:, r[:, :, None], c[:, None, :]] == pattern_b[:, None]).all(axis=(0, 2, 3))
+    if not fits.any():
+        return False
+    r, c = r[fits], c[fits]
+    candidates = moved[:, r[:, :, None], c[:, None, :]].transpose(1, 0, 2, 3).reshape(len(r), -1)
+    return bool(_digit_bijections(candidates, b.reshape(-1)).any())
+
+
+def _band_search(moved: np.ndarray, pattern_a: np.ndarray, b: np.ndarray, pattern_b: np.ndarray, box: int) -> bool:
+    side = box * box
+    perms = band_permutations(box)
+    orders, bands, src, tgt = _band_tables(box)
+    target = pattern_b.transpose(1, 0, 2).reshape(side, -1)  # row → its pattern across boards
+    # [cols, row, boards*side]: a's patterns under every column permutation
+    by_cols = pattern_a[:, :, perms].transpose(2, 1, 0, 3).reshape(len(perms), side, -1)
+    fits = (by_cols[:, :, None, :] == target[None, None, :, :]).all(axis=-1)  # [cols, src row, tgt row]
+    band_fit = fits[:, src, tgt].all(axis=-1)  # [cols, src band j, order, tgt band i]
+    band_ok = band_fit.any(axis=2)  # [cols, j, i]
+    for col_index in np.flatnonzero(_any_band_permutation(band_ok, bands)):
+        rows = _row_permutations(band_fit[col_index], bands, orders, box)
+        candidates = moved[:, rows][:, :, :, perms[col_index]]  # [boards, m, side, side]
+        flat = candidates.transpose(1, 0, 2, 3).reshape(len(rows), -1)
+        if _digit_bijections(flat, b.reshape(-1)).any():
+            return True
     return False
 
 
