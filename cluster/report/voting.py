@@ -41,15 +41,22 @@ def _arc(arc: dict[str, Any]) -> list[Block]:
     for name, entry in arc.items():
         for key, rule in (("trm", TRM_RULE), ("hrm", HRM_RULE)):
             scores = entry["pass_at_k"].get(key)
+            bounds = (entry.get("pass_at_k_ci") or {}).get(key) or {}
             if scores is not None:
                 rows.append([name, rule, count(entry["puzzles"]), count(entry["test_inputs"]),
-                             *(pct(scores.get(k)) if k in scores else "" for k in ks)])
+                             *(_with_interval(scores[k], bounds.get(k)) if k in scores else "" for k in ks)])
     return [
         Text("ARC augmentation voting: predictions cropped, un-augmented and voted per (puzzle, test input); "
-             "candidates ranked by votes, then mean sigmoid(q_halt). pass@k in %, under both scoring rules."),
+             "candidates ranked by votes, then mean sigmoid(q_halt). pass@k in %, under both scoring rules, with its "
+             "95% interval over puzzles (Wilson for the HRM rule's pass or fail per puzzle, the normal interval of "
+             "a mean for the TRM rule's fractions)."),
         Table(["checkpoint", "scoring rule", "puzzles", "test inputs", *(f"pass@{k}" for k in ks)], rows,
               caption="ARC pass@k (%)"),
     ]
+
+
+def _with_interval(score: float, bounds: list[float] | None) -> str:
+    return pct(score) if bounds is None else f"{pct(score)} ({pct(bounds[0])}–{pct(bounds[1])})"
 
 
 def _tta(tta: dict[str, Any]) -> list[Block]:

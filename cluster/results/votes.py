@@ -104,6 +104,8 @@ def arc_votes(config: RunConfig, run_uri: str, dataset: Dataset, checkpoint: str
                                    submission_json(result.submission).encode())
     return {
         "pass_at_k": {rule: {str(k): scores[k] for k in ks} for rule, scores in result.pass_at_k.items()},
+        "pass_at_k_ci": {rule: {str(k): None if bounds[k] is None else list(bounds[k]) for k in ks}
+                         for rule, bounds in result.intervals.items()},
         "puzzles": len(test_puzzles),
         "test_inputs": sum(len(puzzle["test"]) for puzzle in test_puzzles.values()),
     }

@@ -31,7 +31,7 @@ import numpy as np
 
 from hrm.data.schema import TEST_PUZZLES_FILE
 from hrm.errors import InputError
-from hrm.eval.stats import sigmoid
+from hrm.eval.stats import mean_interval, sigmoid, wilson_interval
 from hrm.puzzles.arc_grids import ArcIdentifier, crop_tokens, grid_hash, parse_arc_identifier, parse_grid
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
@@ -74,6 +74,9 @@ class Candidate:
 @dataclass
 class ArcVoteResult:
     pass_at_k: dict[str, dict[int, float]]  # rule ("trm" | "hrm") -> k -> score
+    # rule -> k -> 95% interval over puzzles (the puzzles are the independent units): Wilson for
+    # the HRM rule's pass/fail per puzzle, the normal interval of a mean for the TRM rule's fractions
+    intervals: dict[str, dict[int, tuple[float, float] | None]]
     submission: dict[str, list[dict[str, list[list[int]]]]]
     candidates: dict[str, list[list[Candidate]]]  # puzzle -> test input -> ranked candidates
     unmatched_examples: int  # votes for no test input of test_puzzles.json
@@ -150,6 +153,7 @@ class ArcVoteCollector:
         attempts: int = SUBMISSION_ATTEMPTS,
     ) -> ArcVoteResult:
         trm_total = dict.fromkeys(pass_ks, 0.0)
+        trm_squares = dict.fromkeys(pass_ks, 0.0)
         hrm_total = dict.fromkeys(pass_ks, 0)
         submission: dict[str, list[dict[str, list[list[int]]]]] = {}
         candidates: dict[str, list[list[Candidate]]] = {}
@@ -174,12 +178,17 @@ class ArcVoteCollector:
                 submission[name].append({f"attempt_{i + 1}": grid.tolist() for i, grid in enumerate(top)})
             for k in pass_ks:
                 trm_total[k] += passed[k] / len(puzzle["test"])
+                trm_squares[k] += (passed[k] / len(puzzle["test"])) ** 2
                 hrm_total[k] += passed[k] == len(puzzle["test"])
         puzzles = len(test_puzzles)
         return ArcVoteResult(
             pass_at_k={
                 "trm": {k: trm_total[k] / puzzles for k in pass_ks},
                 "hrm": {k: hrm_total[k] / puzzles for k in pass_ks},
+            },
+            intervals={
+                "trm": {k: mean_interval(trm_total[k], trm_squares[k], puzzles) for k in pass_ks},
+                "hrm": {k: wilson_interval(hrm_total[k], puzzles) if puzzles else None for k in pass_ks},
             },
             submission=submission,
             candidates=candidates,

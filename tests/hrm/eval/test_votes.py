@@ -5,7 +5,7 @@ import pytest
 
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
-from hrm.eval.stats import mcnemar
+from hrm.eval.stats import mcnemar, wilson_interval
 from hrm.eval.votes import (
     ArcVoteCollector,
     majority_vote,
@@ -91,6 +91,11 @@ def test_pass_at_k_under_the_trm_and_hrm_rules():
     trm, hrm = result.pass_at_k["trm"], result.pass_at_k["hrm"]
     assert trm[1] == pytest.approx((0 + 1) / 2) and trm[2] == pytest.approx((0.5 + 1) / 2)
     assert hrm[1] == 0.5 and hrm[2] == 0.5  # p never has both tests right
+    # intervals over the 2 puzzles: Wilson for the HRM rule's 1 of 2, the normal one of the
+    # mean of the TRM rule's per-puzzle fractions (pass@2: 0.5 and 1)
+    assert result.intervals["hrm"][2] == pytest.approx(wilson_interval(1, 2))
+    half = 1.959963984540054 * np.std([0.5, 1.0], ddof=1) / np.sqrt(2)
+    assert result.intervals["trm"][2] == pytest.approx((max(0.0, 0.75 - half), min(1.0, 0.75 + half)))
 
 
 def test_hrm_rule_scores_a_puzzle_once_all_its_tests_pass():
