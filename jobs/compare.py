@@ -6,8 +6,10 @@ import argparse
 import json
 
 from hrm import storage
+from hrm.secrets import redact_document
 
 from cluster.progress import print_metrics_table
+from cluster.report.compare import write_comparison
 from cluster.results.compare import compare_runs
 
 
@@ -23,17 +25,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", metavar="RUN_A", help="a run's results directory (local or s3://)")
     parser.add_argument("run_b", metavar="RUN_B")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--output", metavar="URI", help="also write compare.json there")
+    parser.add_argument("--output", metavar="URI",
+                        help="also write compare.json, compare.md and compare.html there (like the report)")
 
 
 def run(args: argparse.Namespace) -> int:
     document = compare_runs(args.run_a, args.run_b)
     if args.output:
-        storage.write_json_atomic(storage.join(args.output, "compare.json"), document, indent=1)
+        storage.write_json_atomic(storage.join(args.output, "compare.json"), redact_document(document), indent=1)
+        html, _ = write_comparison(document, args.output)
     if args.json:
         print(json.dumps(document))
     else:
         print_comparison(document)
+    if args.output:
+        print(f"comparison: {html}")
     return 0
 
 

@@ -84,3 +84,12 @@ def test_the_command_prints_the_comparison_as_json_and_as_a_table(runs, capsys):
     assert main(["compare", runs["four"], runs["two"]]) == 0
     out = capsys.readouterr().out
     assert "settings compared: steps None → 2" in out and "sweep-step_2" in out
+
+
+def test_the_comparison_is_written_as_markdown_and_html_like_the_report(runs, tmp_path, capsys):
+    assert main(["compare", runs["four"], runs["two"], "--output", str(tmp_path / "cmp")]) == 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "Settings compared: steps None → 2." in md and "| sweep-step_1 | sweep-step_1 | name |" in md
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "<table" in html and "sweep-step_2" in html
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["pairs"][0]["a"] == "sweep-step_1"
