@@ -189,8 +189,7 @@ def transformed_cells(canvas: np.ndarray, box: tuple[np.ndarray, ...], tid: int,
     inside = offsets >= 0
     flat = np.take_along_axis(canvas, np.where(inside, offsets + (top * side + left)[:, None], 0), axis=1)
     values = np.where(flat >= 2, flat - 2, flat + 10)
-    shape = np.stack([h, w] if tid in (0, 2, 4, 5) else [w, h], axis=1)
-    return np.where(inside, values, OUTSIDE).astype(np.uint8), shape.astype(np.uint8)
+    return np.where(inside, values, OUTSIDE).astype(np.uint8), _transformed_shape(box, tid)
 
 
 def relabel_first_appearance(seq: np.ndarray) -> np.ndarray:
@@ -213,8 +212,10 @@ def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nda
 
     The key of transform t is (shapes, relabelled cells of the input then the output, each read
     row by row). Its first PREFIX_CELLS input cells are a prefix of it, so only the transforms
-    whose short key (shapes, those cells) is minimal can give the minimum: the full key is
-    built for those alone, in buckets of equal largest side B on B² cells per grid."""
+    whose short key (shapes, those cells) is least can give the minimum: the full key is built
+    for those alone, in buckets of equal largest side B on B² cells per grid. The input's key
+    is the pair's first part (relabelling a prefix by first appearance gives the prefix of the
+    relabelled whole), so both come from one relabelling."""
     n = len(inputs)
     canvas_in = np.ascontiguousarray(inputs, dtype=np.uint8).reshape(n, -1)
     canvas_out = np.ascontiguousarray(labels, dtype=np.uint8).reshape(n, -1)
@@ -222,42 +223,59 @@ def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nda
     short_in, short_pair = [], []
     for tid in range(8):
         cells, shape_in = transformed_cells(canvas_in, box_in, tid, PREFIX_CELLS, side)
-        _, shape_out = transformed_cells(canvas_out, box_out, tid, 0, side)
+        shape_out = _transformed_shape(box_out, tid)
         cells = relabel_first_appearance(cells)
         short_in.append(np.concatenate([shape_in, cells], axis=1))
         short_pair.append(np.concatenate([shape_in, shape_out, cells], axis=1))
-    largest_in = np.maximum(box_in[2], box_in[3])
-    largest = np.maximum(largest_in, np.maximum(box_out[2], box_out[3]))
-    form_in = _arc_full(short_in, largest_in, side, [(canvas_in, box_in)])
-    form_pair = _arc_full(short_pair, largest, side, [(canvas_in, box_in), (canvas_out, box_out)])
-    return form_in, form_pair
-
-
-def _arc_full(short: list[np.ndarray], largest: np.ndarray, side: int, grids: list) -> np.ndarray:
-    """Digest of the minimum full key over the transforms whose short key is minimal."""
-    least = None
-    for key in short:
-        least = lex_min(least, key)
-    contenders = [np.all(key == least, axis=1) for key in short]
-    header = least.shape[1] - PREFIX_CELLS
-    forms = np.empty(len(largest), dtype=DIGEST)
+    least_in, least_pair = _least(short_in), _least(short_pair)
+    contend_in = [np.all(key == least_in, axis=1) for key in short_in]
+    contend_pair = [np.all(key == least_pair, axis=1) for key in short_pair]
+    largest = np.max(np.stack([box_in[2], box_in[3], box_out[2], box_out[3]]), axis=0)
+    form_in = np.empty(n, dtype=DIGEST)
+    form_pair = np.empty(n, dtype=DIGEST)
     for bucket in np.unique(largest):
         at = np.flatnonzero(largest == bucket)
         length = max(int(bucket), 1) ** 2
-        best = np.full((len(at), header + length * len(grids)), OUTSIDE, dtype=np.uint8)
+        best_in = np.full((len(at), 2 + length), OUTSIDE, dtype=np.uint8)
+        best_pair = np.full((len(at), 4 + 2 * length), OUTSIDE, dtype=np.uint8)
         for tid in range(8):
-            chosen = np.flatnonzero(contenders[tid][at])
+            for_in, for_pair = contend_in[tid][at], contend_pair[tid][at]
+            chosen = np.flatnonzero(for_in | for_pair)
             if not len(chosen):
                 continue
             rows = at[chosen]
-            parts = [transformed_cells(canvas[rows], tuple(b[rows] for b in box), tid, length, side)[0]
-                     for canvas, box in grids]
-            key = np.concatenate([least[rows, :header], relabel_first_appearance(np.concatenate(parts, axis=1))], 1)
-            best[chosen] = lex_min(best[chosen], key)
-        cells = best[:, header:]
-        inside = cells != OUTSIDE
-        forms[at] = digest_ragged(cells[inside], inside.sum(axis=1), best[:, :header])
-    return forms
+            cells_in, shape_in = transformed_cells(canvas_in[rows], tuple(b[rows] for b in box_in), tid, length, side)
+            cells_out, shape_out = transformed_cells(canvas_out[rows], tuple(b[rows] for b in box_out), tid, length,
+                                                     side)
+            cells = relabel_first_appearance(np.concatenate([cells_in, cells_out], axis=1))
+            pick = for_in[chosen]
+            key = np.concatenate([shape_in[pick], cells[pick, :length]], axis=1)
+            best_in[chosen[pick]] = lex_min(best_in[chosen[pick]], key)
+            pick = for_pair[chosen]
+            key = np.concatenate([shape_in[pick], shape_out[pick], cells[pick]], axis=1)
+            best_pair[chosen[pick]] = lex_min(best_pair[chosen[pick]], key)
+        form_in[at] = _digest_key(best_in, 2)
+        form_pair[at] = _digest_key(best_pair, 4)
+    return form_in, form_pair
+
+
+def _transformed_shape(box: tuple[np.ndarray, ...], tid: int) -> np.ndarray:
+    _, _, h, w = box
+    return np.stack([h, w] if tid in (0, 2, 4, 5) else [w, h], axis=1).astype(np.uint8)
+
+
+def _least(keys: list[np.ndarray]) -> np.ndarray:
+    least = None
+    for key in keys:
+        least = lex_min(least, key)
+    return least
+
+
+def _digest_key(key: np.ndarray, header: int) -> np.ndarray:
+    """Digest of the header and the cells inside the grids (so not of B, which only pads)."""
+    cells = key[:, header:]
+    inside = cells != OUTSIDE
+    return digest_ragged(cells[inside], inside.sum(axis=1), key[:, :header])
 
 
 # --------------------------------------------------------------------------- Sudoku
