@@ -163,7 +163,8 @@ def make_readme_inputs(checkout: Path) -> None:
     paths it gives (relative to the checkout): a training run checkpoints/my-run with
     all_config.yaml and the two steps it names, a 9x9 Sudoku dataset in the reference layout
     at data/sudoku-extreme-full that those checkpoints fit, the converters' inputs
-    (train.csv/test.csv, arc-data/, mazes-*.txt, tasks.jsonl) and the demo's demo-work/."""
+    (train.csv/test.csv, arc-data/, mazes-*.txt, tasks.jsonl), completions of the repo's text
+    tasks (outputs.jsonl, tool-outputs.jsonl) and the demo's demo-work/."""
     from hrm.puzzles.maze import generate_mazes
     from hrm.puzzles.publish import Clock, Destination, publish
     from hrm.puzzles.sudoku_generator import generate_sudokus, sudoku_puzzle_arrays
@@ -192,6 +193,13 @@ def make_readme_inputs(checkout: Path) -> None:
     records = [{"prompt": f"Task {i}: deploy the service and check {i} endpoints.",
                 "completion": f"start deployment monitoring validation end {'.' * i}"} for i in range(6)]
     (checkout / "tasks.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    for tasks, completions in (("python.jsonl", "outputs.jsonl"), ("tool_chains.jsonl", "tool-outputs.jsonl")):
+        # another model's completions: here the task set's own reference answers
+        lines = (checkout / "tasks" / tasks).read_text().splitlines()
+        (checkout / completions).write_text("".join(
+            json.dumps({"task_id": task["task_id"], "completion": task["reference"], "source": "reference"}) + "\n"
+            for task in map(json.loads, filter(None, lines))))
 
     make_demo_work(checkout / "demo-work")
 
