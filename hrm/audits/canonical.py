@@ -127,6 +127,7 @@ def maze_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nd
 # --------------------------------------------------------------------------- ARC
 
 PREFIX_CELLS = 16  # cells of each transform's key compared first, to skip most full keys
+AREA_STEP = 32  # full keys are built in buckets of grid area rounded up to this
 
 
 def arc_boxes(tokens: np.ndarray, side: int) -> tuple[np.ndarray, ...]:
@@ -213,7 +214,7 @@ def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nda
     The key of transform t is (shapes, relabelled cells of the input then the output, each read
     row by row). Its first PREFIX_CELLS input cells are a prefix of it, so only the transforms
     whose short key (shapes, those cells) is least can give the minimum: the full key is built
-    for those alone, in buckets of equal largest side B on B² cells per grid. The input's key
+    for those alone, in buckets of similar grid area (cells read per grid). The input's key
     is the pair's first part (relabelling a prefix by first appearance gives the prefix of the
     relabelled whole), so both come from one relabelling."""
     n = len(inputs)
@@ -230,12 +231,14 @@ def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nda
     least_in, least_pair = _least(short_in), _least(short_pair)
     contend_in = [np.all(key == least_in, axis=1) for key in short_in]
     contend_pair = [np.all(key == least_pair, axis=1) for key in short_pair]
-    largest = np.max(np.stack([box_in[2], box_in[3], box_out[2], box_out[3]]), axis=0)
+    # A grid read row by row needs only its h·w cells, whatever the transform: bucket by area.
+    area = np.maximum(box_in[2] * box_in[3], box_out[2] * box_out[3])
+    lengths = np.minimum(-(-np.maximum(area, 1) // AREA_STEP) * AREA_STEP, side * side)
     form_in = np.empty(n, dtype=DIGEST)
     form_pair = np.empty(n, dtype=DIGEST)
-    for bucket in np.unique(largest):
-        at = np.flatnonzero(largest == bucket)
-        length = max(int(bucket), 1) ** 2
+    for bucket in np.unique(lengths):
+        at = np.flatnonzero(lengths == bucket)
+        length = int(bucket)
         best_in = np.full((len(at), 2 + length), OUTSIDE, dtype=np.uint8)
         best_pair = np.full((len(at), 4 + 2 * length), OUTSIDE, dtype=np.uint8)
         for tid in range(8):

@@ -156,7 +156,7 @@ def scan(dataset: Dataset, splits: list[str], family: str, dtype: np.dtype, seq_
                 keys.form_in.append(exact_in if form_in is None else form_in)
                 keys.form_pair.append(exact_pair if form_pair is None else form_pair)
                 if family == "sudoku":
-                    keys.tokens.append(np.stack([inputs, labels], axis=1).astype(np.uint8))
+                    keys.tokens.append(np.stack([inputs, labels], axis=1))
     return keys.done()
 
 
