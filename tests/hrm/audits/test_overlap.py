@@ -295,3 +295,38 @@ def test_datasets_of_different_sequence_lengths_are_refused(tmp_path):
     other = write(tmp_path / "b", (long[:2], long[:2]), (long[2:], long[2:]), vocab_size=10)
     with pytest.raises(InputError, match="seq_len 9 but the test split .* has 8"):
         audit_overlap(data, against=other)
+
+
+def same_up_to_augmentation(xs: tuple[np.ndarray, ...], ys: tuple[np.ndarray, ...]) -> bool:
+    """Some dihedral transform t and bijection of colours fixing 0 take grids xs to grids ys
+    (all by the same t and bijection): tried one by one."""
+    for tid in range(8):
+        moved = [dihedral_transform(x, tid) for x in xs]
+        if any(m.shape != y.shape for m, y in zip(moved, ys)):
+            continue
+        pairs = zip(np.concatenate([m.reshape(-1) for m in moved]).tolist(),
+                    np.concatenate([y.reshape(-1) for y in ys]).tolist())
+        forward, backward = {0: 0}, {0: 0}
+        if all(forward.setdefault(a, b) == b and backward.setdefault(b, a) == a for a, b in pairs):
+            return True
+    return False
+
+
+def small_grids(shapes, colours=(0, 1, 2)) -> list[np.ndarray]:
+    return [np.array(cells, dtype=np.uint8).reshape(shape) for shape in shapes
+            for cells in itertools.product(colours, repeat=shape[0] * shape[1])]
+
+
+def test_arc_forms_part_small_grids_and_pairs_exactly_as_trying_every_transform_does():
+    rng = np.random.default_rng(8)
+    offset = lambda: tuple(int(v) for v in rng.integers(0, 5, size=2))
+    grids = small_grids(((1, 2), (2, 1), (2, 2), (1, 3)))
+    tokens = np.stack([grid_to_tokens(g, offset()) for g in grids])
+    forms, _ = arc_forms(tokens, tokens, 30)
+    for i, j in itertools.combinations(range(len(grids)), 2):
+        assert (forms[i] == forms[j]) == same_up_to_augmentation((grids[i],), (grids[j],)), (grids[i], grids[j])
+    pairs = list(itertools.product(small_grids(((1, 2), (2, 1))), small_grids(((1, 1), (1, 2)))))
+    _, forms = arc_forms(np.stack([grid_to_tokens(i, offset()) for i, _ in pairs]),
+                         np.stack([grid_to_tokens(o, offset()) for _, o in pairs]), 30)
+    for i, j in itertools.combinations(range(len(pairs)), 2):
+        assert (forms[i] == forms[j]) == same_up_to_augmentation(pairs[i], pairs[j]), (pairs[i], pairs[j])
