@@ -286,9 +286,10 @@ def sudoku_buckets(generated: int, copies: int, seed: int) -> dict[str, Any]:
 def format_overlap_report(report: dict[str, Any]) -> str:
     lines = []
     for family, r in report["families"].items():
+        mib = lambda key: f"{r[key] / 2**20:,.0f} MiB"
         lines.append(f"{family}: {r['examples_per_split']:,} examples a split; audit {r['audit_s']:.1f} s, peak RSS "
-                     f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB (before the audit {r['peak_rss_before_bytes'] / 2**20:,.0f}"
-                     f" MiB); data made in {r['make_s']:.1f} s")
+                     f"{mib('peak_rss_bytes')} (before the audit {mib('peak_rss_before_bytes')}); data made in "
+                     f"{r['make_s']:.1f} s")
         for key, v in r.items():
             if isinstance(v, dict) and "planted" in v:
                 lines.append(f"  {key}: {v['found']} of {v['planted']} planted found, {v['not_planted']} not planted")

@@ -54,7 +54,10 @@ def print_report(report: OverlapReport) -> None:
 
     def group_row(what: str, groups: Groups) -> list[str]:
         return [what, f"{groups.examples:,} in {groups.groups:,} groups", share(groups.examples),
-                shown(["+".join(group) for group in groups.ids])]
+                shown([joined(group) for group in groups.ids])]
+
+    def joined(group: list[str]) -> str:
+        return "+".join(group[:SHOWN_IDS]) + ("+…" if len(group) > SHOWN_IDS else "")
 
     exact, augmented, duplicates = report.exact_in_train, report.augmented_in_train, report.duplicates_within_test
     rows = [
