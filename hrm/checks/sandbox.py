@@ -387,6 +387,9 @@ def _namespace_init(cfg: dict, status_fd: int) -> None:
         program = os.fork()
         if program == 0:
             _exec_program(cfg, status_fd, own_group=False)
+        # The launcher's stop: kill the program and reap it here, so its CPU time is reported (killing init
+        # directly would lose it). The program may send this too; it only kills itself.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: os.kill(program, signal.SIGKILL))
         while True:
             pid, st, rusage = os.wait4(-1, 0)
             if pid == program:
@@ -445,7 +448,11 @@ def _launch(cfg: dict) -> None:
     def stop_program() -> None:
         try:
             if cfg["mode"] == "namespaces":
-                os.kill(child[0], signal.SIGKILL)  # init's death empties the whole namespace
+                # init kills and reaps the program, reports, and exits, which empties the namespace; should it not
+                # have within a second, kill init itself.
+                os.kill(child[0], signal.SIGUSR1)
+                signal.signal(signal.SIGALRM, lambda signum, frame: _signal(child[0], signal.SIGKILL))
+                signal.setitimer(signal.ITIMER_REAL, 1.0)
             else:
                 os.killpg(child[0], signal.SIGKILL)  # the program's group; basic mode sweeps the rest after
         except ProcessLookupError:
