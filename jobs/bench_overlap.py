@@ -53,6 +53,7 @@ from hrm.puzzles.sudoku_generator import generate_sudokus
 SUDOKU_EXTREME_TEST = 422_786
 ARC_AUG_1000 = 400_000
 SET = "all"
+MAKE_CHUNK = 16384  # examples made at a time
 
 
 def configure_overlap(parser: argparse.ArgumentParser) -> None:
@@ -187,14 +188,18 @@ def write_planted_sudoku(uri: Path, examples: int, planted: int, seed: int) -> P
 
 
 def arc_examples(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """[count, 900] input and output canvases: grids of 5..30 a side, half the cells colour 0."""
-    pairs = []
-    for _ in range(2):
-        heights, widths = rng.integers(5, ARC_SIDE + 1, size=(2, count))
-        colours = np.where(rng.random((count, ARC_SIDE, ARC_SIDE)) < 0.5, 0,
-                           rng.integers(1, 10, size=(count, ARC_SIDE, ARC_SIDE)))
-        pairs.append(canvases(colours, heights, widths))
-    return pairs[0], pairs[1]
+    """[count, 900] input and output canvases: grids of 5..30 a side, half the cells colour 0
+    (made a chunk at a time: the random cells of 400,000 grids at once would take gigabytes)."""
+    inputs = np.zeros((count, ARC_SIDE * ARC_SIDE), np.uint8)
+    labels = np.zeros_like(inputs)
+    for start in range(0, count, MAKE_CHUNK):
+        stop = min(start + MAKE_CHUNK, count)
+        for out in (inputs, labels):
+            heights, widths = rng.integers(5, ARC_SIDE + 1, size=(2, stop - start))
+            colours = np.where(rng.random((stop - start, ARC_SIDE, ARC_SIDE)) < 0.5, 0,
+                               rng.integers(1, 10, size=(stop - start, ARC_SIDE, ARC_SIDE), dtype=np.uint8))
+            out[start:stop] = canvases(colours, heights, widths)
+    return inputs, labels
 
 
 def canvases(colours: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
