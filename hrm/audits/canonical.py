@@ -275,7 +275,7 @@ def _least(keys: list[np.ndarray]) -> np.ndarray:
 
 
 def _digest_key(key: np.ndarray, header: int) -> np.ndarray:
-    """Digest of the header and the cells inside the grids (so not of B, which only pads)."""
+    """Digest of the header and the cells inside the grids (not of the bucket's length, which only pads)."""
     cells = key[:, header:]
     inside = cells != OUTSIDE
     return digest_ragged(cells[inside], inside.sum(axis=1), key[:, :header])

@@ -52,6 +52,7 @@ TEST_SPLIT, TRAIN_SPLIT = "test", "train"
 CHUNK_TOKENS = 1 << 22  # tokens read (and canonicalised) at a time: bounds the working memory
 KIND_FAMILY = {"sudoku-csv": "sudoku", "maze": "maze", "arc": "arc", "jsonl": "exact"}  # converters' summary "kind"
 ARC_VOCAB = 12  # pad, eos, colours 0..9
+GRID_VOCAB_LIMIT = 256  # grid families work on uint8 cells; wider tokens are matched exactly only
 CANONICALISATION = {
     "sudoku": "Sudoku: digit relabelling, band/stack and row/column-within-band permutations, transpose "
               "(candidates bucketed by an invariant, every match confirmed by an exact search for a transform)",
@@ -193,6 +194,8 @@ def detect_family(dataset: Dataset, split: str, requested: str = "auto") -> tupl
             family, source = _family_from_shapes(dataset, split, seq_len, vocab), \
                 f"seq_len {seq_len} and vocab {vocab}"
     side = board_side(seq_len)
+    if family != "exact" and vocab > GRID_VOCAB_LIMIT:
+        return "exact", f"{source}; vocab {vocab} is no puzzle grid's, so exact matching only"
     if family == "sudoku" and sudoku_box(seq_len) is None:
         return "exact", f"{source}; seq_len {seq_len} is not a 4x4 or 9x9 board, so exact matching only"
     if family in ("arc", "maze") and side is None:

@@ -330,3 +330,11 @@ def test_arc_forms_part_small_grids_and_pairs_exactly_as_trying_every_transform_
                          np.stack([grid_to_tokens(o, offset()) for _, o in pairs]), 30)
     for i, j in itertools.combinations(range(len(pairs)), 2):
         assert (forms[i] == forms[j]) == same_up_to_augmentation(pairs[i], pairs[j]), (pairs[i], pairs[j])
+
+
+def test_a_grid_family_forced_on_a_wide_vocabulary_falls_back_to_exact_matching(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.integers(2, 1000, size=(4, 81))
+    data = write(tmp_path / "d", (rows[:2], rows[:2]), (rows[2:], rows[2:]), vocab_size=1000)
+    report = audit_overlap(data, family="sudoku")
+    assert report.family == "exact" and "vocab 1000" in report.family_source
