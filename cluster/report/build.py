@@ -35,6 +35,7 @@ from cluster.report.document import (
     render_markdown,
 )
 from cluster.report.format import count
+from cluster.report.gallery import failure_gallery
 from cluster.report.halting import calibration, reasoning_depth
 from cluster.report.health import checkpoint_health
 from cluster.report.results import RunResults, failure, load_results
@@ -90,6 +91,7 @@ def build_report(r: RunResults, other: RunResults | None = None) -> Document:
         *([Section("Re-votes", revotes(r))] if r.revotes else []),
         Section("Checkpoint health", checkpoint_health(r)),
         _metric_section(r, "Comparison", lambda: comparison(r)),
+        _metric_section(r, "Failure gallery", lambda: failure_gallery(r)),
     ]
     title = f"hrm-eval report — run {r.run_id}" + (" (partial)" if r.partial else "")
     return Document(title=title, intro=intro, sections=sections, banner=banner(r))

@@ -21,6 +21,7 @@ from hrm.puzzles.sudoku_generator import generate_sudokus, sudoku_puzzle_arrays,
 from hrm.puzzles.text import ByteTokenizer, Record, encode_records
 
 from cluster.report import gallery
+from cluster.report.build import build_report
 from cluster.report.document import Document, Figure, Section, Table, Text, render_html, render_markdown
 from cluster.report.results import load_results
 from cluster.results.layout import read_predictions
@@ -208,3 +209,10 @@ def test_a_partial_run_gets_a_gallery_of_its_stored_predictions_and_a_stopped_on
     (partial / "manifest.json").unlink()
     blocks = gallery_blocks(str(partial))
     assert len(blocks) == 1 and "named in the run's manifest, which this run lacks" in blocks[0].text
+
+
+def test_the_gallery_is_the_reports_last_section_in_both_files(runs):
+    doc = build_report(load_results(runs["maze"]))
+    assert doc.sections[-1].title == "Failure gallery"
+    assert doc.sections[-1].blocks == gallery_blocks(runs["maze"])
+    assert "## Failure gallery" in render_markdown(doc) and 'id="failure-gallery"' in render_html(doc)
