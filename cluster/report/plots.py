@@ -276,7 +276,7 @@ def maze_gallery(panels: Sequence[MazePanel]) -> bytes:
     lettered."""
     from matplotlib.lines import Line2D
 
-    fig, axes = _row_of_axes(len(panels), PANEL_SIDE + 0.6)
+    fig, axes = _row_of_axes(len(panels), PANEL_SIDE + 0.8)
     for ax, p in zip(axes, panels):
         rows, cols = len(p.walls), len(p.walls[0])
         ax.imshow([[1.0 if wall else 0.0 for wall in row] for row in p.walls], cmap="Greys", vmin=0, vmax=1.25,

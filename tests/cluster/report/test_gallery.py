@@ -18,7 +18,7 @@ from hrm.puzzles.arc_grids import grid_to_tokens
 from hrm.puzzles.maze import MazeGrid, encode_mazes, generate_mazes
 from hrm.puzzles.publish import Clock, Destination, publish, single_example_puzzles
 from hrm.puzzles.sudoku_generator import generate_sudokus, sudoku_puzzle_arrays, write_demo_sudoku
-from hrm.puzzles.text import ByteTokenizer, Record, encode_records
+from hrm.puzzles.text import ByteTokenizer, KeywordTokenizer, Record, encode_records
 
 from cluster.report import gallery
 from cluster.report.build import build_report
@@ -181,6 +181,20 @@ def test_text_completions_are_decoded_and_escaped_in_both_files(runs):
     page, markdown = render_html(doc), render_markdown(doc)
     assert SCRIPT not in page and html.escape(SCRIPT, quote=False) in page
     assert SCRIPT not in markdown and "&lt;script&gt;" in markdown
+
+
+def test_a_keyword_vocabulary_is_shown_as_keyword_numbers_and_called_lossy(tmp_path):
+    vocab = tmp_path / "keywords.txt"
+    vocab.write_text("start\ntest\nend\n")
+    tokenizer = KeywordTokenizer(vocab)
+    records = [Record(tokenizer.encode("start test")[0], tokenizer.encode("test end end")[0], "made", "", f"t:{i}")
+               for i in range(6)]
+    data = publish_test(tmp_path / "data", "jsonl", encode_records(records, 8, tokenizer.vocab_size),
+                        vocab_size=tokenizer.vocab_size, seq_len=8, tokenizer=tokenizer.name)
+    blocks = gallery_blocks(evaluated(tmp_path, "keywords", data, tokenizer.vocab_size, 8))
+    assert "keyword numbers" in blocks[0].text and "lost" in blocks[0].text
+    rows = [row for b in blocks if isinstance(b, Table) for row in b.rows]
+    assert rows and all(row[2] == "k1 k2" and row[4] == "k2 k3 k3" for row in rows)
 
 
 def test_a_family_it_cannot_draw_is_shown_as_token_rows_and_says_so(tmp_path):
