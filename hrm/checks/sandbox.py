@@ -387,9 +387,10 @@ def _namespace_init(cfg: dict, status_fd: int) -> None:
         program = os.fork()
         if program == 0:
             _exec_program(cfg, status_fd, own_group=False)
-        # The launcher's stop: kill the program and reap it here, so its CPU time is reported (killing init
-        # directly would lose it). The program may send this too; it only kills itself.
-        signal.signal(signal.SIGUSR1, lambda signum, frame: os.kill(program, signal.SIGKILL))
+        # The launcher's stop: kill every process of the namespace at once (one by one, a fork bomb would fill the
+        # slot each death frees), then reap the program here so its CPU time is reported (killing init directly
+        # would lose it). The program may send this too; it only kills itself and its own.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _signal(-1, signal.SIGKILL))
         while True:
             pid, st, rusage = os.wait4(-1, 0)
             if pid == program:
@@ -824,8 +825,9 @@ def _kill_group_and_wait(pgid: int, patience: float = 2.0) -> None:
 
 
 def _signal(pid: int, signum: int) -> None:
+    """kill(2) that tolerates the target being gone: pid > 0 a process, -1 all we may signal, < -1 a group."""
     try:
-        if pid < 0:
+        if pid < -1:
             os.killpg(-pid, signum)
         else:
             os.kill(pid, signum)
