@@ -2,16 +2,27 @@
 
 Input: one JSON object per line with string fields "prompt" and "completion" (names set by
 --prompt-key/--completion-key), optionally "source" and a difficulty (--tier-key, default
-"difficulty"); empty lines are skipped.
+"difficulty"); empty lines are skipped. A record with a "kind" is a task of `hrm-eval check`'s
+task format (docs/tasks.md), validated as one: its "reference" is the completion when it has
+no completion field, its "tier" the tier when it has no --tier-key field, and the task is kept
+in the dataset (tasks.jsonl, with the schema files of its tools) under its task_id, so the
+decoded predictions can be checked.
 
-Tokenizer (--tokenizer, required):
-  * bytes: lossless; UTF-8 byte b → token b + 2, pad 0, eos 1, vocab 258.
+Tokenizer (--tokenizer, required; pad 0, eos 1, the tokenizer's id i → token i + 2):
+  * bytes: lossless; UTF-8 byte b → token b + 2, vocab 258.
+  * a Hugging Face tokenizers JSON FILE (told by its content: a "model" of type BPE,
+    WordPiece, Unigram or WordLevel), encoded by the tokenizers library without its own
+    special tokens; vocab = its vocabulary + 2. It loses text when a record does not come
+    back from decode(encode(text)) (a lower-casing normaliser, an [UNK]): such records are
+    counted, and refused unless --allow-lossy.
   * a keyword vocabulary FILE, one keyword per line (e.g. start, test, agent, data,
     security, performance, integration, automation, validation, deployment, monitoring,
     end): text is lower-cased and split into words ([a-z0-9_]+), keyword k of the file →
-    token k + 2, pad 0, eos 1, vocab = keywords + 2. Every other word, and all case and
+    token k + 2, vocab = keywords + 2. Every other word, and all case and
     punctuation, is lost, so it is refused unless --allow-lossy; the summary counts the
     words that had no token.
+The tokenizer is written into the dataset (tokenizer.json), from which predictions are
+decoded back to text.
 
 Each record is one puzzle in a group of its own: the input is the prompt's tokens then eos,
 padded with pad; the label is the completion's tokens then eos, padded with 0
@@ -30,16 +41,21 @@ Examples:
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydantic
+from pydantic import TypeAdapter
 
+from hrm import storage
+from hrm.checks.tasks import KINDS, Task, ToolChainTask, load_tasks
+from hrm.checks.tool_chain import load_tool_set
+from hrm.data.dataset import Dataset
 from hrm.data.schema import PuzzleArrays
-from hrm.decode import read_text, text_lines
-from hrm.errors import InputError
+from hrm.decode import text_lines
+from hrm.errors import InputError, invalid_input
 from hrm.puzzles.publish import (
     Clock,
     Destination,
@@ -49,9 +65,21 @@ from hrm.puzzles.publish import (
     single_example_puzzles,
     split_by_fraction,
 )
+from hrm.puzzles.tokenizers import (  # noqa: F401  (FIRST_TOKEN: text decoding elsewhere imports it from here)
+    EOS,
+    FIRST_TOKEN,
+    PAD,
+    TOKENIZER_FILE,
+    ByteTokenizer,
+    HuggingFaceTokenizer,
+    KeywordTokenizer,
+    Tokenizer,
+    hugging_face_json,
+)
 
-PAD, EOS, FIRST_TOKEN = 0, 1, 2
-WORD = re.compile(r"[a-z0-9_]+")
+TASKS_FILE = "tasks.jsonl"
+TOOLS_PREFIX = "tools."  # a task's tool schema files are kept as top-level files tools.<name>
+_TASK: TypeAdapter[Task] = TypeAdapter(Task)
 
 
 @dataclass(frozen=True)
@@ -70,52 +98,73 @@ class Record:
     source: str
     tier: str
     where: str  # file:line, for messages
+    task_id: str = ""  # "" for a plain prompt/completion record
+    lost: str = ""  # "prompt" or "completion": the first text that did not come back from decode(encode())
 
 
-class ByteTokenizer:
-    name = "bytes"
-    vocab_size = 256 + FIRST_TOKEN
+class CarriedTasks:
+    """The tasks among the records, validated, in file order, for the dataset's tasks.jsonl; a
+    tool_chain task's schema files are copied in as top-level files and its `tools` renamed to
+    them, so tasks.jsonl in the dataset is a tasks file `hrm-eval check` reads as it is."""
 
-    def encode(self, text: str) -> tuple[list[int], list[str]]:
-        """(tokens, words without a token): bytes lose nothing."""
-        return [b + FIRST_TOKEN for b in text.encode("utf-8")], []
+    def __init__(self) -> None:
+        self.tasks: dict[str, tuple[Task, str]] = {}
+        self.tool_files: dict[str, bytes] = {}
+        self._tool_names: dict[Path, str] = {}
 
+    def add(self, data: dict, where: str, base_dir: Path) -> Task:
+        try:
+            task = _TASK.validate_python(data)
+        except pydantic.ValidationError as err:
+            raise invalid_input(where, err, hidden=KINDS) from None
+        if task.task_id in self.tasks:
+            raise InputError(f"{where}: task_id {task.task_id!r} is already the task at {self.tasks[task.task_id][1]}")
+        if isinstance(task, ToolChainTask) and task.tools != "builtin":
+            try:
+                load_tool_set(task.tools, base_dir)  # refused here, not after a whole evaluation
+            except InputError as err:
+                raise InputError(f"{where}: tools: {err}") from None
+            task = task.model_copy(update={"tools": [self._tool_file(base_dir / name) for name in task.tools]})
+        self.tasks[task.task_id] = (task, where)
+        return task
 
-class KeywordTokenizer:
-    """Lower-cased words that are in the vocabulary file; everything else is dropped."""
+    def _tool_file(self, path: Path) -> str:
+        path = path.resolve()
+        if path not in self._tool_names:
+            name = f"{TOOLS_PREFIX}{path.name}"
+            if name in self.tool_files:  # another file of the same name
+                name = f"{TOOLS_PREFIX}{len(self.tool_files)}.{path.name}"
+            self._tool_names[path] = name
+            self.tool_files[name] = path.read_bytes()
+        return self._tool_names[path]
 
-    def __init__(self, path: Path):
-        check_readable(path)
-        self.name = f"keywords:{path.name}"
-        self.ids: dict[str, int] = {}
-        for number, line in enumerate(read_text(path).splitlines(), start=1):
-            word = line.strip().lower()
-            if not word:
-                continue
-            if not WORD.fullmatch(word):
-                raise InputError(f"{path}:{number}: keyword {line.strip()!r} is not one word of [a-z0-9_]")
-            if word in self.ids:
-                raise InputError(f"{path}:{number}: keyword {word!r} is listed twice")
-            self.ids[word] = len(self.ids) + FIRST_TOKEN
-        if not self.ids:
-            raise InputError(f"{path}: the keyword vocabulary is empty")
-        self.vocab_size = len(self.ids) + FIRST_TOKEN
-
-    def encode(self, text: str) -> tuple[list[int], list[str]]:
-        words = WORD.findall(text.lower())
-        return [self.ids[w] for w in words if w in self.ids], [w for w in words if w not in self.ids]
+    def files(self) -> dict[str, bytes]:
+        if not self.tasks:
+            return {}
+        lines = (task.model_dump_json(exclude_none=True) + "\n" for task, _ in self.tasks.values())
+        return {TASKS_FILE: "".join(lines).encode(), **self.tool_files}
 
 
 def convert_jsonl(sources: Sources, destination: Destination, *, tokenizer: str, seed: int = 0,
                   allow_lossy: bool = False, seq_len: int | None = None, truncate: bool = False,
                   fields: TextFields = TextFields()) -> dict:
-    """Read, tokenise, encode and publish; returns the summary. `tokenizer` is "bytes" or a
-    keyword vocabulary file (refused unless `allow_lossy`); `seq_len` defaults to the longest
-    sequence, and a longer record is refused unless `truncate`."""
+    """Read, tokenise, encode and publish; returns the summary. `tokenizer` is "bytes", a Hugging
+    Face tokenizers JSON file or a keyword vocabulary file (refused unless `allow_lossy`); a
+    record that does not round trip through the tokenizer is refused unless `allow_lossy`;
+    `seq_len` defaults to the longest sequence, and a longer record is refused unless `truncate`."""
     clock = Clock()
     encoder = make_tokenizer(tokenizer, allow_lossy)
     unknown: Counter[str] = Counter()
-    records = {name: read_records(path, encoder, fields, unknown) for name, path in sources.files().items()}
+    tasks = CarriedTasks()
+    records = {name: read_records(path, encoder, fields, unknown, tasks) for name, path in sources.files().items()}
+    lost = [r for recs in records.values() for r in recs if r.lost]
+    if isinstance(encoder, HuggingFaceTokenizer):
+        if lost and not allow_lossy:
+            raise InputError(f"{lost[0].where}: --tokenizer {tokenizer} does not give this record's {lost[0].lost} "
+                             f"back (decode(encode(text)) differs; {len(lost)} of "
+                             f"{sum(map(len, records.values()))} records do not round trip); pass --allow-lossy "
+                             "to accept that, or use --tokenizer bytes")
+        encoder.lossy = bool(lost)
     if "input" in records:
         table = records.pop("input")
         records = {name: [table[i] for i in idx]
@@ -127,7 +176,12 @@ def convert_jsonl(sources: Sources, destination: Destination, *, tokenizer: str,
     truncated = sum(max(len(r.prompt), len(r.completion)) + 1 > seq_len for recs in records.values() for r in recs)
     return publish(destination, "jsonl", splits, seed=seed, vocab_size=encoder.vocab_size, seq_len=seq_len,
                    identifiers=["<blank>"], clock=clock, truncations=truncated,
+                   extra_files={TOKENIZER_FILE: encoder.spec().model_dump(mode="json"), **tasks.files()},
                    details={"tokenizer": encoder.name,
+                            "tokenizer_file": TOKENIZER_FILE,
+                            "lossy": encoder.lossy,
+                            "records_not_round_tripping": len(lost),
+                            "tasks": len(tasks.tasks),
                             "truncated_prompts": truncated_prompts,
                             "truncated_completions": truncated_completions,
                             "words_without_token": sum(unknown.values()),
@@ -135,20 +189,27 @@ def convert_jsonl(sources: Sources, destination: Destination, *, tokenizer: str,
                             "most_common_words_without_token": dict(unknown.most_common(10))})
 
 
-def make_tokenizer(spec: str, allow_lossy: bool) -> ByteTokenizer | KeywordTokenizer:
+def make_tokenizer(spec: str, allow_lossy: bool) -> Tokenizer:
+    """"bytes", a Hugging Face tokenizers JSON file (told by content), or a keyword vocabulary."""
     if spec == "bytes":
         return ByteTokenizer()
-    check_readable(Path(spec))  # a mistyped name is a missing file, not a lossy vocabulary
+    path = Path(spec)
+    check_readable(path)  # a mistyped name is a missing file, not a lossy vocabulary
+    data = hugging_face_json(path)
+    if data is not None:
+        return HuggingFaceTokenizer(data, path.name)
     if not allow_lossy:
         raise InputError(f"--tokenizer {spec}: a keyword vocabulary drops every other word, case and "
                          "punctuation; pass --allow-lossy to accept that, or use --tokenizer bytes")
-    return KeywordTokenizer(Path(spec))
+    return KeywordTokenizer.from_file(path)
 
 
-def read_records(path: Path, tokenizer: ByteTokenizer | KeywordTokenizer, fields: TextFields,
-                 unknown: Counter[str]) -> list[Record]:
-    """Tokenised records of a JSONL file; words with no token are tallied in `unknown`."""
+def read_records(path: Path, tokenizer: Tokenizer, fields: TextFields, unknown: Counter[str],
+                 tasks: CarriedTasks | None = None) -> list[Record]:
+    """Tokenised records of a JSONL file; words with no token are tallied in `unknown`, tasks
+    (records with a "kind") validated and kept in `tasks`."""
     check_readable(path)
+    tasks = CarriedTasks() if tasks is None else tasks
     records = []
     for number, line in enumerate(text_lines(path), start=1):
         if not line.strip():
@@ -160,12 +221,23 @@ def read_records(path: Path, tokenizer: ByteTokenizer | KeywordTokenizer, fields
             raise InputError(f"{where}: not valid JSON: {err.msg}") from None
         if not isinstance(data, dict):
             raise InputError(f"{where}: expected a JSON object")
-        texts = [_text(data, key, where) for key in (fields.prompt, fields.completion)]
-        (prompt, lost_p), (completion, lost_c) = (tokenizer.encode(t) for t in texts)
-        unknown.update(lost_p + lost_c)
-        tier = data.get(fields.tier)
-        records.append(Record(prompt, completion, str(data.get("source", path.name)),
-                              "" if tier is None else str(tier), where))
+        task = tasks.add(data, where, path.parent) if "kind" in data else None
+        prompt = _text(data, fields.prompt, where)
+        # A task's reference is its expected completion unless the record names one itself.
+        completion = (task.reference if task is not None and fields.completion not in data
+                      else _text(data, fields.completion, where))
+        lost = ""
+        tokens = []
+        for part, text in (("prompt", prompt), ("completion", completion)):
+            encoded, dropped = tokenizer.encode(text)
+            unknown.update(dropped)
+            tokens.append(encoded)
+            if not lost and tokenizer.decode(encoded) != text:
+                lost = part
+        tier = data.get(fields.tier, None if task is None else task.tier)
+        records.append(Record(tokens[0], tokens[1], str(data.get("source", path.name)),
+                              "" if tier is None else str(tier), where,
+                              task_id="" if task is None else task.task_id, lost=lost))
     if not records:
         raise InputError(f"{path}: no records in it")
     return records
@@ -197,7 +269,7 @@ def _seq_len(records: dict[str, list[Record]], seq_len: int | None, truncate: bo
 
 def encode_records(records: list[Record], seq_len: int, vocab_size: int) -> PuzzleArrays:
     """Records → arrays: tokens + eos, cut to seq_len, padded (labels padded with ignore 0)."""
-    dtype = np.uint8 if vocab_size <= 256 else np.uint16
+    dtype = np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.uint32
     inputs = np.full((len(records), seq_len), PAD, dtype=dtype)
     labels = np.full((len(records), seq_len), PAD, dtype=dtype)
     for row, record in enumerate(records):
@@ -207,7 +279,36 @@ def encode_records(records: list[Record], seq_len: int, vocab_size: int) -> Puzz
     columns = {
         "source": np.array([r.source for r in records], dtype=str),
         "tier": np.array([r.tier for r in records], dtype=str),
+        "task_id": np.array([r.task_id for r in records], dtype=str),
         "prompt_tokens": np.array([len(r.prompt) for r in records], dtype=np.int32),
         "completion_tokens": np.array([len(r.completion) for r in records], dtype=np.int32),
     }
     return single_example_puzzles(inputs, labels, columns=columns)
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def tasks_file(dataset: Dataset, directory: Path | None = None) -> Path | None:
+    """A local tasks file of the dataset's tasks, with its tool files beside it, for
+    `hrm-eval check --tasks` (or `hrm.checks.tasks.load_tasks`); None when the dataset holds no
+    tasks. A local dataset's own tasks.jsonl is returned as it is; a remote one's is copied
+    with its tool files into `directory` (required then)."""
+    uri = storage.join(dataset.uri, TASKS_FILE)
+    if not storage.exists(uri):
+        return None
+    if storage.is_local(dataset.uri):
+        return Path(storage.resolve(uri)[1])
+    if directory is None:
+        raise ValueError(f"{dataset.uri} is remote: give a local directory to copy its tasks into")
+    directory.mkdir(parents=True, exist_ok=True)
+    tools = [name for name in storage.list_files(dataset.uri) if name.startswith(TOOLS_PREFIX) and "/" not in name]
+    for name in [TASKS_FILE, *tools]:
+        (directory / name).write_bytes(storage.read_bytes(storage.join(dataset.uri, name)))
+    return directory / TASKS_FILE
+
+
+def dataset_tasks(dataset: Dataset, directory: Path | None = None) -> dict[str, Task]:
+    """The dataset's tasks by task_id (an example's `task_id` column names its task; "" none)."""
+    path = tasks_file(dataset, directory)
+    return {} if path is None else {task.task_id: task for task in load_tasks(path)}

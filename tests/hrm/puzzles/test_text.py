@@ -1,4 +1,5 @@
-"""`hrm-eval convert jsonl`: lossless bytes, lossy keywords only when allowed, seq_len, bad input."""
+"""`hrm-eval convert jsonl`: lossless bytes, lossy keywords only when allowed, Hugging Face tokenizers,
+the tokenizer and the task fields carried into the dataset, seq_len, bad input."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hrm.checks.tasks import load_tasks
+from hrm.checks.tool_chain import load_tool_set
 from hrm.data.reader import open_dataset
+from hrm.puzzles.text import TASKS_FILE, dataset_tasks, tasks_file
+from hrm.puzzles.tokenizers import TOKENIZER_FILE, decode_predictions, load_tokenizer
 
 from jobs.cli import main
 
 from tests.factories import convert_cli
+from tests.hrm.puzzles.test_tokenizers import trained_bpe, trained_wordpiece
 
 KEYWORDS = ["start", "test", "agent", "data", "security", "performance", "integration",
             "automation", "validation", "deployment", "monitoring", "end"]
@@ -149,10 +155,114 @@ def test_conversion_to_s3_reads_back_like_local(capsys, tmp_path, records_file, 
     np.testing.assert_array_equal(a.columns["tier"], b.columns["tier"])
 
 
+@pytest.mark.s3
+def test_a_dataset_on_s3_decodes_and_gives_its_tasks_with_their_tool_files(capsys, tmp_path, s3_bucket):
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "weather.json").write_text(json.dumps(WEATHER_TOOL))
+    source = write_jsonl(tmp_path / "tasks.jsonl", TASKS)
+    convert(capsys, "--test", source, "--tokenizer", trained_bpe(tmp_path / "bpe.json"), "--output", f"{s3_bucket}/t")
+    dataset = open_dataset(f"{s3_bucket}/t")
+    labels = dataset.read_set("test", "all").labels
+    assert decode_predictions(dataset, labels)[2:] == ["HI", TASKS[3]["reference"], "record"]
+    tasks = dataset_tasks(dataset, tmp_path / "copy")
+    assert [task.task_id for task in tasks.values()] == ["add", "he", "shout", "weather"]
+    assert "get_weather" in load_tool_set(tasks["weather"].tools, tmp_path / "copy").schemas
+
+
 def test_a_jsonl_line_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path, capsys):
     source = tmp_path / "in.jsonl"
     source.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n')
     err = refused(capsys, "--test", source, "--tokenizer", "bytes", "--output", tmp_path / "out")
     assert err.splitlines() == [f"hrm-eval convert: error: {source}:2: byte 50 is not valid UTF-8 "
                                 "(0xe9; the file must be UTF-8 text)"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["bytes", "bpe", "keywords"])
+def test_a_converted_dataset_decodes_its_labels_back_to_the_completions_with_its_own_tokenizer(
+        capsys, tmp_path, records_file, vocab_file, tokenizer):
+    spec = {"bytes": ["bytes"], "bpe": [trained_bpe(tmp_path / "bpe.json")],
+            "keywords": [vocab_file, "--allow-lossy"]}[tokenizer]
+    summary = convert(capsys, "--test", records_file, "--tokenizer", *spec, "--output", tmp_path / "out")
+    dataset = open_dataset(tmp_path / "out")
+    assert TOKENIZER_FILE in dataset.files()
+    arrays = dataset.read_set("test", "all")
+    decoded = decode_predictions(dataset, arrays.labels)
+    if tokenizer == "keywords":  # the keyword sequence only
+        assert decoded == ["validation end", "deployment monitoring end", "performance end"]
+        assert load_tokenizer(dataset).lossy and summary["lossy"]
+        assert dataset.index.summary["words_without_token"] == 5  # readable from the dataset, for the report
+    else:
+        assert decoded == [r["completion"] for r in RECORDS]
+        assert load_tokenizer(dataset).decode_rows(arrays.inputs) == [r["prompt"] for r in RECORDS]
+        assert not summary["lossy"] and summary["records_not_round_tripping"] == 0
+    assert load_tokenizer(dataset).vocab_size == summary["vocab_size"]
+
+
+def test_a_hugging_face_tokenizer_that_loses_text_is_refused_unless_allowed_and_counted(capsys, tmp_path, records_file):
+    wordpiece = trained_wordpiece(tmp_path / "wp.json")
+    err = refused(capsys, "--test", records_file, "--tokenizer", wordpiece, "--output", tmp_path / "out")
+    assert f"{records_file}:1: --tokenizer {wordpiece} does not give this record's prompt back" in err
+    assert "3 of 3 records do not round trip" in err and "--allow-lossy" in err
+    assert not (tmp_path / "out").exists()
+    summary = convert(capsys, "--test", records_file, "--tokenizer", wordpiece, "--allow-lossy",
+                      "--output", tmp_path / "out")
+    assert (summary["lossy"], summary["records_not_round_tripping"]) == (True, 3)
+    assert summary["tokenizer"] == "huggingface:wp.json" and summary["words_without_token"] > 0
+    assert load_tokenizer(open_dataset(tmp_path / "out")).lossy
+
+
+WEATHER_TOOL = {"name": "get_weather", "description": "Weather of a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+TASKS = [
+    {"task_id": "add", "kind": "python", "tier": "easy", "prompt": "Write add(a, b).",
+     "reference": "def add(a, b):\n    return a + b\n", "func_name": "add",
+     "tests": [{"input": "1\n2", "output": "3", "testtype": "functional"}], "title": "ignored"},
+    {"task_id": "he", "kind": "python", "prompt": "Write inc(x).", "reference": "def inc(x):\n    return x + 1\n",
+     "test": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "inc",
+     "completion": "def inc(x): return x + 1"},
+    {"task_id": "shout", "kind": "exact", "prompt": "Say HI.", "reference": "HI", "difficulty": "hard"},
+    {"task_id": "weather", "kind": "tool_chain", "prompt": "Weather in Oslo?",
+     "reference": '{"tool": "get_weather", "args": {"city": "Oslo"}}', "tools": ["schemas/weather.json"]},
+    {"prompt": "plain", "completion": "record"},
+]
+
+
+def test_task_fields_survive_conversion_and_read_back_equal(capsys, tmp_path):
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "weather.json").write_text(json.dumps(WEATHER_TOOL))
+    source = write_jsonl(tmp_path / "tasks.jsonl", TASKS)
+    summary = convert(capsys, "--test", source, "--tokenizer", "bytes", "--output", tmp_path / "out")
+    assert summary["tasks"] == 4
+    dataset = open_dataset(tmp_path / "out")
+    arrays = dataset.read_set("test", "all")
+    assert list(arrays.columns["task_id"]) == ["add", "he", "shout", "weather", ""]
+    assert list(arrays.columns["tier"]) == ["easy", "", "hard", "", ""]  # --tier-key first, then the task's tier
+    # the completion is the record's own when it has one, else the task's reference
+    assert decode_predictions(dataset, arrays.labels) == [
+        TASKS[0]["reference"], "def inc(x): return x + 1", "HI", TASKS[3]["reference"], "record"]
+    carried = dataset_tasks(dataset)
+    original = {task.task_id: task for task in load_tasks(write_jsonl(tmp_path / "only.jsonl", TASKS[:4]))}
+    assert carried.keys() == original.keys()
+    for task_id in ("add", "he", "shout"):
+        assert carried[task_id] == original[task_id]
+    # the tool schema travels with the dataset, and the tasks file `hrm-eval check` reads finds it there
+    assert carried["weather"].tools == ["tools.weather.json"]
+    assert carried["weather"].model_copy(update={"tools": original["weather"].tools}) == original["weather"]
+    path = tasks_file(dataset)
+    assert path == tmp_path / "out" / TASKS_FILE
+    assert "get_weather" in load_tool_set(carried["weather"].tools, path.parent).schemas
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"task_id": "t", "kind": "python", "prompt": "p", "reference": "r"}, "(top level): a python task has either"),
+    ({"task_id": "t", "kind": "exact", "prompt": "p"}, "reference: Field required"),
+    ({"task_id": "add", "kind": "exact", "prompt": "p", "reference": "r"}, "task_id 'add' is already the task at"),
+    ({"task_id": "t", "kind": "tool_chain", "prompt": "p", "reference": "r", "tools": ["none.json"]},
+     "tools: "),
+])
+def test_a_bad_task_is_refused_naming_its_line(capsys, tmp_path, record, message):
+    source = write_jsonl(tmp_path / "tasks.jsonl", [TASKS[0], record])
+    err = refused(capsys, "--test", source, "--tokenizer", "bytes", "--output", tmp_path / "out")
+    assert f"{source}:2: {message}" in err
     assert not (tmp_path / "out").exists()
