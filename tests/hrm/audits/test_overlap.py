@@ -338,3 +338,14 @@ def test_a_grid_family_forced_on_a_wide_vocabulary_falls_back_to_exact_matching(
     data = write(tmp_path / "d", (rows[:2], rows[:2]), (rows[2:], rows[2:]), vocab_size=1000)
     report = audit_overlap(data, family="sudoku")
     assert report.family == "exact" and "vocab 1000" in report.family_source
+
+
+def test_against_a_dataset_of_another_family_is_refused_unless_the_family_is_forced(tmp_path, sudoku9):
+    inputs, labels = sudoku9
+    data = write(tmp_path / "s", (inputs[:4], labels[:4]), (inputs[4:8], labels[4:8]), vocab_size=11, kind="sudoku-csv")
+    mazes = encode_mazes(_mazes(4))
+    other = write(tmp_path / "m", (mazes.inputs[:2], mazes.labels[:2]), (mazes.inputs[2:], mazes.labels[2:]),
+                  vocab_size=6, kind="maze")
+    with pytest.raises(InputError, match=r"/m: holds maze data but .*/s holds sudoku data"):
+        audit_overlap(data, against=other)
+    assert audit_overlap(data, against=other, family="exact").exact_in_train.input.count == 0
