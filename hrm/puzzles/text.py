@@ -201,7 +201,7 @@ def make_tokenizer(spec: str, allow_lossy: bool) -> Tokenizer:
     if not allow_lossy:
         raise InputError(f"--tokenizer {spec}: a keyword vocabulary drops every other word, case and "
                          "punctuation; pass --allow-lossy to accept that, or use --tokenizer bytes")
-    return KeywordTokenizer.from_file(path)
+    return KeywordTokenizer(path)
 
 
 def read_records(path: Path, tokenizer: Tokenizer, fields: TextFields, unknown: Counter[str],

@@ -102,19 +102,16 @@ class Tokenizer(abc.ABC):
         """The record written into the dataset, from which `from_spec` rebuilds this tokenizer."""
 
     @abc.abstractmethod
-    def _decode(self, ids: list[int]) -> str:
+    def _decode(self, ids: np.ndarray) -> str:
         """Text of the tokenizer's own ids (token - first_id), any of which may be unknown."""
 
-    def decode(self, tokens: Iterable[int]) -> str:
+    def decode(self, tokens: Iterable[int] | np.ndarray) -> str:
         """Text of a sequence up to its first eos, pad skipped (a label, or a prediction)."""
-        ids = []
-        for token in tokens:
-            token = int(token)
-            if token == EOS:
-                break
-            if token != PAD:
-                ids.append(token - FIRST_TOKEN)
-        return self._decode(ids)
+        row = np.asarray(tokens if isinstance(tokens, np.ndarray) else list(tokens), dtype=np.int64)
+        ends = np.flatnonzero(row == EOS)
+        if ends.size:
+            row = row[: ends[0]]
+        return self._decode(row[row != PAD] - FIRST_TOKEN)
 
     def decode_rows(self, rows: Iterable[Iterable[int]]) -> list[str]:
         return [self.decode(row) for row in rows]
@@ -130,10 +127,11 @@ class ByteTokenizer(Tokenizer):
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         return [b + FIRST_TOKEN for b in text.encode("utf-8")], []
 
-    def _decode(self, ids: list[int]) -> str:
-        data = bytearray()
-        for i in ids:
-            data += bytes([i]) if 0 <= i < 256 else UNKNOWN.encode()
+    def _decode(self, ids: np.ndarray) -> str:
+        if ids.size and (ids.min() < 0 or ids.max() > 255):  # tokens past the bytes, from a wider model
+            data = b"".join(bytes([i]) if 0 <= i < 256 else UNKNOWN.encode() for i in ids.tolist())
+        else:
+            data = ids.astype(np.uint8).tobytes()
         # A model can predict any byte sequence; what is not UTF-8 becomes U+FFFD, byte by byte.
         return data.decode("utf-8", errors="replace")
 
@@ -147,38 +145,22 @@ class KeywordTokenizer(Tokenizer):
 
     lossy = True
 
-    def __init__(self, keywords: Sequence[str], source: str):
+    def __init__(self, vocabulary: Path | Sequence[str], source: str = ""):
+        """From a vocabulary file, or from its keywords (`source` naming where they came from)."""
+        if isinstance(vocabulary, Path):
+            source, vocabulary = vocabulary.name, read_keywords(vocabulary)
         self.source = source
-        self.keywords = list(keywords)
+        self.keywords = list(vocabulary)
         self.ids = {word: index + FIRST_TOKEN for index, word in enumerate(self.keywords)}
         self.name = f"keywords:{source}"
         self.vocab_size = len(self.keywords) + FIRST_TOKEN
-
-    @classmethod
-    def from_file(cls, path: Path) -> KeywordTokenizer:
-        """One keyword per line (blank lines skipped), each one word of [a-z0-9_], case ignored."""
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        keywords: dict[str, int] = {}
-        for number, line in enumerate(read_text(path).splitlines(), start=1):
-            word = line.strip().lower()
-            if not word:
-                continue
-            if not WORD.fullmatch(word):
-                raise InputError(f"{path}:{number}: keyword {line.strip()!r} is not one word of [a-z0-9_]")
-            if word in keywords:
-                raise InputError(f"{path}:{number}: keyword {word!r} is listed twice")
-            keywords[word] = number
-        if not keywords:
-            raise InputError(f"{path}: the keyword vocabulary is empty")
-        return cls(list(keywords), path.name)
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         words = WORD.findall(text.lower())
         return [self.ids[w] for w in words if w in self.ids], [w for w in words if w not in self.ids]
 
-    def _decode(self, ids: list[int]) -> str:
-        return " ".join(self.keywords[i] if 0 <= i < len(self.keywords) else UNKNOWN for i in ids)
+    def _decode(self, ids: np.ndarray) -> str:
+        return " ".join(self.keywords[i] if 0 <= i < len(self.keywords) else UNKNOWN for i in ids.tolist())
 
     def spec(self) -> KeywordsSpec:
         return KeywordsSpec(source=self.source, vocabulary=self.keywords)
@@ -222,11 +204,11 @@ class HuggingFaceTokenizer(Tokenizer):
                    if token == self.unknown_id]
         return [token + FIRST_TOKEN for token in encoding.ids], unknown
 
-    def _decode(self, ids: list[int]) -> str:
+    def _decode(self, ids: np.ndarray) -> str:
         # Runs of known ids go to the library; an id past its vocabulary becomes U+FFFD.
         parts: list[str] = []
         run: list[int] = []
-        for i in ids:
+        for i in ids.tolist():
             if 0 <= i < self.size:
                 run.append(i)
                 continue
@@ -249,6 +231,26 @@ def hugging_face_json(path: Path) -> dict[str, Any] | None:
         return None
     model = data.get("model") if isinstance(data, dict) else None
     return data if isinstance(model, dict) and model.get("type") in HF_MODEL_TYPES else None
+
+
+def read_keywords(path: Path) -> list[str]:
+    """A keyword vocabulary file: one keyword per line (blank lines skipped), each one word of
+    [a-z0-9_], case ignored, none twice."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    keywords: dict[str, int] = {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        word = line.strip().lower()
+        if not word:
+            continue
+        if not WORD.fullmatch(word):
+            raise InputError(f"{path}:{number}: keyword {line.strip()!r} is not one word of [a-z0-9_]")
+        if word in keywords:
+            raise InputError(f"{path}:{number}: keyword {word!r} is listed twice")
+        keywords[word] = number
+    if not keywords:
+        raise InputError(f"{path}: the keyword vocabulary is empty")
+    return list(keywords)
 
 
 def from_spec(spec: _Spec) -> Tokenizer:
