@@ -197,7 +197,7 @@ def make_tokenizer(spec: str, allow_lossy: bool) -> Tokenizer:
     check_readable(path)  # a mistyped name is a missing file, not a lossy vocabulary
     data = hugging_face_json(path)
     if data is not None:
-        return HuggingFaceTokenizer(data, path.name)
+        return HuggingFaceTokenizer(data, path.name, where=str(path))
     if not allow_lossy:
         raise InputError(f"--tokenizer {spec}: a keyword vocabulary drops every other word, case and "
                          "punctuation; pass --allow-lossy to accept that, or use --tokenizer bytes")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +29,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pydantic
 import tokenizers
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from hrm import storage
 from hrm.data.dataset import Dataset
@@ -69,6 +70,14 @@ class KeywordsSpec(_Spec):
     lossy: Literal[True] = True
     source: str  # the vocabulary file's name, for messages
     vocabulary: Annotated[list[Annotated[str, Field(pattern=f"^{WORD.pattern}$")]], Field(min_length=1)]
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _once_each(cls, vocabulary: list[str]) -> list[str]:
+        twice = [word for word, count in Counter(vocabulary).items() if count > 1]
+        if twice:
+            raise ValueError(f"keyword {twice[0]!r} is listed twice")
+        return vocabulary
 
 
 class HuggingFaceSpec(_Spec):
@@ -173,7 +182,9 @@ class HuggingFaceTokenizer(Tokenizer):
     it loses text (a lower-casing normaliser, an [UNK]) depends on the tokenizer and the text, so
     the converter measures it on every record and records the answer (`lossy`)."""
 
-    def __init__(self, data: dict[str, Any], source: str, lossy: bool = False):
+    def __init__(self, data: dict[str, Any], source: str, lossy: bool = False, where: str = ""):
+        """`data`: the tokenizers JSON; `source`: its file's name, recorded; `where`: the file
+        for messages (default `source`)."""
         self.data = data
         self.source = source
         self.lossy = lossy
@@ -181,7 +192,7 @@ class HuggingFaceTokenizer(Tokenizer):
         try:
             self.library = tokenizers.Tokenizer.from_str(json.dumps(data))
         except Exception as err:  # the library raises plain Exception for every bad file
-            raise InputError(f"{source}: not a Hugging Face tokenizer the tokenizers library can load: "
+            raise InputError(f"{where or source}: not a Hugging Face tokenizer the tokenizers library can load: "
                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
         self.size = self.library.get_vocab_size(with_added_tokens=True)
         self.vocab_size = self.size + FIRST_TOKEN
@@ -196,7 +207,7 @@ class HuggingFaceTokenizer(Tokenizer):
         if data is None:
             raise InputError(f"{path}: not a Hugging Face tokenizers JSON file (no 'model' with a 'type' of "
                              f"{', '.join(HF_MODEL_TYPES)})")
-        return cls(data, path.name)
+        return cls(data, path.name, where=str(path))
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         encoding = self.library.encode(text, add_special_tokens=False)
@@ -257,8 +268,6 @@ def from_spec(spec: _Spec) -> Tokenizer:
     if isinstance(spec, BytesSpec):
         return ByteTokenizer()
     if isinstance(spec, KeywordsSpec):
-        if len(set(spec.vocabulary)) != len(spec.vocabulary):
-            raise InputError(f"{spec.source}: a keyword is listed twice")
         return KeywordTokenizer(spec.vocabulary, spec.source)
     assert isinstance(spec, HuggingFaceSpec)
     return HuggingFaceTokenizer(spec.tokenizer, spec.source, spec.lossy)
@@ -287,7 +296,8 @@ def load_tokenizer(dataset: Dataset) -> Tokenizer:
         return ByteTokenizer()
     what = (f"its tokenizer {summary['tokenizer']!r} was not recorded (converted before tokenizers were); "
             "convert it again" if summary.get("kind") in TEXT_KINDS and "tokenizer" in summary
-            else "it is not a text dataset converted by `hrm-eval convert jsonl`")
+            else "no tokenizer is recorded (not a text dataset of `hrm-eval convert jsonl`, or one converted "
+                 "before tokenizers were recorded)")
     raise InputError(f"{uri}: missing, so the dataset's tokens cannot be decoded to text: {what}")
 
 

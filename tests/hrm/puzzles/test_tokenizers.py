@@ -113,6 +113,7 @@ def text_dataset(uri: Path, *, tokenizer: object | None, summary: dict | None = 
 @pytest.mark.parametrize("content, message", [
     ({"kind": "letters"}, "Input tag 'letters' found using 'kind'"),
     ({"kind": "keywords", "source": "kw.txt", "vocabulary": ["two words"]}, "vocabulary.0: String should match"),
+    ({"kind": "keywords", "source": "kw.txt", "vocabulary": ["end", "end"]}, "vocabulary: keyword 'end' is listed twice"),
     ({"kind": "bytes", "eos_id": 7}, "eos_id: Input should be 1"),
     ({"kind": "huggingface", "source": "t.json", "lossy": False, "tokenizer": {"model": {"type": "BPE"}}},
      "t.json: not a Hugging Face tokenizer the tokenizers library can load"),
