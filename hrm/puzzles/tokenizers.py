@@ -205,8 +205,7 @@ class HuggingFaceTokenizer(Tokenizer):
     def from_file(cls, path: Path) -> HuggingFaceTokenizer:
         data = hugging_face_json(path)
         if data is None:
-            raise InputError(f"{path}: not a Hugging Face tokenizers JSON file (no 'model' with a 'type' of "
-                             f"{', '.join(HF_MODEL_TYPES)})")
+            raise InputError(f"{path}: not a Hugging Face tokenizers JSON file (not a JSON object)")
         return cls(data, path.name, where=str(path))
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
@@ -235,13 +234,19 @@ class HuggingFaceTokenizer(Tokenizer):
 
 def hugging_face_json(path: Path) -> dict[str, Any] | None:
     """The file's JSON if it is a Hugging Face tokenizers file, told by its content (a 'model'
-    object with a known 'type'); None for anything else (a keyword list is not JSON)."""
+    object with a known 'type'); None when it is not a JSON object (a keyword list is not). A JSON
+    object of another kind is refused: it is neither tokenizer."""
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError:
         return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return data if isinstance(model, dict) and model.get("type") in HF_MODEL_TYPES else None
+    if not isinstance(data, dict):
+        return None
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("type") not in HF_MODEL_TYPES:
+        raise InputError(f"{path}: not a Hugging Face tokenizers JSON file (no 'model' with a 'type' of "
+                         f"{', '.join(HF_MODEL_TYPES)}), nor a keyword vocabulary")
+    return data
 
 
 def read_keywords(path: Path) -> list[str]:

@@ -140,6 +140,11 @@ def test_bad_vocabulary_files_and_missing_inputs_are_refused(capsys, tmp_path, r
     for lossy in (["--allow-lossy"], []):  # a missing file is named as missing, whether loss is allowed or not
         assert f"{tmp_path / 'none.txt'}: no such file" in refused(
             capsys, "--test", records_file, "--tokenizer", tmp_path / "none.txt", *lossy, "--output", tmp_path / "o")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": {"type": "Transformer"}}))
+    for lossy in (["--allow-lossy"], []):  # a JSON object is never read as a keyword list
+        assert f"{other}: not a Hugging Face tokenizers JSON file" in refused(
+            capsys, "--test", records_file, "--tokenizer", other, *lossy, "--output", tmp_path / "o")
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"model": {"type": "BPE", "vocab": "not a vocabulary"}}))
     assert f"{broken}: not a Hugging Face tokenizer the tokenizers library can load" in refused(
