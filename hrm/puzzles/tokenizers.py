@@ -285,6 +285,22 @@ def load_tokenizer(dataset: Dataset) -> Tokenizer:
     """The tokenizer a text dataset was converted with, from its tokenizer.json. A text dataset
     converted before the tokenizer was recorded decodes only if its summary says bytes (which
     need no record); anything else is refused, naming the missing file."""
+    tokenizer = text_tokenizer(dataset)
+    if tokenizer is not None:
+        return tokenizer
+    summary = dataset.index.summary if isinstance(dataset, ParquetDataset) else {}
+    what = (f"its tokenizer {summary['tokenizer']!r} was not recorded (converted before tokenizers were); "
+            "convert it again" if summary.get("kind") in TEXT_KINDS and "tokenizer" in summary
+            else "no tokenizer is recorded (not a text dataset of `hrm-eval convert jsonl`, or one converted "
+                 "before tokenizers were recorded)")
+    raise InputError(f"{storage.join(dataset.uri, TOKENIZER_FILE)}: missing, so the dataset's tokens cannot be "
+                     f"decoded to text: {what}")
+
+
+def text_tokenizer(dataset: Dataset) -> Tokenizer | None:
+    """The dataset's tokenizer as `load_tokenizer` finds it, or None where it records none (a
+    grid dataset, an old keyword one): for a caller that decodes when it can. A tokenizer.json
+    that is there but malformed is still refused."""
     uri = storage.join(dataset.uri, TOKENIZER_FILE)
     if storage.exists(uri):
         data = storage.read_json(uri)  # names the file when it is not JSON
@@ -299,11 +315,7 @@ def load_tokenizer(dataset: Dataset) -> Tokenizer:
     summary = dataset.index.summary if isinstance(dataset, ParquetDataset) else {}
     if summary.get("kind") in TEXT_KINDS and summary.get("tokenizer") == "bytes":
         return ByteTokenizer()
-    what = (f"its tokenizer {summary['tokenizer']!r} was not recorded (converted before tokenizers were); "
-            "convert it again" if summary.get("kind") in TEXT_KINDS and "tokenizer" in summary
-            else "no tokenizer is recorded (not a text dataset of `hrm-eval convert jsonl`, or one converted "
-                 "before tokenizers were recorded)")
-    raise InputError(f"{uri}: missing, so the dataset's tokens cannot be decoded to text: {what}")
+    return None
 
 
 def decode_predictions(dataset: Dataset, predictions: np.ndarray | Iterable[Iterable[int]]) -> list[str]:

@@ -21,6 +21,7 @@ from hrm.puzzles.tokenizers import (
     KeywordTokenizer,
     decode_predictions,
     load_tokenizer,
+    text_tokenizer,
 )
 
 TEXTS = ["Déploiement ✓ — naïve café", "def add(a, b):\n    return a + b\n", "hello world", ""]
@@ -131,3 +132,9 @@ def test_a_text_dataset_from_before_tokenizer_files_decodes_only_when_it_was_byt
     old_keywords = text_dataset(tmp_path / "k", tokenizer=None, summary={"tokenizer": "keywords:kw.txt"})
     with pytest.raises(InputError, match=r"tokenizer.json: missing.*'keywords:kw.txt' was not recorded"):
         load_tokenizer(old_keywords)
+    assert text_tokenizer(old_keywords) is None  # for a caller that decodes only when it can
+    assert isinstance(text_tokenizer(old_bytes), ByteTokenizer)
+    grids = text_dataset(tmp_path / "g", tokenizer=None, summary={"kind": "sudoku-csv"})
+    assert text_tokenizer(grids) is None
+    with pytest.raises(InputError, match="no tokenizer is recorded"):
+        load_tokenizer(grids)
