@@ -153,21 +153,30 @@ def test_an_infinite_loop_is_stopped_at_the_cpu_limit(mode: str) -> None:
     assert_ended_cleanly(outcome, marker, limits)
 
 
-def test_a_run_stopped_at_the_wall_limit_still_reports_the_cpu_it_used(mode: str) -> None:
+def test_a_loop_ignoring_the_cpu_warning_is_killed_at_the_hard_cpu_limit_and_still_a_timeout() -> None:
+    # One mode suffices: the rlimits and the classification are the same in both (and it costs 2 s of CPU).
+    limits = dataclasses.replace(FAST, wall_seconds=15)
+    outcome, marker = run_python("""
+        import signal
+        signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+        while True:
+            pass
+    """, "basic", limits)
+    assert (outcome.status, outcome.signal) == ("timeout", signal.SIGKILL), outcome
+    assert_ended_cleanly(outcome, marker, limits)
+
+
+def test_sleeping_forever_is_stopped_at_the_wall_limit_and_the_cpu_it_used_is_reported(mode: str) -> None:
     outcome, marker = run_python("""
         import time
         end = time.monotonic() + 0.5
         while time.monotonic() < end:
             pass
+        print('started', flush=True)
         time.sleep(3600)
     """, mode)
-    assert outcome.status == "timeout" and outcome.signal == signal.SIGKILL, outcome
-    assert outcome.cpu_seconds >= 0.2, outcome
-
-
-def test_sleeping_forever_is_stopped_at_the_wall_limit(mode: str) -> None:
-    outcome, marker = run_python("import time; print('started', flush=True); time.sleep(3600)", mode)
     assert outcome.status == "timeout" and outcome.stdout == b"started\n", outcome
+    assert outcome.signal == signal.SIGKILL and outcome.cpu_seconds >= 0.2, outcome
     assert WALL <= outcome.wall_seconds < WALL + MARGIN
     assert_ended_cleanly(outcome, marker)
 
@@ -204,15 +213,16 @@ def test_unbounded_error_output_is_cut_at_the_output_limit_too(mode: str) -> Non
 
 
 def test_closing_stdout_and_stderr_does_not_hang_the_reader(mode: str) -> None:
+    limits = dataclasses.replace(FAST, wall_seconds=1)
     outcome, marker = run_python("""
         import os, time
         print("before", flush=True)
         os.close(1)
         os.close(2)
         time.sleep(3600)
-    """, mode)
+    """, mode, limits)
     assert outcome.status == "timeout" and outcome.stdout == b"before\n", outcome
-    assert_ended_cleanly(outcome, marker)
+    assert_ended_cleanly(outcome, marker, limits)
 
 
 def test_stdin_is_at_end_of_file_so_reading_it_forever_only_spins_until_the_cpu_limit(mode: str) -> None:
