@@ -27,6 +27,7 @@ from hrm.eval.ablation import ABLATIONS, ablate_identifiers
 from hrm.eval.engine import Engine
 from hrm.eval.shard import build_engine, evaluate_examples
 from hrm.memory import peak_rss_bytes
+from hrm.puzzles.tokenizers import text_tokenizer
 
 from cluster.config import RunConfig
 from cluster.plan import CheckpointRef, Unit
@@ -56,6 +57,7 @@ class Evaluator:
         self.eval, self.device = config.eval, config.device
         self.dataset = open_dataset(config.dataset.uri)
         self.metadata = self.dataset.metadata(config.dataset.split)
+        self.tokenizer = text_tokenizer(self.dataset)  # text datasets: predictions stored decoded too
         # (checkpoint name, version) -> engine, LRU first: a checkpoint planned again under a new
         # version must not be served from the model built on its former bytes.
         self.engines: OrderedDict[tuple[str, str | None], Engine] = OrderedDict()
@@ -76,7 +78,8 @@ class Evaluator:
         done = evaluate_examples(engine, batch, protocol=self.eval.protocol, steps=self.eval.steps,
                                  min_steps=self.eval.min_steps,
                                  transform=unit.tta.transform() if unit.tta is not None else None,
-                                 log_samples=self.config.output.log_samples, identifiers=identifiers)
+                                 log_samples=self.config.output.log_samples, identifiers=identifiers,
+                                 tokenizer=self.tokenizer)
         evaluated_at = time.perf_counter()
         write_predictions(self.run, unit.prediction_key, done.predictions)
         written_at = time.perf_counter()

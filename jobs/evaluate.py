@@ -28,6 +28,7 @@ from hrm.eval.ablation import ablate_identifiers
 from hrm.eval.engine import EngineSettingError
 from hrm.eval.metrics import StatsTable
 from hrm.eval.shard import build_engine, evaluate_examples
+from hrm.puzzles.tokenizers import text_tokenizer
 from hrm.secrets import redact_document
 
 from cluster.config import CheckpointSource, ClusterConfig, DatasetConfig, EvalConfig, OutputConfig, RunConfig
@@ -177,6 +178,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     load_seconds = time.perf_counter() - started
 
     stats, counts = StatsTable(), {"forward_steps": 0, "examples": 0}
+    tokenizer = text_tokenizer(dataset)  # a text dataset's: predictions stored decoded too
     meter = Meter("examples", sum(sizes.values()), quiet=args.json)
 
     def evaluated_tables(set_name: str) -> Iterator[pa.Table]:
@@ -188,7 +190,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             given = ablate_identifiers(batch.puzzle_identifiers, args.puzzle_ids, meta.num_puzzle_identifiers,
                                        meta.blank_identifier_id)
             done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
-                                     min_steps=args.min_steps, log_samples=args.log_samples, identifiers=given)
+                                     min_steps=args.min_steps, log_samples=args.log_samples, identifiers=given,
+                                     tokenizer=tokenizer)
             stats.merge(done.stats)
             counts["forward_steps"] += done.result.forward_steps
             counts["examples"] += len(done.result)

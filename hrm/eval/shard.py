@@ -22,6 +22,7 @@ from hrm.eval.engine import Engine, EngineResult, Protocol
 from hrm.eval.metrics import StatsTable
 from hrm.eval.predictions import prediction_table
 from hrm.puzzles.grids import GridTransform
+from hrm.puzzles.tokenizers import Tokenizer
 
 
 @dataclass
@@ -45,7 +46,8 @@ def build_engine(ckpt: Checkpoint, meta: DatasetMetadata, dataset: str, *, dtype
 
 def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol = "fixed", steps: int | None = None,
                       min_steps: int = 1, transform: GridTransform | None = None,
-                      log_samples: bool = False, identifiers: np.ndarray | None = None) -> Evaluated:
+                      log_samples: bool = False, identifiers: np.ndarray | None = None,
+                      tokenizer: Tokenizer | None = None) -> Evaluated:
     """Run the engine over `batch`. With a test-time-augmentation `transform`, the model sees
     the transformed inputs and labels and the predictions are stored mapped back to the
     original frame (votes then compare copies position by position); the scores need no
@@ -53,7 +55,9 @@ def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol
     `log_samples`: the prediction table also holds each example's inputs and labels, as the
     dataset stores them (the original frame, like the stored predictions). `identifiers`: the
     puzzle identifiers the model is given instead of the batch's (an ablation,
-    hrm.eval.ablation); the stored rows keep the dataset's, so they line up with the plain ones."""
+    hrm.eval.ablation); the stored rows keep the dataset's, so they line up with the plain ones.
+    `tokenizer`: a text dataset's (hrm.puzzles.tokenizers.text_tokenizer); each row then also
+    stores its prediction decoded to text, `decoded`, for the checkers and the report."""
     inputs, labels = batch.inputs, batch.labels
     if transform is not None:
         inputs, labels = transform.apply(inputs), transform.apply(labels)
@@ -64,5 +68,7 @@ def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol
     stats = StatsTable().update(set=batch.set, tier=batch.columns.get("tier"), **result.per_example())
     table = prediction_table(result, set_name=batch.set, example_id=batch.example_id,
                              puzzle_index=batch.puzzle_index, puzzle_identifier=batch.puzzle_identifiers,
-                             columns=batch.columns, samples=(batch.inputs, batch.labels) if log_samples else None)
+                             columns={**batch.columns, **({"decoded": tokenizer.decode_rows(result.pred)}
+                                                          if tokenizer is not None else {})},
+                             samples=(batch.inputs, batch.labels) if log_samples else None)
     return Evaluated(result, stats, table)

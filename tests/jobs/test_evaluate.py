@@ -183,3 +183,23 @@ def test_puzzle_ids_blank_gives_the_model_blank_identifiers_and_stores_the_datas
     stored = pq.read_table(inputs[2] / "predictions").column("puzzle_identifier").to_pylist()
     dataset = open_dataset(inputs[1]).examples("test", "all")
     assert sorted(stored) == sorted(dataset.puzzle_identifiers.tolist()) and set(stored) != {0}
+
+
+def test_a_text_datasets_predictions_are_stored_decoded_by_its_own_tokenizer(tmp_path, capsys):
+    records = [{"prompt": f"say {word}", "completion": word} for word in ("hi", "yes", "no", "ok")]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["convert", "jsonl", "--test", str(tmp_path / "tasks.jsonl"), "--tokenizer", "bytes", "--seq-len", "8",
+                 "--output", str(tmp_path / "data")]) == 0
+    meta = open_dataset(tmp_path / "data").metadata("test")
+    make_checkpoint(tmp_path / "run", vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                    num_puzzle_identifiers=meta.num_puzzle_identifiers)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "data"),
+                 "--output", str(tmp_path / "out")]) == 0
+    table = pq.read_table(tmp_path / "out" / "predictions")
+
+    def by_hand(row) -> str:  # byte b is token b + 2; pad 0 skipped; eos 1 ends the text
+        tokens = [int(t) for t in row]
+        tokens = tokens[:tokens.index(1)] if 1 in tokens else tokens
+        return bytes(t - 2 for t in tokens if t >= 2).decode("utf-8", "replace")
+
+    assert table.column("decoded").to_pylist() == [by_hand(row) for row in column_matrix(table, "pred")]
