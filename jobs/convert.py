@@ -121,9 +121,11 @@ def convert_maze(args: argparse.Namespace, module: ModuleType) -> dict:
 def configure_jsonl(parser: argparse.ArgumentParser) -> None:
     add_split_options(parser, "JSONL file")
     parser.add_argument("--tokenizer", required=True, metavar="bytes|FILE",
-                        help="'bytes' (lossless) or a keyword vocabulary file (lossy)")
+                        help="'bytes' (lossless), a Hugging Face tokenizers JSON file (lossless only if every "
+                             "record round-trips through it), or a keyword vocabulary file (lossy)")
     parser.add_argument("--allow-lossy", action="store_true",
-                        help="accept a keyword vocabulary, which drops words it has no token for")
+                        help="accept a keyword vocabulary, which drops words it has no token for, or a Hugging Face "
+                             "tokenizer that some record does not round-trip through")
     parser.add_argument("--seq-len", type=int, metavar="N",
                         help="sequence length (default: the longest prompt or completion + eos)")
     parser.add_argument("--truncate", action="store_true",

@@ -22,10 +22,8 @@ from hrm.data.schema import (
     ARRAY_FIELDS,
     CHUNK_BYTES,
     DEFAULT_SHARD_BYTES,
-    IDENTIFIERS_FILE,
     INDEX_FIELDS,
     META_FILE,
-    TEST_PUZZLES_FILE,
     DatasetMetadata,
     ExampleBatch,
     PuzzleArrays,
@@ -115,7 +113,9 @@ class ReferenceDataset(Dataset):
         return ranges(arrays.inputs.shape[0], target_examples or rows_per(DEFAULT_SHARD_BYTES, arrays))
 
     def files(self) -> list[str]:
-        known = {IDENTIFIERS_FILE, TEST_PUZZLES_FILE}
+        # Every top-level file: identifiers.json and test_puzzles.json, and a text dataset's
+        # tokenizer and tasks, which its predictions are decoded and checked with.
+        known = {name for name in self._listing if "/" not in name}
         for split in self.splits:
             known.add(f"{split}/{META_FILE}")
             known.update(name for set in self.sets(split) for name in self._set_files(split, set).values())

@@ -358,3 +358,11 @@ def test_a_file_given_as_a_dataset_is_refused_saying_a_directory_is_expected(tmp
         open_dataset(tmp_path / "data.csv")
     assert str(err.value) == (f"{tmp_path / 'data.csv'}: a file, not a dataset: give the directory that holds "
                               f"dataset.json (our layout) or <split>/dataset.json (reference layout)")
+
+
+def test_a_reference_dataset_counts_every_top_level_file_it_holds(tmp_path):
+    write(tmp_path / "ref", {"test": {"all": make_set([2] * 5)}}, format="reference")
+    before = open_dataset(tmp_path / "ref").content_hash()
+    (tmp_path / "ref" / "tokenizer.json").write_text('{"kind": "bytes"}')  # e.g. a text dataset's tokenizer
+    dataset = open_dataset(tmp_path / "ref")
+    assert "tokenizer.json" in dataset.files() and dataset.content_hash() != before
