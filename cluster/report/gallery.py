@@ -32,9 +32,11 @@ from hrm.puzzles.arc_grids import ARC_SIDE, crop_tokens
 from hrm.puzzles.maze import CHARSET, MAZE_GOAL, MAZE_PATH, MAZE_START, MAZE_WALL
 from hrm.puzzles.sudoku import BOX_FOR_CELLS
 from hrm.puzzles.text import EOS, FIRST_TOKEN, PAD
+from hrm.puzzles.tokenizers import Tokenizer, text_tokenizer
 
 from cluster.report import plots
 from cluster.report.document import Block, Figure, Table, Text
+from cluster.report.format import count
 from cluster.report.results import RunResults
 from cluster.results.layout import prediction_parts, predictions_prefix, read_prediction_part
 
@@ -54,7 +56,9 @@ class Family:
     kind: Kind
     why: str  # how the kind was known, for the section's first line
     shape: tuple[int, int] | None = None  # grid rows x columns (Sudoku, maze)
-    tokenizer: str | None = None  # text: "bytes" or "keywords:<file>"
+    # text: the tokenizer the dataset records, or (a dataset converted before datasets recorded
+    # it) the summary's name of it, "bytes" or "keywords:<file>"
+    tokenizer: Tokenizer | str | None = None
 
 
 @dataclass
@@ -128,6 +132,14 @@ def dataset_family(dataset: Dataset, seq_len: int, vocab_size: int) -> Family:
     if kind == "maze" or (kind is None and vocab_size == len(CHARSET) + 1 and side * side == seq_len):
         rows, _, cols = str(summary.get("grid", f"{side}x{side}")).partition("x")
         return Family("maze", _known_by(kind, "maze"), (int(rows), int(cols)))
+    if kind == "jsonl" and (recorded := text_tokenizer(dataset)) is not None:
+        missing = summary.get("words_without_token")
+        lossy = (f" Its tokenizer is lossy ({recorded.spec().kind}): {count(missing)} word(s) of the data had no token "
+                 "and are missing from the decoded text, as is whatever else it drops (case, punctuation)."
+                 if recorded.lossy and missing is not None else
+                 " Its tokenizer is lossy: the decoded text is what it kept." if recorded.lossy else "")
+        return Family("text", f"The dataset is text, decoded below by the tokenizer it records.{lossy}",
+                      tokenizer=recorded)
     if kind == "jsonl":
         tokenizer = str(summary.get("tokenizer", "bytes"))
         lossy = "" if tokenizer == "bytes" else (
@@ -316,9 +328,12 @@ def text_table(head: str, failures: list[Failure], family: Family) -> Table:
                  caption=f"{head}, decoded (a line break shows as ⏎)")
 
 
-def decode_text(tokens: np.ndarray, tokenizer: str | None) -> str:
-    """Up to the first end mark (eos) or padding. Bytes decode exactly (an invalid UTF-8
-    sequence, which a model can predict, as U+FFFD); keywords as their numbers."""
+def decode_text(tokens: np.ndarray, tokenizer: Tokenizer | str | None) -> str:
+    """Up to the first end mark (eos) or padding. By the dataset's recorded tokenizer; for a
+    dataset without one: bytes exactly (an invalid UTF-8 sequence, which a model can predict,
+    as U+FFFD), keywords as their numbers."""
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer.decode(tokens).replace("\r\n", "⏎").replace("\n", "⏎")
     ends = np.flatnonzero((tokens == EOS) | (tokens == PAD))
     body = tokens[: ends[0]] if len(ends) else tokens
     if tokenizer == "bytes":

@@ -5,6 +5,7 @@ fail, then the gallery read back against the stored predictions and the data."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -25,6 +26,8 @@ from cluster.report.build import build_report
 from cluster.report.document import Document, Figure, Section, Table, Text, render_html, render_markdown
 from cluster.report.results import load_results
 from cluster.results.layout import read_predictions
+
+from jobs.cli import main
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config, run_in_process
 from tests.factories import make_checkpoint
@@ -230,3 +233,17 @@ def test_the_gallery_is_the_reports_last_section_in_both_files(runs):
     assert doc.sections[-1].title == "Failure gallery"
     assert doc.sections[-1].blocks == gallery_blocks(runs["maze"])
     assert "## Failure gallery" in render_markdown(doc) and 'id="failure-gallery"' in render_html(doc)
+
+
+def test_a_text_dataset_that_records_its_tokenizer_is_decoded_by_it_and_says_how_many_words_had_no_token(tmp_path):
+    (tmp_path / "keywords.txt").write_text("start\ntest\nend\n")
+    records = [{"prompt": f"Start the {i} test", "completion": "test and end"} for i in range(6)]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["convert", "jsonl", "--test", str(tmp_path / "tasks.jsonl"), "--tokenizer",
+                 str(tmp_path / "keywords.txt"), "--allow-lossy", "--seq-len", "8", "--output",
+                 str(tmp_path / "data")]) == 0
+    missing = open_dataset(tmp_path / "data").index.summary["words_without_token"]
+    blocks = gallery_blocks(evaluated(tmp_path, "recorded", str(tmp_path / "data"), 5, 8))
+    assert f"Its tokenizer is lossy (keywords): {missing} word(s) of the data had no token" in blocks[0].text
+    rows = [row for b in blocks if isinstance(b, Table) for row in b.rows]
+    assert rows and all(row[2] == "start test" and row[4] == "test end" for row in rows)
