@@ -52,6 +52,7 @@ from cluster.results.layout import (
 )
 from cluster.results.metrics import leaderboard_rows, run_metrics, write_leaderboard, write_metrics
 from cluster.results.paired import CheckpointInRun, ablation_comparisons, paired_comparisons
+from cluster.results.text_checks import check_run_texts
 from cluster.results.votes import apply_votes
 from cluster.scheduler import ActorSlot, Scheduler
 
@@ -388,9 +389,12 @@ class Driver:
             metrics = run_metrics(evaluated, self.ledger.stats)
             metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
             metrics = with_paired_comparisons(run, evaluated, metrics)
+            names = [ref.name for ref in evaluated.checkpoints]
             if self.config.ablations:
-                names = [ref.name for ref in evaluated.checkpoints]
                 metrics = {**metrics, "ablations": ablation_comparisons(run, names, self.config.ablations)}
+            text = check_run_texts(run, names, self.config.dataset.uri)  # None: no tasks to check
+            if text is not None:
+                metrics = {**metrics, "text": text}
         status = "completed" if completed and not failed else "failed"
         states = unit_states(self.prepared, self.ledger)
         write_unit_states(run, states)

@@ -16,6 +16,8 @@ committed units' statistics, and one row per checkpoint ranked by exact accuracy
      "votes": {...},                       run only, when the config asks for votes (cluster.results.votes)
      "ablations": {name: {kind: {"examples", "exact_plain", "exact_ablated", "vs_plain"}}},
                                            run only, with `ablations:` (cluster.results.paired)
+     "text": {"checked_parts", "checkpoints": {name: {summary of the text checks, "statuses"}}},
+                                           run only, on a text dataset with tasks (cluster.results.text_checks)
      "paired": {name: {"vs_best", "vs_previous", "indistinguishable_from_best"}},
                                            run only, two or more checkpoints: McNemar on the same examples
                                            against the best and the previous step (cluster.results.paired)
@@ -46,7 +48,7 @@ METRICS_FORMAT = "hrm-eval/metrics"
 # Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
 # storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
 # `hrm-eval evaluate`'s metrics.json, unversioned and flat before, has had the run's shape since 2.
-# 3: "paired" (each checkpoint against the best and its previous step), "limit", "ablations".
+# 3: "paired" (each checkpoint against the best and its previous step), "limit", "ablations", "text".
 METRICS_VERSION = 3
 
 
@@ -102,11 +104,12 @@ class MetricsDocument(BaseModel):
     votes: dict[str, Any] | None = None  # run only (cluster.results.votes)
     paired: dict[str, Any] | None = None  # run only (cluster.results.paired)
     ablations: dict[str, Any] | None = None  # run only, with `ablations:` (cluster.results.paired)
+    text: dict[str, Any] | None = None  # run only, on a text dataset with tasks (cluster.results.text_checks)
     job: EvaluateJob | None = None  # evaluate only
 
     def to_json(self) -> dict[str, Any]:
         """The document as stored: the sections that do not apply are left out, not null."""
-        return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "ablations", "job")
+        return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "ablations", "text", "job")
                                         if getattr(self, key) is None})
 
 

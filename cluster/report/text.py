@@ -1,0 +1,34 @@
+"""The report's text checks: per checkpoint, the rates of the checkers (`hrm.checks`) on its
+decoded predictions, per kind and tier, and what the failures were."""
+
+from __future__ import annotations
+
+from cluster.report.document import Block, Table, Text
+from cluster.report.format import count, pct
+from cluster.report.results import RunResults
+
+RATE_NAMES = {"syntax_valid": "parses %", "compiles": "compiles %", "passes_tests": "passes tests %",
+              "tool_chain_valid": "chain valid %", "execution_success": "executes %", "passed": "passed %"}
+
+
+def text_checks(r: RunResults) -> list[Block]:
+    """For a run whose metrics hold text checks (a text dataset that names tasks)."""
+    found = r.metrics["text"]
+    rows, statuses = [], []
+    for name, summary in found["checkpoints"].items():
+        for row in summary["by_kind_tier"]:
+            rates = row["rates"]
+            rows.append([name, row["kind"], row["tier"] or "", count(row["completions"]),
+                         *(pct(rates.get(key)) if key in rates else "" for key in RATE_NAMES),
+                         pct((row["pass_at_k"].get("1") or {}).get("estimate"))])
+        statuses.append([name, count(summary["completions"]),
+                         ", ".join(f"{status} {n}" for status, n in summary["statuses"].items())])
+    return [
+        Text("Every decoded prediction whose example names a task was checked against it: Python run against its "
+             "tests in the sandbox (docs/sandbox.md), tool chains validated and replayed on the mock environment "
+             "(docs/tool-chains.md), strings compared. Rates in % of the completions where the check applies; "
+             "pass@1 averaged over tasks."),
+        Table(["checkpoint", "kind", "tier", "completions", *RATE_NAMES.values(), "pass@1 %"], rows,
+              caption="Text checks per kind and tier"),
+        Table(["checkpoint", "completions", "outcomes"], statuses, caption="Outcomes of the checks"),
+    ]

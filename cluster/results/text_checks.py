@@ -1,0 +1,81 @@
+"""A run's text checks: every decoded prediction of a text dataset whose examples name tasks
+(`hrm-eval convert jsonl` keeps a `task_id` column and the dataset's tasks.jsonl) checked
+against its task by the checkers of `hrm.checks` (Python run against tests in the sandbox,
+tool chains replayed, strings compared).
+
+    checks/checkpoint=<checkpoint>/<prediction part>   one row per checked example: set, example_id
+                                                       and the check's result fields (docs/tasks.md)
+
+A prediction part is checked by one Ray CPU task (the GPU actors have finished and never wait
+on a sandbox), and its results are published atomically under the part's own name: a part's
+results existing is its commit, so a rerun checks only the parts that have none, as it
+evaluates only the units that have no record.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from hrm import storage
+from hrm.checks.score import Checker, summarise
+from hrm.checks.tasks import Completion, load_tasks
+from hrm.data.reader import open_dataset
+from hrm.puzzles.text import TASKS_FILE, tasks_file
+
+from cluster.results.layout import prediction_parts, read_prediction_part
+
+CHECKS = "checks"
+
+
+def checks_uri(run: str, checkpoint: str, part: str) -> str:
+    return storage.join(run, CHECKS, f"checkpoint={checkpoint}", part)
+
+
+def has_tasks(dataset_uri: str) -> bool:
+    return storage.exists(storage.join(dataset_uri, TASKS_FILE))
+
+
+def check_part(run: str, checkpoint: str, part: str, dataset_uri: str) -> int:
+    """Check one prediction part's examples that name a task and publish their results; the
+    number checked."""
+    with tempfile.TemporaryDirectory(prefix="hrm-eval-checks-") as scratch:
+        path = tasks_file(open_dataset(dataset_uri), Path(scratch))
+        checker = Checker(load_tasks(path), base_dir=path.parent)
+        rows = read_prediction_part(run, checkpoint, part, columns=["set", "example_id", "task_id", "decoded"])
+        named = [row for row in rows.to_pylist() if row["task_id"]]
+        completions = [Completion(task_id=row["task_id"], completion=row["decoded"], source=checkpoint)
+                       for row in named]
+        results = checker.check_all(completions, workers=len(os.sched_getaffinity(0)))
+    table = pa.Table.from_pylist([{"set": row["set"], "example_id": row["example_id"], **result}
+                                  for row, result in zip(named, results)])
+    storage.write_parquet_atomic(checks_uri(run, checkpoint, part), [table])
+    return len(results)
+
+
+def check_run_texts(run: str, checkpoints: list[str], dataset_uri: str) -> dict[str, Any] | None:
+    """Check every checkpoint's stored predictions (the parts not yet checked, as Ray tasks
+    when Ray is up) and summarise them per checkpoint; None when the dataset names no tasks."""
+    if not has_tasks(dataset_uri):
+        return None
+    todo = [(name, part) for name in checkpoints for part in prediction_parts(run, name)
+            if not storage.exists(checks_uri(run, name, part))]
+    if ray.is_initialized():
+        remote = ray.remote(num_cpus=1)(check_part)
+        ray.get([remote.remote(run, name, part, dataset_uri) for name, part in todo])
+    else:
+        for name, part in todo:
+            check_part(run, name, part, dataset_uri)
+    return {"checked_parts": len(todo), "checkpoints": {name: summarise_checkpoint(run, name) for name in checkpoints}}
+
+
+def summarise_checkpoint(run: str, checkpoint: str) -> dict[str, Any]:
+    results = [row for part in prediction_parts(run, checkpoint)
+               for row in storage.read_parquet(checks_uri(run, checkpoint, part)).to_pylist()]
+    return {**summarise(results, ks=(1,)), "statuses": dict(Counter(r["status"] for r in results).most_common())}
