@@ -191,6 +191,9 @@ class OutputConfig(Strict):
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="default: <timestamp>-<config hash>; give an existing one to resume it",
     )
+    quoted_figures: str | None = Field(
+        None, description="a YAML file of figures about other systems (a list of system, figure, value, source): "
+        "the report shows them apart from the measured model card, labelled as quoted")
     log_samples: bool = Field(
         False, description="also store each example's inputs and labels (token ids) in its prediction row, "
         "as `hrm-eval evaluate --log-samples` does; switching it re-evaluates a resumed run's units, whose "

@@ -51,6 +51,7 @@ from cluster.results.layout import (
     write_segment,
 )
 from cluster.results.metrics import leaderboard_rows, run_metrics, write_leaderboard, write_metrics
+from cluster.results.model_card import model_card
 from cluster.results.paired import CheckpointInRun, ablation_comparisons, paired_comparisons
 from cluster.results.text_checks import check_run_texts
 from cluster.results.votes import apply_votes
@@ -395,6 +396,8 @@ class Driver:
             text = check_run_texts(run, names, self.config.dataset.uri)  # None: no tasks to check
             if text is not None:
                 metrics = {**metrics, "text": text}
+            best = leaderboard_rows(metrics)[0]["checkpoint"]
+            metrics = {**metrics, "model_card": model_card(evaluated, metrics, self.ledger.records.values(), best)}
         status = "completed" if completed and not failed else "failed"
         states = unit_states(self.prepared, self.ledger)
         write_unit_states(run, states)

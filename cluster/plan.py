@@ -44,6 +44,7 @@ from hrm.puzzles.tta import tta_transform
 from cluster.config import CheckpointSource, EnsembleConfig, RunConfig, TTAConfig
 from cluster.progress import Meter
 from cluster.results.layout import prediction_key, run_uri
+from cluster.results.quoted import read_quoted_figures
 
 PREFLIGHT_THREADS = 8  # checkpoints checked at once: their small reads wait on storage, not on this process
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -137,6 +138,8 @@ def prepare(config: RunConfig) -> PreparedRun:
     shards = plan_shards(dataset, split, sets, config.cluster.shard_size, config.eval.batch_size, config.dataset.limit)
     dataset_hash = dataset.content_hash()
     tta_copies = check_votes(config, dataset, [ref.name for ref in checkpoints])
+    if config.output.quoted_figures:
+        read_quoted_figures(config.output.quoted_figures)  # refused now, not after the run
     run_id = config.resolved_run_id(started)
     return PreparedRun(
         config=config,

@@ -38,6 +38,7 @@ from cluster.report.format import count
 from cluster.report.gallery import failure_gallery
 from cluster.report.halting import calibration, reasoning_depth
 from cluster.report.health import checkpoint_health
+from cluster.report.model_card import model_card
 from cluster.report.results import RunResults, failure, load_results
 from cluster.report.summary import run_summary, stopped_summary
 from cluster.report.text import text_checks
@@ -91,6 +92,7 @@ def build_report(r: RunResults, other: RunResults | None = None) -> Document:
         _metric_section(r, "Ensembles", lambda: ensembles(r)),
         *([Section("Re-votes", revotes(r))] if r.revotes else []),
         *([Section("Text checks", text_checks(r))] if (r.metrics or {}).get("text") else []),
+        *([Section("Model card", model_card(r))] if (r.metrics or {}).get("model_card") else []),
         Section("Checkpoint health", checkpoint_health(r)),
         _metric_section(r, "Comparison", lambda: comparison(r)),
         _metric_section(r, "Failure gallery", lambda: failure_gallery(r)),

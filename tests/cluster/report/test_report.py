@@ -51,7 +51,7 @@ from tests.factories import make_checkpoint
 
 STEPS = (100, 200, 300, 400, 500)
 SECTIONS = ["Run summary", "Leaderboard", "Reasoning depth", "Q-halt calibration", "Per set and per tier", "Voting",
-            "Ensembles", "Checkpoint health", "Comparison", "Failure gallery"]
+            "Ensembles", "Model card", "Checkpoint health", "Comparison", "Failure gallery"]
 
 
 # --------------------------------------------------------------------------- building real runs
