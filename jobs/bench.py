@@ -46,6 +46,7 @@ from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 from jobs.bench_cluster import configure_cluster, run_cluster
 from jobs.bench_faults import configure_faults, run_faults
 from jobs.bench_models import CONFIGS, model_fields
+from jobs.bench_overlap import configure_overlap, run_overlap
 from jobs.bench_preflight import configure_preflight, run_preflight
 from jobs.bench_scale import configure_scale, run_scale
 from jobs.bench_threads import configure_threads, run_threads
@@ -405,6 +406,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                "doubled, metrics against a clean run", configure_faults, run_faults),
     "votes": ("ARC voting and a checkpoint ensemble at ARC aug-1000 size (synthetic): seconds and peak RSS",
               configure_votes, run_votes),
+    "overlap": ("hrm-eval overlap at Sudoku-Extreme and ARC aug-1000 sizes (synthetic, planted exact and augmented "
+                "copies): seconds, peak RSS, planted found and nothing else", configure_overlap, run_overlap),
     "threads": ("hrm-eval evaluate's CPU thread layouts, idle and beside busy neighbours: which stays fast on a "
                 "shared machine", configure_threads, run_threads),
 }
