@@ -209,10 +209,20 @@ class RunConfig(Strict):
     voting: VotingConfig = VotingConfig()
     tta: TTAConfig = TTAConfig()
     ensembles: list[EnsembleConfig] = Field(default_factory=list)
+    audits: list[Literal["overlap"]] = Field(
+        default_factory=list, description="overlap: also audit the test split for examples that occur in the train "
+        "split, exactly or up to augmentation (hrm.audits.overlap); the report shows what it finds")
     ablations: list[Literal["blank_puzzle_ids", "shuffled_puzzle_ids"]] = Field(
         default_factory=list, description="evaluate every checkpoint again with its puzzle identifiers blanked or "
         "shuffled (hrm.eval.ablation): how much its accuracy rests on recalling the puzzle's learned embedding")
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _audit_of_the_test_split(self) -> RunConfig:
+        if "overlap" in self.audits and self.dataset.split != "test":
+            raise ValueError(f"audits: overlap audits the test split against the train split, but dataset.split is "
+                             f"{self.dataset.split!r}")
+        return self
 
     @model_validator(mode="after")
     def _ablations_once(self) -> RunConfig:

@@ -30,6 +30,7 @@ from typing import Any
 import ray
 
 from hrm import storage
+from hrm.audits.overlap import audit_overlap
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 
@@ -396,6 +397,8 @@ class Driver:
             text = check_run_texts(run, names, self.config.dataset.uri)  # None: no tasks to check
             if text is not None:
                 metrics = {**metrics, "text": text}
+            if self.config.audits:
+                metrics = {**metrics, "audits": run_audits(self.config.dataset.uri)}
             best = leaderboard_rows(metrics)[0]["checkpoint"]
             metrics = {**metrics, "model_card": model_card(evaluated, metrics, self.ledger.records.values(), best)}
         status = "completed" if completed and not failed else "failed"
@@ -416,6 +419,18 @@ class Driver:
         if status == "failed":
             raise RunFailed(manifest.error or "run incomplete", manifest)
         return manifest
+
+
+def run_audits(dataset_uri: str) -> dict[str, Any]:
+    """The audits (`audits: [overlap]`, the one there is), by a Ray task when Ray is up: they
+    read whole splits, which is no work for the driver."""
+    if ray.is_initialized():
+        return {"overlap": ray.get(ray.remote(num_cpus=1)(overlap_document).remote(dataset_uri))}
+    return {"overlap": overlap_document(dataset_uri)}
+
+
+def overlap_document(dataset_uri: str) -> dict[str, Any]:
+    return audit_overlap(dataset_uri).model_dump(mode="json")
 
 
 def with_paired_comparisons(run: str, evaluated: PreparedRun, metrics: dict[str, Any]) -> dict[str, Any]:

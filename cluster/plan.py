@@ -140,6 +140,9 @@ def prepare(config: RunConfig) -> PreparedRun:
     tta_copies = check_votes(config, dataset, [ref.name for ref in checkpoints])
     if config.output.quoted_figures:
         read_quoted_figures(config.output.quoted_figures)  # refused now, not after the run
+    if "overlap" in config.audits and "train" not in dataset.splits:
+        raise InputError(f"{config.dataset.uri}: audits: overlap needs a 'train' split to audit the test split "
+                         f"against (splits: {', '.join(dataset.splits)})")
     run_id = config.resolved_run_id(started)
     return PreparedRun(
         config=config,

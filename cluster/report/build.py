@@ -23,6 +23,7 @@ from hrm import storage
 from hrm.secrets import redact
 
 from cluster.report.accuracy import comparison, leaderboard, sets_and_tiers
+from cluster.report.audits import audits
 from cluster.report.document import (
     PLOTS_DIR,
     UNDEFINED,
@@ -93,6 +94,7 @@ def build_report(r: RunResults, other: RunResults | None = None) -> Document:
         *([Section("Re-votes", revotes(r))] if r.revotes else []),
         *([Section("Text checks", text_checks(r))] if (r.metrics or {}).get("text") else []),
         *([Section("Model card", model_card(r))] if (r.metrics or {}).get("model_card") else []),
+        *([Section("Audits", audits(r))] if (r.metrics or {}).get("audits") else []),
         Section("Checkpoint health", checkpoint_health(r)),
         _metric_section(r, "Comparison", lambda: comparison(r)),
         _metric_section(r, "Failure gallery", lambda: failure_gallery(r)),

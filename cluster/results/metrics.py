@@ -18,6 +18,7 @@ committed units' statistics, and one row per checkpoint ranked by exact accuracy
                                            run only, with `ablations:` (cluster.results.paired)
      "text": {"checked_parts", "checkpoints": {name: {summary of the text checks, "statuses"}}},
                                            run only, on a text dataset with tasks (cluster.results.text_checks)
+     "audits": {"overlap": OverlapReport},  run only, with `audits: [overlap]` (hrm.audits.overlap)
      "model_card": {...},                  run only: the best checkpoint's measured card (cluster.results.model_card)
      "paired": {name: {"vs_best", "vs_previous", "indistinguishable_from_best"}},
                                            run only, two or more checkpoints: McNemar on the same examples
@@ -49,7 +50,8 @@ METRICS_FORMAT = "hrm-eval/metrics"
 # Raised whenever a key of metrics.json changes meaning or shape. 2: a checkpoint's "version" (its
 # storage version, hrm.storage.version) replaces "content_hash" (a sha256 the driver computed).
 # `hrm-eval evaluate`'s metrics.json, unversioned and flat before, has had the run's shape since 2.
-# 3: "paired" (each checkpoint against the best and its previous step), "limit", "ablations", "text", "model_card".
+# 3: "paired" (each checkpoint against the best and its previous step), "limit", "ablations", "text", "model_card",
+# "audits".
 METRICS_VERSION = 3
 
 
@@ -107,12 +109,13 @@ class MetricsDocument(BaseModel):
     ablations: dict[str, Any] | None = None  # run only, with `ablations:` (cluster.results.paired)
     text: dict[str, Any] | None = None  # run only, on a text dataset with tasks (cluster.results.text_checks)
     model_card: dict[str, Any] | None = None  # run only (cluster.results.model_card)
+    audits: dict[str, Any] | None = None  # run only, with `audits:` (hrm.audits)
     job: EvaluateJob | None = None  # evaluate only
 
     def to_json(self) -> dict[str, Any]:
         """The document as stored: the sections that do not apply are left out, not null."""
         return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "ablations", "text", "model_card",
-                                                     "job")
+                                                     "audits", "job")
                                         if getattr(self, key) is None})
 
 
