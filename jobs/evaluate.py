@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -87,13 +88,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16"), help="activation dtype (default: the checkpoint's forward_dtype)"
     )
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="torch CPU threads in one stream (with it, --streams defaults to 1)")
     parser.add_argument(
-        "--streams", type=positive_int, default=1,
+        "--streams", type=positive_int,
         help="CPU only: split the batch between this many worker threads, each running single-threaded "
-        "kernels on batch-size/streams examples; one per core is usually fastest on a multi-core CPU "
-        "(see `python -m jobs.bench engine --streams`). Fixed-protocol results equal those of "
-        "--batch-size batch-size/streams with one stream (default: 1)",
+        "kernels on batch-size/streams examples. Fixed-protocol results equal those of --batch-size "
+        "batch-size/streams with one stream. Default on a CPU: one per core this process may use, the layout "
+        "that stays fast when other jobs share the machine (`python -m jobs.bench threads`: torch's own "
+        "multi-threaded kernels slow down many times beside busy neighbours); --streams 1 --threads N for "
+        "torch's threads instead; on a GPU: 1",
     )
     parser.add_argument(
         "--compile", action="store_true",
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         raise InputError("--data is required with --checkpoint")
     check_device(args.device)
+    args.streams = args.streams or default_streams(args.device, args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate(args)
@@ -132,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(report)
     return 0
+
+
+def default_streams(device: str, threads: int | None) -> int:
+    """One single-threaded stream per usable core on a CPU: measured the most robust layout when
+    the machine is shared (`python -m jobs.bench threads`); one where the user set the threads."""
+    if device == "cuda" or threads:
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 def check_device(device: str) -> None:

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import numpy as np
@@ -203,3 +204,13 @@ def test_a_text_datasets_predictions_are_stored_decoded_by_its_own_tokenizer(tmp
         return bytes(t - 2 for t in tokens if t >= 2).decode("utf-8", "replace")
 
     assert table.column("decoded").to_pylist() == [by_hand(row) for row in column_matrix(table, "pred")]
+
+
+@pytest.mark.parametrize("flags, streams", [
+    ([], len(os.sched_getaffinity(0))),  # the measured robust default: one single-threaded stream per core
+    (["--threads", "1"], 1),  # threads given: one stream of them
+    (["--streams", "1"], 1),
+])
+def test_on_a_cpu_evaluate_runs_one_stream_per_core_unless_told_otherwise(inputs, capsys, flags, streams):
+    assert main(evaluate_args(inputs, "--device", "cpu", "--json", *flags)) == 0
+    assert json.loads(capsys.readouterr().out)["job"]["streams"] == streams
