@@ -1,10 +1,11 @@
-"""Every decode of user bytes into text or YAML, so that a bad byte or a repeated key is an
+"""Every decode of user bytes into text, JSON lines or YAML, so that a bad byte or a repeated key is an
 `InputError` naming the file and the line (docs/errors.md), never a UnicodeDecodeError
 traceback or a silently dropped value.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -45,6 +46,22 @@ def text_lines(path: str | os.PathLike) -> Iterator[str]:
         for number, raw in enumerate(handle, start=1):
             yield decode_utf8(raw, str(path), first_line=number, first_byte=offset)
             offset += len(raw)
+
+
+def json_objects(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", object) for every non-empty line of a JSONL file, one line at a time; a line
+    that is not a JSON object is an InputError naming its file and line."""
+    for number, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: not valid JSON: {err.msg}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        yield where, data
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

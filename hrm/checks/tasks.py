@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from hrm.decode import text_lines
+from hrm.decode import json_objects
 from hrm.errors import InputError, invalid_input
 
 KINDS = ("python", "tool_chain", "exact", "normalized")
@@ -135,18 +135,7 @@ def _json_lines(path: Path) -> list[tuple[str, dict]]:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a JSONL file")
-    records = []
-    for number, line in enumerate(text_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not valid JSON: {err.msg}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        records.append((where, data))
+    records = list(json_objects(path))
     if not records:
         raise InputError(f"{path}: no records in it")
     return records

@@ -40,7 +40,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ from hrm.checks.tasks import KINDS, Task, ToolChainTask, load_tasks
 from hrm.checks.tool_chain import load_tool_set
 from hrm.data.dataset import Dataset
 from hrm.data.schema import PuzzleArrays
-from hrm.decode import text_lines
+from hrm.decode import json_objects
 from hrm.errors import InputError, invalid_input
 from hrm.puzzles.publish import (
     Clock,
@@ -211,16 +210,7 @@ def read_records(path: Path, tokenizer: Tokenizer, fields: TextFields, unknown: 
     check_readable(path)
     tasks = CarriedTasks() if tasks is None else tasks
     records = []
-    for number, line in enumerate(text_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not valid JSON: {err.msg}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{where}: expected a JSON object")
+    for where, data in json_objects(path):
         task = tasks.add(data, where, path.parent) if "kind" in data else None
         prompt = _text(data, fields.prompt, where)
         # A task's reference is its expected completion unless the record names one itself.
