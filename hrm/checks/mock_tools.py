@@ -202,6 +202,16 @@ def _prune_empty_dirs(env: Environment, removed: str, stop: str) -> None:
         directory = _parent(directory)
 
 
+def _file_to_write(env: Environment, path: str) -> str:
+    """The normalised path of a file about to be written, its missing parents created; a
+    directory there is an error at this call."""
+    target = norm(path)
+    if target in env.dirs:
+        raise ToolError(f"{target} is a directory")
+    _make_dirs(env, _parent(target))
+    return target
+
+
 class WriteFileArgs(Args):
     path: str = Field(min_length=1, description="the file; missing parent directories are created")
     content: str = Field(description="the whole new content")
@@ -210,10 +220,7 @@ class WriteFileArgs(Args):
 @tool
 def write_file(env: Environment, args: WriteFileArgs) -> None:
     """Create or overwrite a file with `content`, creating missing parent directories."""
-    target = norm(args.path)
-    if target in env.dirs:
-        raise ToolError(f"{target} is a directory")
-    _make_dirs(env, _parent(target))
+    target = _file_to_write(env, args.path)
     env.files[target] = args.content
 
 
@@ -225,10 +232,7 @@ class AppendFileArgs(Args):
 @tool
 def append_file(env: Environment, args: AppendFileArgs) -> None:
     """Add `content` at the end of a file (created, with its parents, if missing)."""
-    target = norm(args.path)
-    if target in env.dirs:
-        raise ToolError(f"{target} is a directory")
-    _make_dirs(env, _parent(target))
+    target = _file_to_write(env, args.path)
     env.files[target] = env.files.get(target, "") + args.content
 
 
