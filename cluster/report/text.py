@@ -3,6 +3,10 @@ decoded predictions, per kind and tier, and what the failures were."""
 
 from __future__ import annotations
 
+from hrm.data.parquet import ParquetDataset
+from hrm.data.reader import open_dataset
+from hrm.errors import InputError
+
 from cluster.report.document import Block, Table, Text
 from cluster.report.format import count, pct
 from cluster.report.results import RunResults
@@ -27,8 +31,23 @@ def text_checks(r: RunResults) -> list[Block]:
         Text("Every decoded prediction whose example names a task was checked against it: Python run against its "
              "tests in the sandbox (docs/sandbox.md), tool chains validated and replayed on the mock environment "
              "(docs/tool-chains.md), strings compared. Rates in % of the completions where the check applies; "
-             "pass@1 averaged over tasks."),
+             "pass@1 averaged over tasks." + _lossy(r)),
         Table(["checkpoint", "kind", "tier", "completions", *RATE_NAMES.values(), "pass@1 %"], rows,
               caption="Text checks per kind and tier"),
         Table(["checkpoint", "completions", "outcomes"], statuses, caption="Outcomes of the checks"),
     ]
+
+
+def _lossy(r: RunResults) -> str:
+    """What a lossy tokenizer dropped, as the conversion counted it (dataset.json's summary)."""
+    try:
+        dataset = open_dataset(r.manifest.config.dataset.uri)
+    except InputError:
+        return " (The dataset can no longer be read, so whether its tokenizer lost words is not shown.)"
+    summary = dataset.index.summary if isinstance(dataset, ParquetDataset) else {}
+    if not summary.get("lossy"):
+        return ""
+    missing = summary.get("words_without_token")
+    return (f" The dataset's tokenizer is lossy: {count(missing)} word(s) of its prompts and completions had no "
+            "token, so neither the model nor these checks ever saw them." if missing is not None else
+            " The dataset's tokenizer is lossy: the decoded text is only what it kept.")

@@ -63,3 +63,21 @@ def test_a_rerun_checks_only_the_parts_without_results_and_perfect_completions_p
     text = check_run_texts(run, ["sweep-step_1"], str(root / "data"))
     assert text["checked_parts"] == len(prediction_parts(run, "sweep-step_1"))
     assert text["checkpoints"]["sweep-step_1"]["statuses"] == {"passed": 4}
+
+
+def test_a_lossy_tokenizer_says_in_the_report_how_many_words_had_no_token(tmp_path):
+    (tmp_path / "keywords.txt").write_text("start\ntest\nend\n")
+    tasks = [{"task_id": f"t{i}", "kind": "exact", "prompt": f"Start the {i} test now", "reference": "test end"}
+             for i in range(3)]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    assert main(["convert", "jsonl", "--test", str(tmp_path / "tasks.jsonl"), "--tokenizer",
+                 str(tmp_path / "keywords.txt"), "--allow-lossy", "--seq-len", "8", "--output",
+                 str(tmp_path / "data")]) == 0
+    missing = open_dataset(tmp_path / "data").index.summary["words_without_token"]
+    meta = open_dataset(tmp_path / "data").metadata("test")
+    make_checkpoint(tmp_path / "sweep", vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                    num_puzzle_identifiers=meta.num_puzzle_identifiers)
+    run = run_in_process(run_config([{"run": str(tmp_path / "sweep")}], str(tmp_path / "data"),
+                                    str(tmp_path / "out"))).run
+    section = (Path(run) / "report.md").read_text().split("## Text checks", 1)[1].split("\n## ", 1)[0]
+    assert missing > 0 and f"The dataset's tokenizer is lossy: {missing} word(s) of its prompts and completions" in section
