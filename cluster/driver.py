@@ -390,7 +390,8 @@ class Driver:
         if completed:
             metrics = run_metrics(evaluated, self.ledger.stats)
             metrics = apply_votes(self.config, run, open_dataset(self.config.dataset.uri), metrics)
-            metrics = with_paired_comparisons(run, evaluated, metrics)
+            best = leaderboard_rows(metrics)[0]["checkpoint"]  # by the figures alone: what follows keeps it
+            metrics = with_paired_comparisons(run, evaluated, metrics, best)
             names = [ref.name for ref in evaluated.checkpoints]
             if self.config.ablations:
                 metrics = {**metrics, "ablations": ablation_comparisons(run, names, self.config.ablations)}
@@ -399,7 +400,6 @@ class Driver:
                 metrics = {**metrics, "text": text}
             if self.config.audits:
                 metrics = {**metrics, "audits": run_audits(self.config.dataset.uri)}
-            best = leaderboard_rows(metrics)[0]["checkpoint"]
             metrics = {**metrics, "model_card": model_card(evaluated, metrics, self.ledger.records.values(), best)}
         status = "completed" if completed and not failed else "failed"
         states = unit_states(self.prepared, self.ledger)
@@ -433,12 +433,11 @@ def overlap_document(dataset_uri: str) -> dict[str, Any]:
     return audit_overlap(dataset_uri).model_dump(mode="json")
 
 
-def with_paired_comparisons(run: str, evaluated: PreparedRun, metrics: dict[str, Any]) -> dict[str, Any]:
+def with_paired_comparisons(run: str, evaluated: PreparedRun, metrics: dict[str, Any], best: str) -> dict[str, Any]:
     """`metrics` with each checkpoint's McNemar test against the best and its previous step
     (`cluster.results.paired`), when the run has two or more checkpoints."""
     if len(evaluated.checkpoints) < 2:
         return metrics
-    best = leaderboard_rows(metrics)[0]["checkpoint"]
     checkpoints = [CheckpointInRun(ref.name, storage.parent(ref.config_uri), ref.step) for ref in evaluated.checkpoints]
     return {**metrics, "paired": paired_comparisons(run, checkpoints, best)}
 

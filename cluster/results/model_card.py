@@ -35,9 +35,8 @@ BATCH_1_CALLS, FULL_BATCH_CALLS = 20, 5
 LATENCY_BUDGET_S = 30.0  # timing stops early past this (after at least 3 calls of each size)
 
 
-def measure_latency(ref: CheckpointRef, prepared_config: dict[str, Any], repeats: tuple[int, int]) -> dict[str, Any]:
+def measure_latency(ref: CheckpointRef, config: RunConfig, repeats: tuple[int, int]) -> dict[str, Any]:
     """Seconds per `engine.run` call at batch 1 and at the run's batch size (p50, p95)."""
-    config = RunConfig.model_validate(prepared_config)
     dataset = open_dataset(config.dataset.uri)
     split, meta = config.dataset.split, dataset.metadata(config.dataset.split)
     ckpt = load_planned_checkpoint(ref.uri, ref.config_uri, ref.version, config.cluster.checkpoint_cache_dir)
@@ -67,13 +66,12 @@ def model_card(prepared: PreparedRun, metrics: dict[str, Any], records: Iterable
                repeats: tuple[int, int] = (BATCH_1_CALLS, FULL_BATCH_CALLS)) -> dict[str, Any]:
     ref = next(r for r in prepared.checkpoints if r.name == best)
     mine = [r for r in records if r.checkpoint == best]
-    config_doc = prepared.config.model_dump(mode="json")
     if ray.is_initialized():
         cluster = prepared.config.cluster
         task = ray.remote(measure_latency).options(num_cpus=cluster.cpus_per_actor, num_gpus=cluster.gpus_per_actor)
-        measured = ray.get(task.remote(ref, config_doc, repeats))
+        measured = ray.get(task.remote(ref, prepared.config, repeats))
     else:
-        measured = measure_latency(ref, config_doc, repeats)
+        measured = measure_latency(ref, prepared.config, repeats)
     figures = metrics["checkpoints"][best]["metrics"]["all"]
     text = ((metrics.get("text") or {}).get("checkpoints") or {}).get(best)
     eval_s = sum(r.timings["eval_s"] for r in mine)
