@@ -64,7 +64,8 @@ def check_run_texts(run: str, checkpoints: list[str], dataset_uri: str) -> dict[
     when Ray is up) and summarise them per checkpoint; None when the dataset names no tasks."""
     if not has_tasks(dataset_uri):
         return None
-    todo = [(name, part) for name in checkpoints for part in prediction_parts(run, name)
+    parts = {name: prediction_parts(run, name) for name in checkpoints}  # each part's footer read once
+    todo = [(name, part) for name in checkpoints for part in parts[name]
             if not storage.exists(checks_uri(run, name, part))]
     if ray.is_initialized():
         remote = ray.remote(num_cpus=1)(check_part)
@@ -72,10 +73,10 @@ def check_run_texts(run: str, checkpoints: list[str], dataset_uri: str) -> dict[
     else:
         for name, part in todo:
             check_part(run, name, part, dataset_uri)
-    return {"checked_parts": len(todo), "checkpoints": {name: summarise_checkpoint(run, name) for name in checkpoints}}
+    return {"checked_parts": len(todo),
+            "checkpoints": {name: summarise_checkpoint(run, name, parts[name]) for name in checkpoints}}
 
 
-def summarise_checkpoint(run: str, checkpoint: str) -> dict[str, Any]:
-    results = [row for part in prediction_parts(run, checkpoint)
-               for row in storage.read_parquet(checks_uri(run, checkpoint, part)).to_pylist()]
+def summarise_checkpoint(run: str, checkpoint: str, parts: list[str]) -> dict[str, Any]:
+    results = [row for part in parts for row in storage.read_parquet(checks_uri(run, checkpoint, part)).to_pylist()]
     return {**summarise(results, ks=(1,)), "statuses": dict(Counter(r["status"] for r in results).most_common())}
