@@ -64,8 +64,8 @@ LAYOUTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
 # A matmul size (or model shape) whose single product takes longer than this is timed once,
 # and larger square sizes are skipped: bfloat16 without hardware support can be 100× slower.
 SLOW_PRODUCT_S = 2.0
-# A model shape's product is repeated until one timing takes about this long: the timings of
-# short products are mostly clock and loop overhead.
+# By default a model shape's product is repeated until one timing takes about this long: the
+# timings of short products are mostly clock and loop overhead.
 MIN_TIMED_S = 0.02
 
 
@@ -89,6 +89,9 @@ def configure_engine(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaptive-batches", type=int, default=4,
                         help="the adaptive run evaluates this many batches' worth of examples, so slots get refilled")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median reported)")
+    parser.add_argument("--timing-window-s", type=float, default=MIN_TIMED_S,
+                        help="a model matmul shape is repeated until one timing takes about this long: shorter "
+                             "windows finish sooner and are noisier")
     parser.add_argument("--square-sizes", nargs="+", type=int, default=list(SQUARE_SIZES),
                         help="n of the n×n matmuls that measure the roofline")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
@@ -172,7 +175,7 @@ def bench_cell(name: str, dtype: str, protocol: str, batch_size: int, streams: i
     engine.run(*(a[:batch_size] for a in data), steps=1)  # allocator, BLAS and kernel set-up, compilation
     warm_up_s = time.perf_counter() - warm_up
     load_before = os.getloadavg()[0]
-    matmul_rate = model_matmul_probe(config, engine, device)
+    matmul_rate = model_matmul_probe(config, engine, device, args.timing_window_s)
     seconds, matmuls, result = [], [], None
     probed = [roofline()]  # before the first repeat, then after each: one repeat's "after" is the next's "before"
     for _ in range(args.repeats):
@@ -261,7 +264,8 @@ class ShapeTiming:
     timings: int  # the best of this many timings counts
 
 
-def model_matmul_probe(config: ModelConfig, engine: Engine, device: torch.device) -> Callable[[], dict[str, Any]]:
+def model_matmul_probe(config: ModelConfig, engine: Engine, device: torch.device,
+                       window_s: float) -> Callable[[], dict[str, Any]]:
     """Measures, on each call, the FLOP/s of the model's own matmul shapes at a stream's batch,
     laid out as `engine` runs its streams: one copy of each product per stream, concurrently, on
     the engine's kernel threads per stream (linear layers as a @ wᵀ, attention as bmm). Operands
@@ -277,7 +281,7 @@ def model_matmul_probe(config: ModelConfig, engine: Engine, device: torch.device
     for (batch, m, k, n), matmuls in by_shape.items():
         products = [shape_product(batch, m, k, n, config.dtype, device) for _ in range(engine.streams)]
         once = time_product(products[0])
-        shapes.append(ShapeTiming(matmuls, products, repeat=math.ceil(MIN_TIMED_S / once),
+        shapes.append(ShapeTiming(matmuls, products, repeat=math.ceil(window_s / once),
                                   timings=1 if once > SLOW_PRODUCT_S else 3))
 
     def measure() -> dict[str, Any]:
