@@ -25,6 +25,17 @@ pays the compilation (seconds on CPU, where it needs a C++ compiler); the result
 eager ones up to float rounding. It combines with streams: the generated CPU kernels ask for
 their thread count when they run (inductor's `cpp.dynamic_threads`) instead of fixing the
 count they were generated under, so each stream's kernels stay on that stream's threads.
+`compile_mode` picks torch.compile's mode for it: None (torch's default), "reduce-overhead"
+(CUDA graphs: a batch's kernels are launched as one graph, for batches too small to keep the
+GPU busy between launches; CUDA only) or "max-autotune" (inductor times several kernels per
+matmul and keeps the fastest: a longer compilation). Which pays is for `python -m jobs.bench gpu`
+to measure, so the default stays torch's.
+
+On CUDA, each batch's token ids go up from pinned host memory by non-blocking copies, and its
+results come back by non-blocking copies followed by one wait, instead of a wait per field.
+Activations stay in the checkpoint's dtype (bfloat16 or float32) without torch.autocast: the
+weights are cast to it once (`cast_weights_`), RMSNorm and RoPE compute in float32 as the
+reference does, and the q logits and losses are float32 or wider.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -47,6 +58,7 @@ from hrm.model.losses import LossType, token_losses
 from hrm.model.models import ReasoningModule, RecursiveReasoningModel
 
 Protocol = Literal["fixed", "adaptive"]
+CompileMode = Literal["reduce-overhead", "max-autotune"]  # None: torch.compile's default mode
 Part = TypeVar("Part")
 Output = TypeVar("Output")
 
@@ -55,7 +67,7 @@ class EngineSettingError(ValueError):
     """A setting the engine cannot run with; `setting` names it, so that a command line can
     name its own flag for it."""
 
-    def __init__(self, setting: Literal["streams", "compile"], message: str):
+    def __init__(self, setting: Literal["device", "streams", "compile", "compile_mode"], message: str):
         super().__init__(message)
         self.setting = setting
 
@@ -113,6 +125,7 @@ class Engine:
         batch_size: int = 256,
         streams: int = 1,
         compile: bool = False,
+        compile_mode: CompileMode | None = None,
     ):
         """`batch_size` examples are in flight at once, `batch_size / streams` per stream."""
         self.device = torch.device(device)
@@ -120,6 +133,8 @@ class Engine:
             raise EngineSettingError("streams", f"streams must be 1, or more on CPU; got {streams} on {self.device}")
         if compile and self.device.type == "cpu" and not cpu_compiler():
             raise EngineSettingError("compile", "compile on CPU needs a C++ compiler: g++ on PATH, or $CXX")
+        check_compile_mode(compile, compile_mode, self.device)
+        check_device(self.device)  # last: the settings above are wrong on any machine, this on this one
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model = model.to(self.device).eval()
@@ -127,7 +142,7 @@ class Engine:
         if compile:
             for module in self.model.modules():
                 if isinstance(module, ReasoningModule):  # where the time goes; the heads stay eager
-                    module.compile(options={"cpp.dynamic_threads": True})
+                    module.compile(**compile_settings(compile_mode, self.device))
         self.config = model.config
         self.loss_type = loss_type
         self.ignore_label_id = ignore_label_id
@@ -189,8 +204,12 @@ class Engine:
     # -- fixed protocol -------------------------------------------------------------------
 
     def _to_device(self, inputs, labels, identifiers):
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
-        return as_tensor(inputs), as_tensor(labels), as_tensor(identifiers)
+        """int64 tensors on the engine's device. To a GPU they go from pinned (page-locked)
+        host memory without waiting, so the copy overlaps the work already queued."""
+        host = [torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)) for a in (inputs, labels, identifiers)]
+        if self.device.type != "cuda":
+            return tuple(host)
+        return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in host)
 
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         if self.ignore_label_id is None:
@@ -206,29 +225,33 @@ class Engine:
         for _ in range(steps):
             z_H, z_L, logits, q = model(z_H, z_L, x)
             exact_per_step.append(_exact(logits.argmax(-1), labels, valid))
-        result = self._score(logits, q, labels, valid, torch.full((len(inputs),), steps))
-        result.exact_per_step = torch.stack(exact_per_step, dim=1).cpu().numpy()
+        result, more = self._score(logits, q, labels, valid, torch.full((len(inputs),), steps),
+                                   exact_per_step=torch.stack(exact_per_step, dim=1))
+        result.exact_per_step = more["exact_per_step"]
         result.forward_steps = steps * len(inputs)
         result.batch_forwards = steps
         return result
 
-    def _score(self, logits, q, labels, valid, steps) -> EngineResult:
+    def _score(self, logits, q, labels, valid, steps, **more: torch.Tensor) -> tuple[EngineResult, dict[str, np.ndarray]]:
+        """The per-example result of these rows, and `more` tensors brought to the host with it
+        (one wait for all of them)."""
         pred = logits.argmax(-1)
         valid_count = valid.sum(-1)
         correct = (valid & (pred == labels)).sum(-1)
         loss = token_losses(logits, labels, valid, self.loss_type).sum(-1) / valid_count.clamp_min(1)
-        cpu = lambda t, dtype: t.cpu().numpy().astype(dtype)
-        return EngineResult(
-            pred=cpu(pred, np.int32),
-            q_halt_logit=cpu(q[:, 0], np.float32),
-            q_continue_logit=cpu(q[:, 1], np.float32),
-            steps=cpu(steps, np.int32),
-            valid_tokens=cpu(valid_count, np.int32),
-            correct_tokens=cpu(correct, np.int32),
-            exact=cpu(correct == valid_count, bool),
-            lm_loss=cpu(loss, np.float64),
+        host = to_host(pred=pred, q=q, steps=steps, valid=valid_count, correct=correct, loss=loss, **more)
+        result = EngineResult(
+            pred=host["pred"].astype(np.int32),
+            q_halt_logit=host["q"][:, 0].astype(np.float32),
+            q_continue_logit=host["q"][:, 1].astype(np.float32),
+            steps=host["steps"].astype(np.int32),
+            valid_tokens=host["valid"].astype(np.int32),
+            correct_tokens=host["correct"].astype(np.int32),
+            exact=host["correct"] == host["valid"],
+            lm_loss=host["loss"].astype(np.float64),
             exact_per_step=None,
         )
+        return result, {name: host[name] for name in more}
 
     # -- adaptive protocol ----------------------------------------------------------------
     def _adaptive(self, inputs, labels, identifiers, min_steps: int, max_steps: int) -> EngineResult:
@@ -242,15 +265,17 @@ class Engine:
         next_example = 0
         forward_steps = batch_forwards = 0
         while True:
-            free = slots.free_rows()
+            occupied = to_host(occupied=slots.occupied)["occupied"].copy()  # one wait: which slots are free, which busy
+            free = np.flatnonzero(~occupied)
             if len(free) and next_example < n:
                 take = np.arange(next_example, min(n, next_example + len(free)))
                 slots.fill(free[: len(take)], take, *self._to_device(inputs[take], labels[take], identifiers[take]))
+                occupied[free[: len(take)]] = True
                 next_example += len(take)
-            active = slots.active_rows()
-            if not len(active):
+            active = int(occupied.sum())
+            if not active:
                 break
-            slots.compact_if_sparse(len(active))
+            slots.compact_if_sparse(active)
             z_H, z_L, logits, q = model(slots.z_H, slots.z_L, slots.x)
             slots.z_H, slots.z_L = z_H, z_L
             slots.steps += slots.occupied
@@ -260,11 +285,13 @@ class Engine:
             can_halt = slots.occupied & (slots.steps >= min_steps)
             wants_halt = q[:, 0] > 0 if self.config.no_ACT_continue and self.config.family == "trm" else q[:, 0] > q[:, 1]
             halted |= can_halt & wants_halt
-            if bool(halted.any()):
-                rows = halted.nonzero().squeeze(-1)
+            rows = halted.nonzero().squeeze(-1)  # waits for the step
+            if len(rows):
                 labels_h = slots.labels[rows]
-                results.append(self._score(logits[rows], q[rows], labels_h, self._valid(labels_h), slots.steps[rows]))
-                order.append(slots.example[rows].cpu().numpy())
+                result, more = self._score(logits[rows], q[rows], labels_h, self._valid(labels_h), slots.steps[rows],
+                                           example=slots.example[rows])
+                results.append(result)
+                order.append(more["example"])
                 slots.release(rows)
         merged = take_rows(EngineResult.concat(results), np.argsort(np.concatenate(order), kind="stable"))
         merged.forward_steps, merged.batch_forwards = forward_steps, batch_forwards
@@ -284,12 +311,6 @@ class Slots:
         self.steps = torch.zeros(size, dtype=torch.int64, device=device)
         self.occupied = torch.zeros(size, dtype=torch.bool, device=device)
         self.model = model
-
-    def free_rows(self) -> np.ndarray:
-        return (~self.occupied).nonzero().squeeze(-1).cpu().numpy()
-
-    def active_rows(self) -> np.ndarray:
-        return self.occupied.nonzero().squeeze(-1).cpu().numpy()
 
     def fill(self, rows: np.ndarray, examples: np.ndarray, inputs, labels, identifiers) -> None:
         rows_t = torch.from_numpy(rows).to(self.occupied.device)
@@ -326,6 +347,51 @@ def take_rows(result: EngineResult, rows: np.ndarray) -> EngineResult:
 
 def _exact(pred: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return ((pred == labels) | ~valid).all(-1)
+
+
+def to_host(**tensors: torch.Tensor) -> dict[str, np.ndarray]:
+    """The tensors as numpy arrays. From a GPU every copy is queued without waiting (into pinned
+    memory) and the stream is waited for once, instead of once per tensor."""
+    host = {name: t.to("cpu", non_blocking=True) for name, t in tensors.items()}
+    for device in {t.device for t in tensors.values() if t.device.type == "cuda"}:
+        torch.cuda.current_stream(device).synchronize()
+    return {name: t.numpy() for name, t in host.items()}
+
+
+def check_device(device: torch.device) -> None:
+    """Refuse a CUDA device on a machine where torch sees none, naming the torch build: torch
+    would fail deep inside the first copy, with an assertion about how it was compiled."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EngineSettingError("device", f"cuda, but torch sees no CUDA device on this machine "
+                                           f"({cuda_build()}); use cpu")
+
+
+def cuda_build() -> str:
+    """Which torch this is and which CUDA it was built for, for messages about CUDA."""
+    built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+    return f"torch {torch.__version__}, {built}"
+
+
+def check_compile_mode(compile: bool, mode: CompileMode | None, device: torch.device) -> None:
+    if mode is None:
+        return
+    if not compile:
+        raise EngineSettingError("compile_mode", f"compile_mode {mode!r} is a mode of compile, which is off")
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise EngineSettingError("compile_mode", f"compile_mode 'reduce-overhead' runs CUDA graphs: CUDA only, "
+                                                 f"not {device}")
+
+
+def compile_settings(mode: CompileMode | None, device: torch.device) -> dict[str, Any]:
+    """torch.compile's keyword arguments for `mode` on `device`. On CPU the generated kernels
+    must take their thread count when they run (see the module docstring), an inductor option;
+    torch.compile takes a mode or options but not both, so there the mode goes in as the
+    options it stands for."""
+    if device.type != "cpu":
+        return {"mode": mode}
+    from torch._inductor import list_mode_options  # the compiler: imported only by a compiling engine
+
+    return {"options": {**list_mode_options(mode or "default"), "cpp.dynamic_threads": True}}
 
 
 def cpu_compiler() -> str | None:

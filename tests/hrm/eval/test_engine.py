@@ -2,17 +2,19 @@ import numpy as np
 import pytest
 import torch
 
+import hrm.model.layers
 from hrm.checkpoint.loading import build_checked_model, load_checkpoint
-from hrm.eval.engine import Engine
+from hrm.eval.engine import Engine, EngineSettingError, compile_settings, cpu_compiler
+from hrm.model.models import ReasoningModule
 
 from tests.factories import TINY_SIZES, make_checkpoint, random_examples
 
 
-def engine_for(run_dir, batch_size=8, dtype=None, **ckpt_kwargs):
+def engine_for(run_dir, batch_size=8, dtype=None, engine_settings=None, **ckpt_kwargs):
     make_checkpoint(run_dir, **ckpt_kwargs)
     ckpt = load_checkpoint(run_dir)
     model = build_checked_model(ckpt, TINY_SIZES, forward_dtype=dtype)
-    return Engine(model, ckpt.spec.loss_type, ignore_label_id=0, batch_size=batch_size)
+    return Engine(model, ckpt.spec.loss_type, ignore_label_id=0, batch_size=batch_size, **(engine_settings or {}))
 
 
 @pytest.mark.parametrize("family", ["hrm", "trm"])
@@ -86,3 +88,88 @@ def test_adaptive_batches_stay_full_while_examples_wait(tmp_path):
     result = engine.run(inputs, labels, ids, protocol="adaptive")
     # continuous batching: forwards ≈ example-steps / batch size, plus a short drain at the end
     assert result.batch_forwards <= result.forward_steps / 8 + 6
+
+
+@pytest.mark.parametrize("protocol", ["fixed", "adaptive"])
+def test_a_bfloat16_model_runs_in_bfloat16_without_autocast_and_rope_in_float32(tmp_path, monkeypatch, protocol):
+    engine = engine_for(tmp_path, dtype="bfloat16", q_scale=0.3)
+    seen = {"modules": set(), "rope": set(), "autocast": set()}
+
+    def record_module(module, args, output):
+        seen["modules"].update(t.dtype for t in (*args[:2], output))  # state, injection, new state
+        seen["autocast"].update(torch.is_autocast_enabled(kind) for kind in ("cpu", "cuda"))
+
+    for module in engine.model.modules():
+        if isinstance(module, ReasoningModule):
+            module.register_forward_hook(record_module)
+    apply_rope = hrm.model.layers.apply_rope
+
+    def recording_rope(x, rope):
+        seen["rope"].update((x.dtype, rope.cos.dtype, rope.sin.dtype))
+        out = apply_rope(x, rope)
+        seen["rope"].add(out.dtype)
+        return out
+
+    monkeypatch.setattr(hrm.model.layers, "apply_rope", recording_rope)
+    result = engine.run(*random_examples(12), protocol=protocol)
+    assert seen["modules"] == {torch.bfloat16}
+    assert seen["autocast"] == {False}
+    # the tables stay float32 (the reference's), the rotated activations come back in bfloat16
+    assert seen["rope"] == {torch.bfloat16, torch.float32}
+    assert engine.model.rope.cos.dtype == torch.float32
+    assert result.q_halt_logit.dtype == np.float32 and result.lm_loss.dtype == np.float64
+
+
+def test_a_compile_mode_without_compile_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(EngineSettingError, match="compile_mode 'max-autotune' is a mode of compile") as refused:
+        engine_for(tmp_path, engine_settings={"compile_mode": "max-autotune"})
+    assert refused.value.setting == "compile_mode"
+
+
+@pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
+def test_cuda_graphs_are_refused_on_a_cpu_naming_the_setting(tmp_path):
+    with pytest.raises(EngineSettingError, match="'reduce-overhead' runs CUDA graphs: CUDA only") as refused:
+        engine_for(tmp_path, engine_settings={"compile": True, "compile_mode": "reduce-overhead"})
+    assert refused.value.setting == "compile_mode"
+
+
+def test_a_compile_mode_on_cpu_goes_in_as_its_options_beside_the_runtime_thread_count():
+    assert compile_settings(None, torch.device("cpu")) == {"options": {"cpp.dynamic_threads": True}}
+    cpu = compile_settings("max-autotune", torch.device("cpu"))["options"]
+    assert cpu["max_autotune"] is True and cpu["cpp.dynamic_threads"] is True
+    assert compile_settings("reduce-overhead", torch.device("cuda")) == {"mode": "reduce-overhead"}
+    assert compile_settings(None, torch.device("cuda")) == {"mode": None}
+
+
+def test_a_cuda_engine_without_cuda_is_refused_naming_the_torch_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EngineSettingError, match=r"cuda, but torch sees no CUDA device on this machine \(torch ") as refused:
+        engine_for(tmp_path, engine_settings={"device": "cuda"})
+    assert refused.value.setting == "device"
+    assert torch.__version__ in str(refused.value)
+
+
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@NEEDS_CUDA
+def test_a_cuda_engine_takes_its_inputs_from_pinned_memory(tmp_path, monkeypatch):
+    engine = engine_for(tmp_path, engine_settings={"device": "cuda"})
+    pinned = []
+    pin_memory = torch.Tensor.pin_memory
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a: pinned.append(t.shape) or pin_memory(t, *a))
+    on_device = engine._to_device(*random_examples(5))
+    assert all(t.device.type == "cuda" for t in on_device)
+    assert pinned == [(5, 16), (5, 16), (5,)]
+
+
+@NEEDS_CUDA
+@pytest.mark.parametrize("protocol", ["fixed", "adaptive"])
+def test_a_cuda_engine_predicts_what_the_cpu_one_does_in_float32(tmp_path, protocol):
+    data = random_examples(21)
+    settings = dict(q_scale=0.3, halt_max_steps=5)
+    cpu = engine_for(tmp_path / "a", **settings).run(*data, protocol=protocol)
+    cuda = engine_for(tmp_path / "b", engine_settings={"device": "cuda"}, **settings).run(*data, protocol=protocol)
+    np.testing.assert_array_equal(cuda.steps, cpu.steps)
+    np.testing.assert_array_equal(cuda.pred, cpu.pred)
+    np.testing.assert_allclose(cuda.q_halt_logit, cpu.q_halt_logit, atol=1e-3, rtol=0)
