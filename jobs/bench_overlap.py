@@ -13,11 +13,13 @@ Into each test split go `--planted` exact copies of train examples and `--plante
 copies (a random Sudoku shuffle of input and label together; a random dihedral transform,
 permutation of colours 1..9 and translation of both grids), at random positions.
 
-Each audit runs in a fresh Python process (`python -m jobs.bench_overlap DATA OUT`), so its
-seconds and peak RSS (`hrm.memory.peak_rss_bytes`) are its own: opening the dataset, reading
-both splits, every key and every match. Reported per family: those figures, and the planted
-overlaps found (exact at both levels, augmented at both levels) and anything found that was
-not planted.
+Each audit runs in a fresh Python process (`python -m jobs.bench_overlap DATA OUT [WORKERS]`),
+so its seconds and peak RSS (`hrm.memory.peak_rss_bytes`) are its own: opening the dataset,
+reading both splits, every key and every match; the audit's worker processes (`--workers`,
+default the usable cores) report their own peaks, summed beside it. Reported per family: those
+figures, and the planted overlaps found (exact at both levels, augmented at both levels) and
+anything found that was not planted. `--sudoku-examples` and `--arc-examples` size the data
+(a 40,000-example ARC slice: `--arc-examples 40000 --sudoku-examples 0 --generated 0`).
 
 Sudoku has no canonical form, only buckets confirmed by an exact search, so the bench also
 measures the buckets on realistic data: `--generated` puzzles from the project's generator
@@ -67,6 +69,8 @@ def configure_overlap(parser: argparse.ArgumentParser) -> None:
                         help="generator puzzles whose Sudoku buckets are measured (0 skips it)")
     parser.add_argument("--copies", type=int, default=4, help="random shuffles of each generated puzzle")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes the audit keys chunks with (default: the audit's, the usable cores)")
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where the data is made")
 
 
@@ -82,7 +86,7 @@ def run_overlap(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         planted = maker(work / family, examples, args.planted, args.seed)
         made_s = time.perf_counter() - started
-        measured = measure_in_subprocess(work / family, work / f"{family}-audit.json")
+        measured = measure_in_subprocess(work / family, work / f"{family}-audit.json", args.workers)
         report["families"][family] = {"examples_per_split": examples, "make_s": made_s,
                                       **measured, **planted.score(measured.pop("report"))}
     if args.generated > 0:
@@ -246,22 +250,25 @@ def write_planted_arc(uri: Path, examples: int, planted: int, seed: int) -> Plan
 # --------------------------------------------------------------------------- measuring
 
 
-def measure_in_subprocess(data: Path, out: Path) -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "jobs.bench_overlap", str(data), str(out)],
-                         capture_output=True, text=True)
+def measure_in_subprocess(data: Path, out: Path, workers: int | None = None) -> dict[str, Any]:
+    run = subprocess.run([sys.executable, "-m", "jobs.bench_overlap", str(data), str(out),
+                          *([] if workers is None else [str(workers)])], capture_output=True, text=True)
     if run.returncode:
         raise RuntimeError(f"the audit of {data} failed:\n{run.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
-def measure(data: str, out: str) -> None:
-    """One audit in this process: its seconds, this process's peak RSS, the report."""
+def measure(data: str, out: str, workers: str | None = None) -> None:
+    """One audit from this process: its seconds, this process's peak RSS, the sum of its worker
+    processes' peaks, the report."""
     rss_before = peak_rss_bytes()
     started = time.perf_counter()
-    report = audit_overlap(data)
+    report = audit_overlap(data, workers=None if workers is None else int(workers))
     seconds = time.perf_counter() - started
     Path(out).write_text(json.dumps({"audit_s": seconds, "peak_rss_bytes": peak_rss_bytes(),
-                                     "peak_rss_before_bytes": rss_before, "report": report.model_dump()}))
+                                     "peak_rss_before_bytes": rss_before, "workers": report.workers,
+                                     "worker_peak_rss_bytes": report.worker_peak_rss_bytes,
+                                     "report": report.model_dump()}))
 
 
 def sudoku_buckets(generated: int, copies: int, seed: int) -> dict[str, Any]:
@@ -292,9 +299,11 @@ def format_overlap_report(report: dict[str, Any]) -> str:
     lines = []
     for family, r in report["families"].items():
         mib = lambda key: f"{r[key] / 2**20:,.0f} MiB"
+        workers = (f" + {mib('worker_peak_rss_bytes')} in {r['workers']} worker processes (each one's peak, summed)"
+                   if r.get("worker_peak_rss_bytes") else "")
         lines.append(f"{family}: {r['examples_per_split']:,} examples a split; audit {r['audit_s']:.1f} s, peak RSS "
-                     f"{mib('peak_rss_bytes')} (before the audit {mib('peak_rss_before_bytes')}); data made in "
-                     f"{r['make_s']:.1f} s")
+                     f"{mib('peak_rss_bytes')}{workers} (before the audit {mib('peak_rss_before_bytes')}); data made "
+                     f"in {r['make_s']:.1f} s")
         for key, v in r.items():
             if isinstance(v, dict) and "planted" in v:
                 lines.append(f"  {key}: {v['found']} of {v['planted']} planted found, {v['not_planted']} not planted")
@@ -308,4 +317,4 @@ def format_overlap_report(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    measure(*sys.argv[1:3])
+    measure(*sys.argv[1:4])

@@ -8,6 +8,8 @@ import argparse
 
 from hrm.audits.overlap import FAMILIES, Groups, Matches, OverlapReport, audit_overlap
 
+from jobs.cli import positive_int
+
 SHOWN_IDS = 5  # ids printed per row of the table; --json has them all
 
 
@@ -26,10 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="which augmentations to canonicalise (default: from the dataset's recorded kind, "
                              "else its shapes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every example id")
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help="processes that read and key the chunks (default: the usable cores; 1: this process "
+                             "alone)")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = audit_overlap(args.data, args.against, family=args.family)
+    report = audit_overlap(args.data, args.against, family=args.family, workers=args.workers)
     if args.json:
         print(report.model_dump_json())
     else:
@@ -72,4 +77,4 @@ def print_report(report: OverlapReport) -> None:
                         f"({report.reference_examples:,} examples)",
                         ["overlap", "test examples", "share", "example ids"], rows)
     print(f"canonicalisation: {report.canonicalisation} [{report.family}, from {report.family_source}]; "
-          f"{report.seconds:.1f} s")
+          f"{report.seconds:.1f} s, {report.workers} process(es)")

@@ -103,9 +103,24 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def exact_forms(inputs: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Digests of the input rows and of input-then-label rows."""
-    inputs, labels = inputs.astype(dtype, copy=False), labels.astype(dtype, copy=False)
-    return digest_rows(inputs), digest_rows(np.concatenate([inputs, labels], axis=1))
+    """Digests of the input rows and of input-then-label rows: the second continues a copy of
+    the first's state with the label, so the input's bytes are hashed once (and no
+    input-then-label rows are built)."""
+    inputs = np.ascontiguousarray(inputs, dtype=dtype)
+    labels = np.ascontiguousarray(labels, dtype=dtype)
+    n = len(inputs)
+    data_in = memoryview(inputs.reshape(-1)).cast("B")
+    data_label = memoryview(labels.reshape(-1)).cast("B")
+    width_in = inputs.itemsize * (inputs.size // n if n else 0)
+    width_label = labels.itemsize * (labels.size // n if n else 0)
+    digests_in, digests_pair = [], []
+    for i in range(n):
+        h = hashlib.blake2b(data_in[i * width_in:(i + 1) * width_in], digest_size=16)
+        digests_in.append(h.digest())
+        h.update(data_label[i * width_label:(i + 1) * width_label])
+        digests_pair.append(h.digest())
+    return (np.frombuffer(b"".join(digests_in), dtype=DIGEST).copy(),
+            np.frombuffer(b"".join(digests_pair), dtype=DIGEST).copy())
 
 
 # --------------------------------------------------------------------------- mazes
@@ -128,6 +143,11 @@ def maze_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nd
 
 PREFIX_CELLS = 16  # cells of each transform's key compared first, to skip most full keys
 AREA_STEP = 32  # full keys are built in buckets of grid area rounded up to this
+TRANSPOSING = np.array([tid in (1, 3, 6, 7) for tid in range(8)])  # transforms that swap height and width
+# Bit c for colour c in 1..9, else 0. uint32, not uint16: numpy's bitwise_or.accumulate along a
+# row is several times faster on 32-bit words (measured).
+COLOUR_BIT = np.array([1 << v if 1 <= v <= 9 else 0 for v in range(256)], dtype=np.uint32)
+CELL_VALUE = np.array([t - 2 if t >= 2 else t + 10 for t in range(256)], dtype=np.uint8)  # token → key value
 
 
 def arc_boxes(tokens: np.ndarray, side: int) -> tuple[np.ndarray, ...]:
@@ -167,7 +187,8 @@ def _dihedral_sources(tid: int, i: np.ndarray, j: np.ndarray, h: np.ndarray, w: 
 def dihedral_tables(side: int) -> np.ndarray:
     """[8, side+1, side+1, side*side] int16: for transform t of an h×w grid, the canvas offset
     (row * side + column, relative to the grid's top-left) of the cell that comes p-th in the
-    transformed grid read row by row, or -1 past its h'×w' cells."""
+    transformed grid read row by row, or side*side past its h'×w' cells (which `cell_values`
+    rows make an OUTSIDE cell from any top-left)."""
     h = np.arange(side + 1)[:, None, None]
     w = np.arange(side + 1)[None, :, None]
     p = np.arange(side * side)[None, None, :]
@@ -176,8 +197,31 @@ def dihedral_tables(side: int) -> np.ndarray:
         _, _, new_h, new_w = _dihedral_sources(tid, 0, 0, h, w)
         i, j = p // np.maximum(new_w, 1), p % np.maximum(new_w, 1)
         src_r, src_c, _, _ = _dihedral_sources(tid, i, j, h, w)
-        tables[tid] = np.where(p < new_h * new_w, src_r * side + src_c, -1)
+        tables[tid] = np.where(p < new_h * new_w, src_r * side + src_c, side * side)
     return tables
+
+
+def cell_values(canvas: np.ndarray) -> np.ndarray:
+    """Canvas rows [n, side*side] → their key values followed by side*side OUTSIDE cells
+    ([n, 2*side*side] uint8): colour c as c, any other token t as 10 + t. A grid's top-left is
+    below side*side, so the past-the-grid offset of `dihedral_tables` lands on an OUTSIDE cell
+    from any grid: reading needs no mask."""
+    cells = canvas.shape[1]
+    values = np.empty((len(canvas), 2 * cells), dtype=np.uint8)
+    np.take(CELL_VALUE, canvas, out=values[:, :cells])
+    values[:, cells:] = OUTSIDE
+    return values
+
+
+def read_transformed(values: np.ndarray, box: tuple[np.ndarray, ...], rows: np.ndarray, tids: np.ndarray,
+                     length: int, side: int) -> np.ndarray:
+    """The first `length` cells of transform tids[k] of grid rows[k], read row by row from
+    `cell_values` rows: [len(rows), length], OUTSIDE past the transformed grid. One gather
+    from the canvas in place (no copy of a canvas per transform)."""
+    top, left, h, w = (b[rows] for b in box)
+    offsets = dihedral_tables(side)[tids, h, w, :length]
+    start = rows * values.shape[1] + top * side + left
+    return values.reshape(-1)[offsets + start[:, None]]
 
 
 def transformed_cells(canvas: np.ndarray, box: tuple[np.ndarray, ...], tid: int, length: int, side: int
@@ -185,27 +229,33 @@ def transformed_cells(canvas: np.ndarray, box: tuple[np.ndarray, ...], tid: int,
     """The first `length` cells of transform `tid` of each grid, read row by row ([n, length];
     colour c as c, any other token t inside the box as 10 + t, OUTSIDE past the grid), and the
     transformed shapes [n, 2]."""
-    top, left, h, w = box
-    offsets = dihedral_tables(side)[tid, h, w, :length].astype(np.intp)
-    inside = offsets >= 0
-    flat = np.take_along_axis(canvas, np.where(inside, offsets + (top * side + left)[:, None], 0), axis=1)
-    values = np.where(flat >= 2, flat - 2, flat + 10)
-    return np.where(inside, values, OUTSIDE).astype(np.uint8), _transformed_shape(box, tid)
+    n = len(canvas)
+    cells = read_transformed(cell_values(np.ascontiguousarray(canvas, dtype=np.uint8)), box, np.arange(n),
+                             np.full(n, tid), length, side)
+    return cells, transformed_shapes(box, np.arange(n), np.full(n, tid))
+
+
+def transformed_shapes(box: tuple[np.ndarray, ...], rows: np.ndarray, tids: np.ndarray) -> np.ndarray:
+    """[len(rows), 2] uint8 (height, width) of transform tids[k] of grid rows[k]."""
+    h, w = box[2][rows], box[3][rows]
+    swap = TRANSPOSING[tids]
+    return np.stack([np.where(swap, w, h), np.where(swap, h, w)], axis=1).astype(np.uint8)
 
 
 def relabel_first_appearance(seq: np.ndarray) -> np.ndarray:
     """Colours 1..9 of every row renamed 1, 2, … in order of first appearance; other values kept."""
     n = len(seq)
-    bits = np.where((seq >= 1) & (seq <= 9), np.left_shift(np.uint16(1), seq.astype(np.uint16)), np.uint16(0))
-    seen = np.bitwise_or.accumulate(bits, axis=1)
+    seq = np.ascontiguousarray(seq, dtype=np.uint8)
+    seen = np.bitwise_or.accumulate(COLOUR_BIT[seq], axis=1)
     new = np.empty(seen.shape, dtype=bool)
     new[:, 0] = seen[:, 0] != 0
-    new[:, 1:] = seen[:, 1:] != seen[:, :-1]
+    np.not_equal(seen[:, 1:], seen[:, :-1], out=new[:, 1:])
     rows, cols = np.nonzero(new)
     rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n))[rows]
-    table = np.tile(np.arange(256, dtype=np.uint8), (n, 1))
+    width = 16 if seq.max(initial=0) < 16 else 256  # a row's renaming table: as narrow as its values allow
+    table = np.tile(np.arange(width, dtype=np.uint8), (n, 1))
     table[rows, seq[rows, cols]] = (rank + 1).astype(np.uint8)
-    return np.take_along_axis(table, seq.astype(np.intp), axis=1)
+    return table.reshape(-1)[np.arange(n)[:, None] * width + seq]
 
 
 def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,62 +266,65 @@ def arc_forms(inputs: np.ndarray, labels: np.ndarray, side: int) -> tuple[np.nda
     whose short key (shapes, those cells) is least can give the minimum: the full key is built
     for those alone, in buckets of similar grid area (cells read per grid). The input's key
     is the pair's first part (relabelling a prefix by first appearance gives the prefix of the
-    relabelled whole), so both come from one relabelling."""
+    relabelled whole), so both come from one relabelling. Contenders share their short key,
+    shapes included, so their full keys pad alike and compare as the keys themselves."""
     n = len(inputs)
     canvas_in = np.ascontiguousarray(inputs, dtype=np.uint8).reshape(n, -1)
     canvas_out = np.ascontiguousarray(labels, dtype=np.uint8).reshape(n, -1)
     box_in, box_out = arc_boxes(canvas_in, side), arc_boxes(canvas_out, side)
-    short_in, short_pair = [], []
-    for tid in range(8):
-        cells, shape_in = transformed_cells(canvas_in, box_in, tid, PREFIX_CELLS, side)
-        shape_out = _transformed_shape(box_out, tid)
-        cells = relabel_first_appearance(cells)
-        short_in.append(np.concatenate([shape_in, cells], axis=1))
-        short_pair.append(np.concatenate([shape_in, shape_out, cells], axis=1))
-    least_in, least_pair = _least(short_in), _least(short_pair)
-    contend_in = [np.all(key == least_in, axis=1) for key in short_in]
-    contend_pair = [np.all(key == least_pair, axis=1) for key in short_pair]
+    values_in, values_out = cell_values(canvas_in), cell_values(canvas_out)
+    # Short keys of all 8 transforms of every example at once: [n, 8, key].
+    rows, tids = np.repeat(np.arange(n), 8), np.tile(np.arange(8), n)
+    cells = relabel_first_appearance(read_transformed(values_in, box_in, rows, tids, PREFIX_CELLS, side))
+    shape_in, shape_out = transformed_shapes(box_in, rows, tids), transformed_shapes(box_out, rows, tids)
+    short_in = np.concatenate([shape_in, cells], axis=1).reshape(n, 8, -1)
+    short_pair = np.concatenate([shape_in, shape_out, cells], axis=1).reshape(n, 8, -1)
+    contend_in = (short_in == _least(short_in)[:, None]).all(axis=2)
+    contend_pair = (short_pair == _least(short_pair)[:, None]).all(axis=2)
     # A grid read row by row needs only its h·w cells, whatever the transform: bucket by area.
     area = np.maximum(box_in[2] * box_in[3], box_out[2] * box_out[3])
     lengths = np.minimum(-(-np.maximum(area, 1) // AREA_STEP) * AREA_STEP, side * side)
+    rows, tids = np.nonzero(contend_in | contend_pair)  # every contending (example, transform), by example
+    order = np.argsort(lengths[rows], kind="stable")
+    rows, tids = rows[order], tids[order]
+    bounds = np.flatnonzero(np.diff(lengths[rows], prepend=-1, append=-1))
     form_in = np.empty(n, dtype=DIGEST)
     form_pair = np.empty(n, dtype=DIGEST)
-    for bucket in np.unique(lengths):
-        at = np.flatnonzero(lengths == bucket)
-        length = int(bucket)
-        best_in = np.full((len(at), 2 + length), OUTSIDE, dtype=np.uint8)
-        best_pair = np.full((len(at), 4 + 2 * length), OUTSIDE, dtype=np.uint8)
-        for tid in range(8):
-            for_in, for_pair = contend_in[tid][at], contend_pair[tid][at]
-            chosen = np.flatnonzero(for_in | for_pair)
-            if not len(chosen):
-                continue
-            rows = at[chosen]
-            cells_in, shape_in = transformed_cells(canvas_in[rows], tuple(b[rows] for b in box_in), tid, length, side)
-            cells_out, shape_out = transformed_cells(canvas_out[rows], tuple(b[rows] for b in box_out), tid, length,
-                                                     side)
-            cells = relabel_first_appearance(np.concatenate([cells_in, cells_out], axis=1))
-            pick = for_in[chosen]
-            key = np.concatenate([shape_in[pick], cells[pick, :length]], axis=1)
-            best_in[chosen[pick]] = lex_min(best_in[chosen[pick]], key)
-            pick = for_pair[chosen]
-            key = np.concatenate([shape_in[pick], shape_out[pick], cells[pick]], axis=1)
-            best_pair[chosen[pick]] = lex_min(best_pair[chosen[pick]], key)
-        form_in[at] = _digest_key(best_in, 2)
-        form_pair[at] = _digest_key(best_pair, 4)
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        at, tid = rows[begin:end], tids[begin:end]
+        length = int(lengths[at[0]])
+        cells = relabel_first_appearance(np.concatenate(
+            [read_transformed(values_in, box_in, at, tid, length, side),
+             read_transformed(values_out, box_out, at, tid, length, side)], axis=1))
+        shape_in = transformed_shapes(box_in, at, tid)
+        pick = contend_in[at, tid]
+        where, best = _least_per_example(at[pick], np.concatenate([shape_in[pick], cells[pick, :length]], axis=1))
+        form_in[where] = _digest_key(best, 2)
+        pick = contend_pair[at, tid]
+        key = np.concatenate([shape_in[pick], transformed_shapes(box_out, at[pick], tid[pick]), cells[pick]], axis=1)
+        where, best = _least_per_example(at[pick], key)
+        form_pair[where] = _digest_key(best, 4)
     return form_in, form_pair
 
 
-def _transformed_shape(box: tuple[np.ndarray, ...], tid: int) -> np.ndarray:
-    _, _, h, w = box
-    return np.stack([h, w] if tid in (0, 2, 4, 5) else [w, h], axis=1).astype(np.uint8)
-
-
-def _least(keys: list[np.ndarray]) -> np.ndarray:
+def _least(keys: np.ndarray) -> np.ndarray:
+    """[n, k, L] → [n, L]: per example the least of its k keys."""
     least = None
-    for key in keys:
-        least = lex_min(least, key)
+    for k in range(keys.shape[1]):
+        least = lex_min(least, keys[:, k])
     return least
+
+
+def _least_per_example(examples: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Examples in sorted order, some repeated, and a key for each: (each example once, its least key)."""
+    first = np.concatenate([[True], examples[1:] != examples[:-1]])
+    group = np.cumsum(first) - 1
+    best = keys[first]
+    rank = np.arange(len(examples)) - np.flatnonzero(first)[group]
+    for r in range(1, int(rank.max(initial=0)) + 1):  # the r-th contender of every example that has one
+        later = rank == r
+        best[group[later]] = lex_min(best[group[later]], keys[later])
+    return examples[first], best
 
 
 def _digest_key(key: np.ndarray, header: int) -> np.ndarray:

@@ -349,3 +349,22 @@ def test_against_a_dataset_of_another_family_is_refused_unless_the_family_is_for
     with pytest.raises(InputError, match=r"/m: holds maze data but .*/s holds sudoku data"):
         audit_overlap(data, against=other)
     assert audit_overlap(data, against=other, family="exact").exact_in_train.input.count == 0
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+@pytest.mark.parametrize("family", ["arc", "sudoku"])
+def test_two_worker_processes_give_the_same_report_as_one(tmp_path, monkeypatch, family):
+    from hrm.audits import overlap
+    from jobs.bench_overlap import write_planted_arc, write_planted_sudoku
+
+    monkeypatch.setattr(overlap, "CHUNK_TOKENS", 256 * (900 if family == "arc" else 81))  # 256 examples a chunk
+    maker = write_planted_arc if family == "arc" else write_planted_sudoku
+    maker(tmp_path / "d", 1100, 30, seed=5)  # 5 chunks a split: 10 in all, room for two workers
+    alone = audit_overlap(str(tmp_path / "d"), workers=1)
+    shared = audit_overlap(str(tmp_path / "d"), workers=2)
+    assert (alone.workers, shared.workers) == (1, 2) and shared.worker_peak_rss_bytes > 0
+    assert alone.augmented_in_train.input_label.count == 30
+    drop = {"seconds", "workers", "worker_peak_rss_bytes"}
+    assert shared.model_dump(exclude=drop) == alone.model_dump(exclude=drop)
