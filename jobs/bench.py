@@ -45,6 +45,7 @@ from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
 from jobs.bench_cluster import configure_cluster, run_cluster
 from jobs.bench_faults import configure_faults, run_faults
+from jobs.bench_gpu import configure_gpu, run_gpu
 from jobs.bench_models import CONFIGS, model_fields
 from jobs.bench_overlap import configure_overlap, run_overlap
 from jobs.bench_preflight import configure_preflight, run_preflight
@@ -414,6 +415,9 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                 "copies): seconds, peak RSS, planted found and nothing else", configure_overlap, run_overlap),
     "threads": ("hrm-eval evaluate's CPU thread layouts, idle and beside busy neighbours: which stays fast on a "
                 "shared machine", configure_threads, run_threads),
+    "gpu": ("the CUDA path in one invocation of at most --budget-s: conformance in float32 and bfloat16, the "
+            "paper-size HRM and TRM (examples/s, TFLOP/s, MFU, peak memory), two actors sharing one GPU",
+            configure_gpu, run_gpu),
 }
 
 

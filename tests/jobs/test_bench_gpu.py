@@ -1,0 +1,102 @@
+"""`python -m jobs.bench gpu` on a machine without CUDA: the clean refusal, the plan its
+--dry-run lists, and the budget that decides which cells run (the measurements themselves
+need a GPU)."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from jobs.bench import main
+from jobs.bench_gpu import SHARES, Budget
+
+
+def test_without_cuda_the_gpu_bench_says_so_in_one_line_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # where the default results/bench/ would go
+    out = tmp_path / "gpu.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["gpu", "--json", str(out)])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("python -m jobs.bench gpu: CUDA is not available (torch ")
+    assert torch.__version__ in line and (torch.version.cuda or "built without CUDA") in line
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def fake_vectors(root, names):
+    """A conformance directory laid out as the reference vectors are (the dry run reads only names)."""
+    for vector, checkpoint in names:
+        (root / vector / "expected").mkdir(parents=True, exist_ok=True)
+        (root / vector / "expected" / f"{checkpoint}.npz").write_bytes(b"")
+    return root
+
+
+def dry_run(tmp_path, *flags):
+    out = tmp_path / "plan.json"
+    assert main(["gpu", "--dry-run", "--json", str(out), *flags]) == 0
+    return json.loads(out.read_text())
+
+
+def test_the_dry_run_lists_every_model_cell_each_conformance_vector_in_both_dtypes_and_the_two_runs(tmp_path):
+    conformance = fake_vectors(tmp_path / "vectors", [("hrm-sudoku", "small-fp32"), ("trm-arc", "trm-fp32")])
+    report = dry_run(tmp_path, "--conformance", str(conformance))
+    by_section = {name: [c for c in report["plan"] if c["section"] == name] for name in SHARES}
+    models = [(c["config"], c["batch_size"], c["dtype"], c["compile"], c["protocol"]) for c in by_section["models"]]
+    assert sorted(models) == sorted(itertools.product(["paper", "trm"], [256, 768, 2048], ["bfloat16", "float32"],
+                                                      [False, True], ["fixed", "adaptive"]))
+    assert len(models) == 2 * 3 * 2 * 2 * 2
+    assert sorted((c["vector"], c["checkpoint"], c["dtype"]) for c in by_section["conformance"]) == [
+        ("hrm-sudoku", "small-fp32", "bfloat16"), ("hrm-sudoku", "small-fp32", "float32"),
+        ("trm-arc", "trm-fp32", "bfloat16"), ("trm-arc", "trm-fp32", "float32")]
+    assert [(c["actors"], c["gpus_per_actor"]) for c in by_section["actors"]] == [(1, 1.0), (2, 0.5)]
+    assert by_section["matmul"] == []  # measured whole, not in cells
+    assert len(report["plan"]) == 48 + 4 + 2
+
+
+def test_the_dry_run_shares_the_budget_between_the_sections_and_puts_the_hrm_in_bfloat16_first(tmp_path):
+    report = dry_run(tmp_path, "--budget-s", "200", "--conformance", str(tmp_path / "none"))
+    assert list(report["shares_s"]) == ["matmul", "conformance", "actors", "models"]
+    assert sum(report["shares_s"].values()) == pytest.approx(200)
+    assert not any(c["section"] == "conformance" for c in report["plan"])  # no vectors there: nothing planned,
+    assert report["missing"] == [f"no reference vectors (<vector>/expected/<checkpoint>.npz) under {tmp_path / 'none'}: "
+                                 "give --conformance DIR"]  # and said so
+    models = [c for c in report["plan"] if c["section"] == "models"]
+    assert {(c["config"], c["dtype"]) for c in models[:12]} == {("paper", "bfloat16")}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_a_cell_is_refused_once_the_time_it_took_before_exceeds_what_its_section_has_left():
+    clock = Clock()
+    budget = Budget(100.0, now=clock)
+    budget.start("matmul")
+    clock.t += 2
+    budget.start("conformance")  # its deadline: the matmul and conformance shares from the start
+    assert budget.left_s() == pytest.approx(100 * (SHARES["matmul"] + SHARES["conformance"]) - 2)
+    assert budget.refusal(None, "the last cell") is None  # nothing measured yet: it may start
+    assert budget.refusal(1.0, "the last cell") is None
+    refused = budget.refusal(50.0, "the last conformance cell")
+    assert refused.startswith(f"{budget.left_s():.1f} s left of the conformance section's share of --budget-s")
+    assert refused.endswith("the last conformance cell took 50.0 s in this run")
+    clock.t = 1000.0 + 100 * (SHARES["matmul"] + SHARES["conformance"])
+    assert budget.refusal(None, "the last cell") == "the conformance section's share of --budget-s is spent"
+
+
+def test_time_a_section_leaves_unused_passes_to_the_next():
+    clock = Clock()
+    budget = Budget(100.0, now=clock)
+    for section in ("matmul", "conformance", "actors"):
+        budget.start(section)
+    budget.start("models")  # the sections before took no time
+    assert budget.left_s() == pytest.approx(100.0)
+    assert budget.used == {"matmul": 0.0, "conformance": 0.0, "actors": 0.0}
