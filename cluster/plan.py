@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from hrm import storage
@@ -35,7 +36,7 @@ from hrm.checkpoint.discovery import resolve_checkpoint, step_files, step_number
 from hrm.checkpoint.loading import CONFIG_FILE, ArchSpec, check_fits, read_arch_spec, read_checkpoint_header
 from hrm.data.dataset import Dataset
 from hrm.data.reader import open_dataset
-from hrm.data.schema import DatasetMetadata, Shard
+from hrm.data.schema import DatasetMetadata, ExampleBatch, Shard
 from hrm.errors import InputError
 from hrm.eval.metrics import STATS_FORMAT
 from hrm.puzzles.grids import GridTransform, board_side
@@ -81,14 +82,70 @@ class TTACopy(BaseModel):
         return tta_transform(self.family, self.side, self.index, self.seed)
 
 
+class Sample(BaseModel):
+    """A seeded sample of each set in place of its first `limit` examples (dataset.sample_seed).
+    A sampled unit's shard ranges over positions in its set's sample, not over the set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seed: int
+    limit: int
+
+    def rows(self, total: int) -> np.ndarray:
+        """The examples sampled from a set of `total`: min(limit, total) positions drawn without
+        replacement by numpy's default_rng(seed), in dataset order."""
+        return np.sort(np.random.default_rng(self.seed).choice(total, size=min(self.limit, total), replace=False))
+
+    @classmethod
+    def of(cls, limit: int | None, seed: int | None) -> Sample | None:
+        return None if seed is None or limit is None else cls(seed=seed, limit=limit)
+
+
+SAMPLE_READ_TOKENS = 1 << 22  # a sampled shard is read in windows of at most this many tokens of its set
+
+
+def read_examples(dataset: Dataset, shard: Shard, sample: Sample | None = None) -> ExampleBatch:
+    """The examples of a shard: its range of the set, or (sampled) the sampled examples at its
+    range of positions, read window by window so that only the parts holding them are read
+    and no more than one window is in memory besides what is kept."""
+    if sample is None:
+        return dataset.examples(shard.split, shard.set, shard.start, shard.stop)
+    rows = sample.rows(dataset.num_examples(shard.split, shard.set))[shard.start:shard.stop]
+    span = max(1, SAMPLE_READ_TOKENS // max(1, dataset.metadata(shard.split).seq_len))
+    parts = []
+    at = 0
+    while at < len(rows):
+        end = int(np.searchsorted(rows, rows[at] + span))  # the rows within one window from rows[at]
+        window = dataset.examples(shard.split, shard.set, int(rows[at]), int(rows[end - 1]) + 1)
+        parts.append(take_examples(window, rows[at:end] - rows[at]))
+        at = end
+    if not parts:
+        return dataset.examples(shard.split, shard.set, 0, 0)
+    return parts[0] if len(parts) == 1 else concat_examples(parts)
+
+
+def take_examples(batch: ExampleBatch, rows: np.ndarray) -> ExampleBatch:
+    """The examples of `batch` at `rows` (every per-example array and column taken alike)."""
+    return replace(batch, **{name: value[rows] for name, value in vars(batch).items() if isinstance(value, np.ndarray)},
+                   columns={name: column[rows] for name, column in batch.columns.items()})
+
+
+def concat_examples(batches: list[ExampleBatch]) -> ExampleBatch:
+    first = batches[0]
+    return replace(first, **{name: np.concatenate([vars(b)[name] for b in batches])
+                             for name, value in vars(first).items() if isinstance(value, np.ndarray)},
+                   columns={name: np.concatenate([b.columns[name] for b in batches]) for name in first.columns})
+
+
 class Unit(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
     checkpoint: str  # CheckpointRef.name
-    shard: Shard
+    shard: Shard  # sampled: a range of positions in its set's sample (`read_examples`)
     tta: TTACopy | None = None  # None: the plain data
     ablation: str | None = None  # hrm.eval.ablation.ABLATIONS: the puzzle identifiers ablated
+    sample: Sample | None = None  # dataset.sample_seed: the seeded sample its shard ranges over
 
     @property
     def examples(self) -> int:
@@ -153,7 +210,8 @@ def prepare(config: RunConfig) -> PreparedRun:
         shards=shards,
         checkpoints=checkpoints,
         units=plan_units(checkpoints, shards, dataset_hash, config.eval_identity(), tta_copies,
-                         config.output.log_samples, config.ablations),
+                         config.output.log_samples, config.ablations,
+                         Sample.of(config.dataset.limit, config.dataset.sample_seed)),
         tta_copies=tta_copies,
         started_at=started,
         preflight_s=time.perf_counter() - clock,
@@ -382,7 +440,8 @@ def tta_copies(tta: TTAConfig, meta: DatasetMetadata) -> list[TTACopy]:
 def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, batch_size: int,
                 limit: int | None = None) -> list[Shard]:
     """Consecutive example ranges per set, each a whole number of batches (but the last), over
-    the first `limit` examples of each set when given."""
+    the first `limit` examples of each set when given (a sampled run: over the positions of
+    its `limit` sampled examples, the same ranges)."""
     size = math.ceil(shard_size / batch_size) * batch_size
     shards = []
     for set_name in sets:
@@ -394,7 +453,7 @@ def plan_shards(dataset: Dataset, split: str, sets: list[str], shard_size: int, 
 
 def unit_id(
     checkpoint: CheckpointRef, dataset_hash: str, eval_identity: dict[str, Any], shard: Shard, tta: TTACopy | None = None,
-    samples: bool = False, ablation: str | None = None,
+    samples: bool = False, ablation: str | None = None, sample: Sample | None = None,
 ) -> str:
     key: dict[str, Any] = {
         # The name as well as the version: two files of equal size and modification time (or
@@ -411,6 +470,9 @@ def unit_id(
         key["tta"] = {**tta.model_dump(), "transform": repr(tta.transform())}
     if ablation is not None:
         key["ablation"] = ablation
+    if sample is not None:
+        # The shard is a range of the sample's positions: another seed or size is other examples.
+        key["sample"] = sample.model_dump()
     if samples:
         # Predictions stored with their inputs and labels (output.log_samples) are other files:
         # switching it must not resume parts without them. Units without keep their ids.
@@ -421,15 +483,16 @@ def unit_id(
 def plan_units(
     checkpoints: list[CheckpointRef], shards: list[Shard], dataset_hash: str, eval_identity: dict[str, Any],
     tta_copies: list[TTACopy] | None = None, samples: bool = False, ablations: list[str] | None = None,
+    sample: Sample | None = None,
 ) -> list[Unit]:
     """Checkpoint-major order (the plain data, then each test-time-augmentation copy, then each
     puzzle-identifier ablation): the driver then naturally finishes one checkpoint before the next."""
     units = []
     for ref in checkpoints:
-        units += [Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy, samples), checkpoint=ref.name,
-                       shard=shard, tta=copy)
+        units += [Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, copy, samples, sample=sample),
+                       checkpoint=ref.name, shard=shard, tta=copy, sample=sample)
                   for copy in [None, *(tta_copies or [])] for shard in shards]
-        units += [Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, None, samples, ablation),
-                       checkpoint=ref.name, shard=shard, ablation=ablation)
+        units += [Unit(id=unit_id(ref, dataset_hash, eval_identity, shard, None, samples, ablation, sample),
+                       checkpoint=ref.name, shard=shard, ablation=ablation, sample=sample)
                   for ablation in ablations or [] for shard in shards]
     return units

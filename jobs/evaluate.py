@@ -32,8 +32,16 @@ from hrm.eval.shard import build_engine, evaluate_examples
 from hrm.puzzles.tokenizers import text_tokenizer
 from hrm.secrets import redact_document
 
-from cluster.config import CheckpointSource, ClusterConfig, DatasetConfig, EvalConfig, OutputConfig, RunConfig
-from cluster.plan import source_checkpoints
+from cluster.config import (
+    CheckpointSource,
+    ClusterConfig,
+    DatasetConfig,
+    EvalConfig,
+    OutputConfig,
+    RunConfig,
+    limited_to,
+)
+from cluster.plan import Sample, read_examples, source_checkpoints
 from cluster.progress import METRIC_COLUMNS, Meter, metric_cells, print_metrics_table
 from cluster.results.layout import PREDICTIONS, prediction_key
 from cluster.results.metrics import CheckpointMetrics, EvaluateJob, MetricsDocument, write_metrics
@@ -63,6 +71,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="only the first N examples of each set: a quick, partial look (metrics.json records "
                              "it as \"limit\", and the summary says so)")
+    parser.add_argument("--sample-seed", type=int, metavar="S",
+                        help="with --limit N: N examples of each set drawn without replacement by numpy's "
+                             "default_rng(S), kept in dataset order, instead of the first N (metrics.json records "
+                             "it as \"sample_seed\")")
     parser.add_argument(
         "--config",
         metavar="YAML",
@@ -127,6 +139,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--set overrides a run config: it goes with --config RUN.yaml and no --checkpoint")
     if args.data is None:
         raise InputError("--data is required with --checkpoint")
+    if args.sample_seed is not None and (args.limit is None or args.sample_seed < 0):
+        raise InputError(f"--sample-seed: {args.sample_seed} " + (
+            "is negative (a seed is an integer >= 0)" if args.sample_seed < 0 else
+            "without --limit N: a seeded sample draws N examples of each set; give --limit too"))
+    if args.sample_seed is not None:  # until metrics.json can record it (cluster.config: DatasetConfig)
+        raise InputError("--sample-seed: a seeded sample cannot be evaluated by this version yet (metrics.json "
+                         "would not record it); use --limit N alone, the first N examples of each set")
     check_device(args.device)
     args.streams = args.streams or default_streams(args.device, args.threads)
     if args.threads:
@@ -184,8 +203,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     # One part per set, where a run whose shards span whole sets would put it: reading
     # predictions/ gives a checkpoint column here as in a run, and the part readers work on both.
     sizes = {name: dataset.num_examples(args.split, name) for name in sets}
-    if args.limit is not None:  # the first N of each set, as a run with dataset.limit plans them
+    if args.limit is not None:  # the first N of each set (or N sampled), as a run with dataset.limit plans them
         sizes = {name: min(size, args.limit) for name, size in sizes.items()}
+    sample = Sample.of(args.limit, args.sample_seed)
     parts = {name: prediction_key(ref.name, Shard(args.split, name, 0, sizes[name])) for name in sets}
     check_output_holds_no_other_predictions(output, set(parts.values()))
     load_seconds = time.perf_counter() - started
@@ -199,7 +219,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         so memory stays bounded on huge sets and a failure publishes no part of the set."""
         total = sizes[set_name]
         for start in range(0, total, CHUNK_EXAMPLES):
-            batch = dataset.examples(args.split, set_name, start, min(total, start + CHUNK_EXAMPLES))
+            batch = read_examples(dataset, Shard(args.split, set_name, start, min(total, start + CHUNK_EXAMPLES)), sample)
             given = ablate_identifiers(batch.puzzle_identifiers, args.puzzle_ids, meta.num_puzzle_identifiers,
                                        meta.blank_identifier_id)
             done = evaluate_examples(engine, batch, protocol=args.protocol, steps=args.steps,
@@ -253,7 +273,8 @@ def as_run_config(args: argparse.Namespace) -> RunConfig:
     checkpoint's name are then exactly those a run gives. Call after the flags are checked."""
     return RunConfig(
         checkpoints=[CheckpointSource(path=args.checkpoint, config=args.config)],
-        dataset=DatasetConfig(uri=args.data, split=args.split, sets=args.sets or None, limit=args.limit),
+        dataset=DatasetConfig(uri=args.data, split=args.split, sets=args.sets or None, limit=args.limit,
+                              sample_seed=args.sample_seed),
         eval=EvalConfig(protocol=args.protocol, steps=args.steps, min_steps=args.min_steps,
                         batch_size=args.batch_size, dtype=args.dtype, device=args.device, compile=args.compile),
         # a run's actors get a GPU only when the cluster section gives them one
@@ -277,7 +298,8 @@ def print_summary(document: dict[str, Any]) -> None:
     ((name, entry),) = document["checkpoints"].items()
     job = document["job"]
     rows = [[set_name, *metric_cells(m)] for set_name, m in entry["metrics"]["sets"].items()]
-    limited = f", LIMITED to the first {document['limit']} examples of each set" if document.get("limit") else ""
+    look = limited_to(document.get("limit"), document.get("sample_seed"))
+    limited = f", LIMITED to {look}" if look else ""
     if job["puzzle_ids"] != "as-is":
         limited += f", puzzle identifiers {job['puzzle_ids'].upper()}"
     print_metrics_table(f"{name} on {document['dataset']} [{document['split']}], "

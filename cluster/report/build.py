@@ -22,6 +22,7 @@ from dataclasses import replace
 from hrm import storage
 from hrm.secrets import redact
 
+from cluster.config import limited_to
 from cluster.report.accuracy import comparison, leaderboard, sets_and_tiers
 from cluster.report.audits import audits
 from cluster.report.document import (
@@ -124,11 +125,12 @@ def banner(r: RunResults) -> Banner | None:
     failed run whose figures are complete says which checkpoints failed."""
     p, m = r.partial, r.manifest
     if p is None:
-        limit = m.config.dataset.limit
+        dataset = m.config.dataset
+        look = limited_to(dataset.limit, dataset.sample_seed)
         if m.status == "completed":
-            return None if limit is None else Banner(
-                "LIMITED", f"only the first {limit} examples of each set were evaluated (dataset.limit): a quick "
-                           "look, not the split's figures.")
+            fields = "dataset.limit" if dataset.sample_seed is None else "dataset.limit, dataset.sample_seed"
+            return None if look is None else Banner(
+                "LIMITED", f"only {look} were evaluated ({fields}): a quick look, not the split's figures.")
         return Banner("FAILED", f"{failure(m)}. The figures of the {len(r.names)} checkpoint(s) shown are "
                                 "complete: each was evaluated on every planned unit.")
     units = sum(p.units.values())

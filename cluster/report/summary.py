@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from cluster.config import limited_to
 from cluster.report.document import UNDEFINED, Block, Code, Table
 from cluster.report.format import COLLAPSE_ROWS, count, mib, num, seconds
 from cluster.report.results import RunResults
@@ -42,7 +43,7 @@ def run_summary(r: RunResults) -> list[Block]:
         ["git sha", m.git_sha or "not a git checkout"],
         ["versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())],
         ["dataset", f"{m.dataset['uri']} [{m.dataset['split']}]"
-                    + (f", first {cfg.dataset.limit} examples of each set" if cfg.dataset.limit else "")],
+                    + (f", {look}" if (look := limited_to(cfg.dataset.limit, cfg.dataset.sample_seed)) else "")],
         ["dataset sets", ", ".join(m.dataset["sets"])],
         ["dataset examples", count(m.dataset["examples"])],
         ["puzzles", count(r.puzzles)],

@@ -165,6 +165,14 @@ def test_the_quickstart_config_is_valid():
     ({"ensembles": [{"name": "../../escape", "top_k": 1}]},
      "ensembles.0.name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"),
     ({"dataset": {"uri": "data/sudoku", "limit": 0}}, "dataset.limit: Input should be greater than or equal to 1"),
+    ({"dataset": {"uri": "data/sudoku", "sample_seed": 3}},
+     "dataset: sample_seed 3 without limit: a seeded sample draws `limit` examples of each set; give dataset.limit "
+     "too"),
+    ({"dataset": {"uri": "data/sudoku", "limit": 5, "sample_seed": -1}},
+     "dataset.sample_seed: Input should be greater than or equal to 0"),
+    ({"dataset": {"uri": "data/sudoku", "limit": 5, "sample_seed": 3}},
+     "dataset: sample_seed: a seeded sample cannot be evaluated by this version yet (its outputs would not record "
+     "it); use limit alone, the first N examples of each set"),
     ({"dataset": {"uri": "data/arc", "limit": 100}, "voting": {"enabled": True}},
      "(top level): voting.enabled with dataset.limit: ARC voting needs every augmented version of each test "
      "puzzle, which the first N examples do not hold"),
@@ -172,7 +180,8 @@ def test_the_quickstart_config_is_valid():
      "(top level): ablations: ['blank_puzzle_ids', 'blank_puzzle_ids'] names one ablation twice"),
     ({"ablations": ["no_inputs"]}, "ablations.0: Input should be 'blank_puzzle_ids' or 'shuffled_puzzle_ids'"),
 ], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type",
-        "pass@0", "no pass_k", "ensemble name with a path", "limit 0", "voting on a limited split", "ablation twice",
+        "pass@0", "no pass_k", "ensemble name with a path", "limit 0", "sample seed without a limit",
+        "negative sample seed", "sample seed not evaluable yet", "voting on a limited split", "ablation twice",
         "unknown ablation"])
 def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
     path = write(tmp_path, {**MINIMAL, **section})

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hrm import storage
@@ -8,8 +9,18 @@ from hrm.data.reader import open_dataset
 from hrm.data.schema import Shard
 from hrm.errors import InputError
 
+from cluster import plan
 from cluster.config import CheckpointSource
-from cluster.plan import CheckpointRef, plan_shards, plan_units, preflight, source_checkpoints, unit_id
+from cluster.plan import (
+    CheckpointRef,
+    Sample,
+    plan_shards,
+    plan_units,
+    preflight,
+    read_examples,
+    source_checkpoints,
+    unit_id,
+)
 
 from tests.cluster_factories import NUM_IDS, SEQ_LEN, VOCAB, make_dataset, run_config
 from tests.factories import make_checkpoint
@@ -193,3 +204,44 @@ def test_a_limit_plans_the_first_n_examples_of_each_set_only(tmp_path):
     dataset = open_dataset(make_dataset(tmp_path / "data", {"easy": 40, "hard": 7}))
     shards = plan_shards(dataset, "test", ["easy", "hard"], shard_size=8, batch_size=8, limit=12)
     assert shards == [Shard("test", "easy", 0, 8), Shard("test", "easy", 8, 12), Shard("test", "hard", 0, 7)]
+
+
+def test_a_seeded_sample_is_n_distinct_examples_in_dataset_order_the_same_for_a_seed_and_another_for_another():
+    rows = Sample(seed=3, limit=50).rows(1000)
+    assert len(set(rows.tolist())) == 50 and (np.diff(rows) > 0).all() and rows.max() < 1000
+    assert rows.tolist() == Sample(seed=3, limit=50).rows(1000).tolist()
+    assert rows.tolist() != Sample(seed=4, limit=50).rows(1000).tolist()
+    assert rows.tolist() != list(range(50))  # not the first N
+    assert Sample(seed=3, limit=50).rows(7).tolist() == list(range(7))  # a set smaller than N: all of it
+
+
+def test_a_sampled_shard_reads_exactly_its_sampled_examples_window_by_window(tmp_path, monkeypatch):
+    dataset = open_dataset(make_dataset(tmp_path / "data", {"all": 300}))
+    monkeypatch.setattr(plan, "SAMPLE_READ_TOKENS", 40 * SEQ_LEN)  # windows of 40 examples
+    ranges = []
+    examples = dataset.examples
+    monkeypatch.setattr(dataset, "examples", lambda *a: ranges.append(a[2:]) or examples(*a))
+    sample = Sample(seed=1, limit=60)
+    batch = read_examples(dataset, Shard("test", "all", 10, 50), sample)
+    expected = sample.rows(300)[10:50]
+    assert batch.example_id.tolist() == expected.tolist()
+    whole = examples("test", "all", 0, 300)
+    assert (batch.inputs == whole.inputs[expected]).all() and (batch.labels == whole.labels[expected]).all()
+    assert len(ranges) > 1 and all(stop - start <= 40 for start, stop in ranges)
+    assert sum(stop - start for start, stop in ranges) < 300 - 100  # not the set, nor most of it
+
+
+def test_a_sample_plans_the_limits_positions_and_another_seed_or_size_makes_other_units(tmp_path):
+    dataset = open_dataset(make_dataset(tmp_path / "data", {"all": 40}))
+    ref = CheckpointRef(name="run-step_1", uri="run/step_1", config_uri="run/all_config.yaml", step=1)
+    shards = plan_shards(dataset, "test", ["all"], shard_size=8, batch_size=8, limit=12)
+
+    def units(sample):
+        return plan_units([ref], shards, "hash", {"protocol": "fixed"}, sample=sample)
+
+    first, sampled = units(None), units(Sample(seed=1, limit=12))
+    assert [u.shard for u in sampled] == shards and sum(u.examples for u in sampled) == 12
+    assert all(u.sample == Sample(seed=1, limit=12) for u in sampled) and all(u.sample is None for u in first)
+    ids = [{u.id for u in units(sample)} for sample in (None, Sample(seed=1, limit=12), Sample(seed=2, limit=12),
+                                                          Sample(seed=1, limit=13))]
+    assert all(not a & b for i, a in enumerate(ids) for b in ids[i + 1:])  # no unit shared by two of them

@@ -214,3 +214,19 @@ def test_a_text_datasets_predictions_are_stored_decoded_by_its_own_tokenizer(tmp
 def test_on_a_cpu_evaluate_runs_one_stream_per_core_unless_told_otherwise(inputs, capsys, flags, streams):
     assert main(evaluate_args(inputs, "--device", "cpu", "--json", *flags)) == 0
     assert json.loads(capsys.readouterr().out)["job"]["streams"] == streams
+
+
+def test_a_sample_seed_is_refused_until_metrics_json_can_record_it(inputs, capsys):
+    assert main(evaluate_args(inputs, "--limit", "5", "--sample-seed", "3")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "hrm-eval evaluate: error: --sample-seed: a seeded sample cannot be evaluated by this version yet "
+        "(metrics.json would not record it); use --limit N alone, the first N examples of each set"]
+    assert not (inputs[2] / "metrics.json").exists()
+
+
+def test_a_sample_seed_without_a_limit_is_one_error_line_and_exit_2(inputs, capsys):
+    assert main(evaluate_args(inputs, "--sample-seed", "3")) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "hrm-eval evaluate: error: --sample-seed: 3 without --limit N: a seeded sample draws N examples of each set; "
+        "give --limit too"]
+    assert not (inputs[2] / "metrics.json").exists()
