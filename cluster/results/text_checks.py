@@ -53,8 +53,11 @@ def check_part(run: str, checkpoint: str, part: str, dataset_uri: str) -> int:
         completions = [Completion(task_id=row["task_id"], completion=row["decoded"], source=checkpoint)
                        for row in named]
         results = checker.check_all(completions, workers=len(os.sched_getaffinity(0)))
-    table = pa.Table.from_pylist([{"set": row["set"], "example_id": row["example_id"], **result}
-                                  for row, result in zip(named, results)])
+    checked = [{"set": row["set"], "example_id": row["example_id"], **result} for row, result in zip(named, results)]
+    # Results of different kinds have different fields (python's syntax_valid, tool_chain's
+    # tool_chain_valid): pa.array infers one struct type from every row, where
+    # Table.from_pylist would keep only the first row's fields and drop the other kinds'.
+    table = pa.Table.from_struct_array(pa.array(checked)) if checked else pa.table({})
     storage.write_parquet_atomic(checks_uri(run, checkpoint, part), [table])
     return len(results)
 
