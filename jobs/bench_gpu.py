@@ -70,6 +70,7 @@ REFERENCE_IGNORE = -100
 NEAR_TIE = 1e-4  # a reference top-2 margin below this: rounding may pick either token
 BF16_AGREEMENT = 0.995  # issue 19's acceptance for bfloat16 token agreement
 DEVICE = "cuda"  # one name for the device every section runs on
+SECTIONS = ("conformance", "actors", "models")  # the ones that may be left out
 
 
 def configure_gpu(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,8 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
                              "skipped and listed (default: 480)")
     parser.add_argument("--conformance", type=Path, default=CONFORMANCE,
                         help=f"the reference vectors' directory (default: {CONFORMANCE})")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="the sections to run (default: all; the matmul rates are always measured)")
     parser.add_argument("--models", nargs="+", choices=("paper", "trm"), default=["paper", "trm"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 768, 2048])
     parser.add_argument("--dtypes", nargs="+", choices=("bfloat16", "float32"), default=["bfloat16", "float32"])
@@ -98,9 +101,9 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
 def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_cells(args)
     if args.dry_run:
+        vectors = "conformance" not in args.sections or any(c["section"] == "conformance" for c in plan)
         report = {"benchmark": "gpu", "command": args.command, "dry_run": True, "budget_s": args.budget_s,
-                  "shares_s": shares_s(args.budget_s), "plan": plan,
-                  "missing": [] if any(c["section"] == "conformance" for c in plan) else [no_vectors(args)]}
+                  "shares_s": shares_s(args.budget_s), "plan": plan, "missing": [] if vectors else [no_vectors(args)]}
         print_plan(report)
         return report
     if not torch.cuda.is_available():
@@ -122,14 +125,17 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     report["matmul"] = {dtype: bench.square_matmul_rate(sizes, getattr(torch, dtype), torch.device(DEVICE), "before")
                         for dtype in ("bfloat16", "float32")}
     print_matmul(report["matmul"])
-    clock.start("conformance")
-    if not any(c["section"] == "conformance" for c in plan):
-        report["skipped"].append({"section": "conformance", "cell": "every vector", "reason": no_vectors(args)})
-    report["conformance"] = conformance_section([c for c in plan if c["section"] == "conformance"], clock, report)
-    clock.start("actors")
-    report["actors"] = actors_section(args, [c for c in plan if c["section"] == "actors"], clock, report)
-    clock.start("models")
-    report["models"] = models_section(args, [c for c in plan if c["section"] == "models"], clock, report)
+    if "conformance" in args.sections:
+        clock.start("conformance")
+        if not any(c["section"] == "conformance" for c in plan):
+            report["skipped"].append({"section": "conformance", "cell": "every vector", "reason": no_vectors(args)})
+        report["conformance"] = conformance_section([c for c in plan if c["section"] == "conformance"], clock, report)
+    if "actors" in args.sections:
+        clock.start("actors")
+        report["actors"] = actors_section(args, [c for c in plan if c["section"] == "actors"], clock, report)
+    if "models" in args.sections:
+        clock.start("models")
+        report["models"] = models_section(args, [c for c in plan if c["section"] == "models"], clock, report)
     clock.start("")  # the end
     report["sections_s"] = clock.used
     print(f"{len(report['skipped'])} cells skipped" + "".join(f"\n  {s['cell']}: {s['reason']}" for s in report["skipped"]))
@@ -141,15 +147,15 @@ def plan_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every cell in running order. Within models, the issue's headline comes first (the HRM in
     bfloat16), so a budget that runs short cuts the least wanted cells."""
     cells: list[dict[str, Any]] = []
-    for vector, checkpoint in conformance_vectors(args.conformance):
+    for vector, checkpoint in conformance_vectors(args.conformance) if "conformance" in args.sections else []:
         for dtype in ("float32", "bfloat16"):
             cells.append({"section": "conformance", "cell": f"{vector}/{checkpoint} {dtype}", "vector": vector,
                           "checkpoint": checkpoint, "dtype": dtype, "root": str(args.conformance)})
-    for actors in (1, 2):
+    for actors in (1, 2) if "actors" in args.sections else ():
         cells.append({"section": "actors", "cell": f"hrm-eval run, {actors} actor(s) on one GPU", "actors": actors,
                       "gpus_per_actor": 1 / actors})
-    for dtype, model, compiled, batch_size, protocol in itertools.product(
-            args.dtypes, args.models, args.compile, args.batch_sizes, args.protocols):
+    models = itertools.product(args.dtypes, args.models, args.compile, args.batch_sizes, args.protocols)
+    for dtype, model, compiled, batch_size, protocol in models if "models" in args.sections else ():
         cells.append({"section": "models", "cell": f"{model} {dtype} compile {compiled} batch {batch_size} {protocol}",
                       "config": model, "dtype": dtype, "compile": compiled == "on", "batch_size": batch_size,
                       "protocol": protocol})

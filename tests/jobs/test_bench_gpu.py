@@ -11,6 +11,8 @@ import torch
 from jobs.bench import main
 from jobs.bench_gpu import SHARES, Budget
 
+from tests.factories import CONFORMANCE
+
 
 def test_without_cuda_the_gpu_bench_says_so_in_one_line_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -100,3 +102,28 @@ def test_time_a_section_leaves_unused_passes_to_the_next():
     budget.start("models")  # the sections before took no time
     assert budget.left_s() == pytest.approx(100.0)
     assert budget.used == {"matmul": 0.0, "conformance": 0.0, "actors": 0.0}
+
+
+def test_sections_left_out_are_not_planned(tmp_path):
+    conformance = fake_vectors(tmp_path / "vectors", [("hrm-sudoku", "small-fp32")])
+    report = dry_run(tmp_path, "--sections", "models", "--models", "paper", "--batch-sizes", "768",
+                     "--conformance", str(conformance))
+    assert {c["section"] for c in report["plan"]} == {"models"}
+    assert len(report["plan"]) == 2 * 2 * 2  # dtypes × compile × protocols
+    assert report["missing"] == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_bench_measures_the_vectors_and_a_model_in_minutes(tmp_path):
+    out = tmp_path / "gpu.json"
+    assert main(["gpu", "--sections", "conformance", "models", "--models", "paper", "--batch-sizes", "8",
+                 "--dtypes", "bfloat16", "--compile", "off", "--repeats", "1", "--budget-s", "120",
+                 "--conformance", str(CONFORMANCE), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["matmul"]["bfloat16"]["best_flops_per_s"] > 0
+    cells = report["models"]["cells"]
+    assert [c["protocol"] for c in cells] == ["fixed", "adaptive"]
+    assert all(c["examples_per_s"] > 0 and 0 < c["mfu"] < 1 and c["peak_gpu_bytes"] > 0 for c in cells)
+    if CONFORMANCE.is_dir():
+        fp32 = [c for c in report["conformance"]["cells"] if c["dtype"] == "float32"]
+        assert fp32 and all("error" not in c and c["tokens"] > 0 for c in fp32)
