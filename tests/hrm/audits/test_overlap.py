@@ -357,6 +357,7 @@ def test_against_a_dataset_of_another_family_is_refused_unless_the_family_is_for
 @pytest.mark.parametrize("family", ["arc", "sudoku"])
 def test_two_worker_processes_give_the_same_report_as_one(tmp_path, monkeypatch, family):
     from hrm.audits import overlap
+
     from jobs.bench_overlap import write_planted_arc, write_planted_sudoku
 
     monkeypatch.setattr(overlap, "CHUNK_TOKENS", 256 * (900 if family == "arc" else 81))  # 256 examples a chunk
@@ -368,3 +369,24 @@ def test_two_worker_processes_give_the_same_report_as_one(tmp_path, monkeypatch,
     assert alone.augmented_in_train.input_label.count == 30
     drop = {"seconds", "workers", "worker_peak_rss_bytes"}
     assert shared.model_dump(exclude=drop) == alone.model_dump(exclude=drop)
+
+
+def test_arc_forms_of_grids_with_blank_borders_are_the_same_with_and_without_the_longer_prefix_round(monkeypatch):
+    rng = np.random.default_rng(9)
+    grids = []
+    for _ in range(60):  # a blank border ties the first cells of several transforms: the longer round prunes them
+        h, w = (int(v) for v in rng.integers(10, 31, size=2))
+        grid = np.zeros((h, w), np.uint8)
+        grid[3:h - 3, 3:w - 3] = np.where(rng.random((h - 6, w - 6)) < 0.4, 0, rng.integers(1, 10, size=(h - 6, w - 6)))
+        grids.append(grid)
+    inputs = np.stack([grid_to_tokens(g) for g in grids])
+    labels = np.stack([grid_to_tokens(g[::-1]) for g in grids])
+    read = canonical.read_transformed
+    full_keys = []  # rows of full keys read (past the longer prefix)
+    monkeypatch.setattr(canonical, "read_transformed", lambda values, box, rows, tids, length, side: (
+        full_keys.append(len(rows)) if length > 128 else None) or read(values, box, rows, tids, length, side))
+    pruned = arc_forms(inputs, labels, 30)
+    pruned_keys, full_keys[:] = sum(full_keys), []
+    monkeypatch.setattr(canonical, "REFINE_CELLS", ())
+    assert all((a == b).all() for a, b in zip(pruned, arc_forms(inputs, labels, 30)))
+    assert pruned_keys < sum(full_keys)
