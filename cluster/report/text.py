@@ -7,10 +7,12 @@ from hrm.data.parquet import ParquetDataset
 from hrm.data.reader import open_dataset
 from hrm.errors import InputError
 
-from cluster.report.document import Block, Table, Text
+from cluster.report.document import Block, Code, Table, Text
 from cluster.report.format import count, pct
 from cluster.report.results import RunResults
+from cluster.results.text_checks import first_of_each_status
 
+SHOWN_CHARS = 4_000  # of one example's completion: a runaway completion must not swamp the report
 RATE_NAMES = {"syntax_valid": "parses %", "compiles": "compiles %", "passes_tests": "passes tests %",
               "tool_chain_valid": "chain valid %", "execution_success": "executes %", "passed": "passed %"}
 
@@ -35,7 +37,27 @@ def text_checks(r: RunResults) -> list[Block]:
         Table(["checkpoint", "kind", "tier", "completions", *RATE_NAMES.values(), "pass@1 %"], rows,
               caption="Text checks per kind and tier"),
         Table(["checkpoint", "completions", "outcomes"], statuses, caption="Outcomes of the checks"),
+        *_examples(r),
     ]
+
+
+def _examples(r: RunResults) -> list[Block]:
+    """The best checkpoint's first completion of each outcome, decoded, as the checks saw it."""
+    best = r.best
+    summary = r.metrics["text"]["checkpoints"].get(best) if best else None
+    if not summary:
+        return []
+    blocks: list[Block] = [Text(f"Examples: the first completion of {best} (the leaderboard's best) with each outcome, "
+                                "in dataset order, decoded as the checks read it.")]
+    for example in first_of_each_status(r.run, best, summary["statuses"]):
+        where = f"{example['set']}/{example['example_id']}, task {example['task_id']} ({example['kind']}"
+        where += f", {example['tier']})" if example["tier"] else ")"
+        outcome = example["status"] + (f": {example['message'].splitlines()[0]}" if example["message"] else "")
+        text = example["completion"]
+        if len(text) > SHOWN_CHARS:
+            text = text[:SHOWN_CHARS] + f"\n… ({len(example['completion']) - SHOWN_CHARS:,} more characters)"
+        blocks.append(Code(f"{where}: {outcome}", text))
+    return blocks
 
 
 def _lossy(r: RunResults) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,26 @@ def check_run_texts(run: str, checkpoints: list[str], dataset_uri: str) -> dict[
             check_part(run, name, part, dataset_uri)
     return {"checked_parts": len(todo),
             "checkpoints": {name: summarise_checkpoint(run, name, parts[name]) for name in checkpoints}}
+
+
+def first_of_each_status(run: str, checkpoint: str, statuses: Iterable[str]) -> list[dict[str, Any]]:
+    """The report's examples: for each of `statuses`, the first checked example that ended with
+    it, in dataset order, with its decoded completion. Parts are read in order until every status
+    has its example, so a large run reads only as far as its rarest outcome."""
+    wanted, found = set(statuses), []
+    for part in prediction_parts(run, checkpoint):
+        picked = []
+        for row in storage.read_parquet(checks_uri(run, checkpoint, part)).to_pylist():
+            if row["status"] in wanted:
+                wanted.discard(row["status"])
+                picked.append(row)
+        if picked:
+            decoded = read_prediction_part(run, checkpoint, part, columns=["set", "example_id", "decoded"]).to_pylist()
+            completions = {(row["set"], row["example_id"]): row["decoded"] for row in decoded}
+            found += [{**row, "completion": completions[row["set"], row["example_id"]]} for row in picked]
+        if not wanted:
+            break
+    return found
 
 
 def summarise_checkpoint(run: str, checkpoint: str, parts: list[str]) -> dict[str, Any]:

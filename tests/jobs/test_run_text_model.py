@@ -5,7 +5,9 @@ failing with the designed status where it carried a broken program."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +113,22 @@ def test_the_trained_model_restates_its_prompts_so_each_check_ends_with_the_stat
     assert completions == str(len(text_run.statuses))
     assert dict(item.rsplit(" ", 1) for item in shown.split(", ")) == \
         {status: str(n) for status, n in Counter(text_run.statuses.values()).items()}
+
+
+def test_the_text_section_shows_the_best_checkpoints_first_completion_of_each_outcome_decoded_and_escaped(text_run):
+    first = {}
+    for table in iter_predictions(str(text_run.run), FINAL, columns=["set", "example_id", "task_id"]):
+        for row in table.to_pylist():
+            first.setdefault(text_run.statuses[row["task_id"]], row)
+    report = section((text_run.run / "report.md").read_text(), "Text checks")
+    summaries = re.findall(r"<details><summary>(.*?)</summary>\s*<pre><code>(.*?)</code></pre>", report, re.S)
+    shown = {summary.split(", task ")[0]: html.unescape(code) for summary, code in summaries}
+    assert len(summaries) == len(first)
+    for status, row in first.items():
+        key = f"{row['set']}/{row['example_id']}"
+        assert shown[key] == text_run.prompts[row["task_id"]]  # the decoded completion, as the model restated it
+        (summary,) = [s for s, _ in summaries if s.startswith(key + ",")]
+        assert f"task {row['task_id']} " in summary and f": {status}" in summary
 
 
 def test_the_report_has_a_model_card_of_measured_figures_with_the_pass_at_1_the_checks_found(text_run):
