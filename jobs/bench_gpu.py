@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import itertools
 import json
 import os
@@ -54,8 +55,6 @@ from hrm.eval.engine import CompileMode, Engine, cuda_build
 from hrm.eval.shard import build_engine
 from hrm.model.flops import flops_per_example_step
 from hrm.model.models import ModelConfig
-
-from jobs.bench_cluster import RAY_ENV, make_checkpoints, make_data
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference vectors (made by the reference code on CPU) live beside the checkout; the
@@ -298,6 +297,13 @@ def cpu_top2_margin(ckpt: Checkpoint, meta: DatasetMetadata, data: str, inputs: 
 def actors_section(args: argparse.Namespace, cells: list[dict[str, Any]], clock: Budget,
                    report: dict[str, Any]) -> dict[str, Any]:
     """The same small run with one actor holding the GPU, then two actors sharing it."""
+    section: dict[str, Any] = {"examples": args.actor_examples, "runs": [], "identical_metrics": None}
+    if importlib.util.find_spec("ray") is None:  # a GPU image without Ray can still run the other sections
+        for cell in cells:
+            skip(report, cell, "ray is not installed here, and hrm-eval run needs it")
+        return section
+    from jobs.bench_cluster import make_checkpoints, make_data  # they import Ray
+
     work = Path(tempfile.mkdtemp(prefix="hrm-bench-gpu-"))
     checkpoint = make_checkpoints(work / "ckpt", 1)[0]
     data = make_data(work / "data", args.actor_examples)
@@ -313,8 +319,8 @@ def actors_section(args: argparse.Namespace, cells: list[dict[str, Any]], clock:
                                          max(1.0, clock.left_s()))})
         last_s = time.perf_counter() - started
     finished = [r for r in runs if "metrics" in r]
-    section = {"workdir": str(work), "examples": args.actor_examples, "runs": runs,
-               "identical_metrics": (finished[0]["metrics"] == finished[1]["metrics"]) if len(finished) == 2 else None}
+    section.update(workdir=str(work), runs=runs,
+                   identical_metrics=(finished[0]["metrics"] == finished[1]["metrics"]) if len(finished) == 2 else None)
     print_actors(section)
     return section
 
@@ -322,6 +328,8 @@ def actors_section(args: argparse.Namespace, cells: list[dict[str, Any]], clock:
 def actor_run(work: Path, checkpoint: Path, data: str, actors: int, gpus_per_actor: float,
               timeout_s: float) -> dict[str, Any]:
     """One `hrm-eval run` in a process of its own, stopped at `timeout_s`."""
+    from jobs.bench_cluster import RAY_ENV
+
     run_id = f"actors-{actors}"
     config = work / f"{run_id}.yaml"
     config.write_text(yaml.safe_dump({

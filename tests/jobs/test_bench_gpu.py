@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from jobs.bench import main
+from jobs.bench import build_parser, main
 from jobs.bench_gpu import SHARES, Budget
 
 from tests.factories import CONFORMANCE
@@ -127,3 +127,19 @@ def test_on_a_gpu_the_bench_measures_the_vectors_and_a_model_in_minutes(tmp_path
     if CONFORMANCE.is_dir():
         fp32 = [c for c in report["conformance"]["cells"] if c["dtype"] == "float32"]
         assert fp32 and all("error" not in c and c["tokens"] > 0 for c in fp32)
+
+
+def test_without_ray_the_two_actor_runs_are_listed_as_skipped_naming_what_is_missing(monkeypatch):
+    import importlib.util
+
+    from jobs import bench_gpu
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    args = build_parser().parse_args(["gpu", "--sections", "actors"])
+    cells = bench_gpu.plan_cells(args)
+    report = {"skipped": []}
+    section = bench_gpu.actors_section(args, cells, Budget(100.0), report)
+    assert len(cells) == 2 and section["runs"] == [] and section["identical_metrics"] is None
+    assert [(s["cell"], s["reason"]) for s in report["skipped"]] == [
+        (cell["cell"], "ray is not installed here, and hrm-eval run needs it") for cell in cells]
