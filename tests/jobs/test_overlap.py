@@ -57,6 +57,17 @@ def test_overlap_of_a_missing_dataset_is_one_error_line_and_exit_2(tmp_path, cap
     assert err[-1].startswith("hrm-eval overlap: error: ") and "nothing" in err[-1]
 
 
+def test_overlap_workers_must_be_positive_and_a_small_dataset_is_keyed_in_the_calling_process(sudoku, capsys):
+    uri, _ = sudoku
+    with pytest.raises(SystemExit) as exit:
+        main(["overlap", uri, "--workers", "0"])
+    assert exit.value.code == 2
+    assert "argument --workers: 0 is not positive" in capsys.readouterr().err
+    assert main(["overlap", uri, "--workers", "8", "--json"]) == 0  # one chunk a side: no worker is worth starting
+    report = json.loads(capsys.readouterr().out)
+    assert (report["workers"], report["worker_peak_rss_bytes"]) == (1, 0)
+
+
 def test_the_overlap_bench_finds_every_planted_overlap_and_nothing_else_at_a_small_size(tmp_path):
     parser = argparse.ArgumentParser()
     configure_overlap(parser)
