@@ -185,10 +185,6 @@ class Chunk:
     seq_len: int
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
 @dataclass
 class Side:
     """One side of the audit: the splits of a dataset whose examples get keys."""
@@ -313,10 +309,13 @@ def _family_from_shapes(dataset: Dataset, split: str, seq_len: int, vocab: int) 
 def audit_overlap(dataset_uri: str, against: str | None = None, *, family: str = "auto",
                   workers: int | None = None) -> OverlapReport:
     """Test split of `dataset_uri` against its train split, or against every split of `against`;
-    the keys computed by `workers` processes (default: the usable cores; 1: in this process)."""
+    the keys computed by `workers` processes (default: the usable cores; 1: in this process).
+    Workers are spawned: a script that calls this with more than one needs the usual
+    `if __name__ == "__main__":` guard, and a caller holding fewer cores (a Ray task) passes
+    how many it holds."""
     if family != "auto" and family not in FAMILIES:
         raise ValueError(f"family must be auto or one of {FAMILIES}, got {family!r}")
-    workers = usable_cores() if workers is None else workers
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers  # the usable cores
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     started = time.perf_counter()
