@@ -28,6 +28,7 @@ cells it would run, with each section's share, on any machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import itertools
@@ -56,6 +57,8 @@ from hrm.eval.shard import build_engine
 from hrm.model.flops import flops_per_example_step
 from hrm.model.models import ModelConfig
 
+from jobs.cli import positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 # The reference vectors (made by the reference code on CPU) live beside the checkout; the
 # conformance tests read them from here too.
@@ -81,18 +84,20 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="the sections to run (default: all; the matmul rates are always measured)")
     parser.add_argument("--models", nargs="+", choices=("paper", "trm"), default=["paper", "trm"])
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 768, 2048])
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[256, 768, 2048])
     parser.add_argument("--dtypes", nargs="+", choices=("bfloat16", "float32"), default=["bfloat16", "float32"])
     parser.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off", "on"])
     parser.add_argument("--compile-mode", choices=get_args(CompileMode), default=None,
                         help="torch.compile's mode for the compiled cells (default: torch's)")
     parser.add_argument("--protocols", nargs="+", choices=("fixed", "adaptive"), default=["fixed", "adaptive"])
-    parser.add_argument("--adaptive-batches", type=int, default=2,
+    parser.add_argument("--adaptive-batches", type=positive_int, default=2,
                         help="an adaptive cell evaluates this many batches' worth of examples, so slots get refilled")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=positive_int, default=3,
                         help="timed runs per cell at most (median reported); fewer once --cell-s is spent")
-    parser.add_argument("--cell-s", type=float, default=4.0, help="no further repeat once a cell's timed runs took this")
-    parser.add_argument("--actor-examples", type=int, default=32768, help="examples of the actors section's dataset")
+    parser.add_argument("--cell-s", type=float, default=4.0,
+                        help="no further repeat once a cell's timed runs took this")
+    parser.add_argument("--actor-examples", type=positive_int, default=32768,
+                        help="examples of the actors section's dataset")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and each section's share; run nothing")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -115,8 +120,8 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "gpu", "command": args.command, "budget_s": args.budget_s, "shares_s": shares_s(args.budget_s),
         "machine": bench.machine_info(torch.get_num_threads()), "gpu": gpu_info(),
-        "settings": {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-                     "compile_mode": args.compile_mode},
+        "settings": {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                     "tf32_cudnn": torch.backends.cudnn.allow_tf32, "compile_mode": args.compile_mode},
         "skipped": [],
     }
     clock.start("matmul")
@@ -137,7 +142,8 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         report["models"] = models_section(args, [c for c in plan if c["section"] == "models"], clock, report)
     clock.start("")  # the end
     report["sections_s"] = clock.used
-    print(f"{len(report['skipped'])} cells skipped" + "".join(f"\n  {s['cell']}: {s['reason']}" for s in report["skipped"]))
+    print(f"{len(report['skipped'])} cells skipped"
+          + "".join(f"\n  {s['cell']}: {s['reason']}" for s in report["skipped"]))
     return report
 
 
@@ -348,7 +354,8 @@ def actor_run(work: Path, checkpoint: Path, data: str, actors: int, gpus_per_act
     try:
         _, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # all of them may have ended meanwhile
+            os.killpg(child.pid, signal.SIGKILL)
         child.communicate()
         return {"error": f"stopped after {timeout_s:.0f} s, the time left in the section"}
     wall_s = time.perf_counter() - started
@@ -391,7 +398,7 @@ def models_section(args: argparse.Namespace, cells: list[dict[str, Any]], clock:
         started = time.perf_counter()
         try:
             done += model_cells(args, group, rates)
-        except Exception as err:  # noqa: BLE001 - recorded (an out-of-memory batch size, say); the run goes on
+        except Exception as err:  # noqa: BLE001 - the engine could not be built: recorded, the run goes on
             done += [{**cell, "error": failure(err)} for cell in group]
         last_s[first["compile"]] = time.perf_counter() - started
         release_gpu()
@@ -412,7 +419,12 @@ def model_cells(args: argparse.Namespace, group: list[dict[str, Any]], rates: di
     engine = Engine(bench.bench_model(config, args.seed), "stablemax_cross_entropy", ignore_label_id=0,
                     device=DEVICE, batch_size=first["batch_size"], compile=first["compile"],
                     compile_mode=args.compile_mode if first["compile"] else None)
-    cells = [model_cell(args, engine, config, cell, rates) for cell in group]
+    cells = []
+    for cell in group:
+        try:
+            cells.append(model_cell(args, engine, config, cell, rates))
+        except Exception as err:  # noqa: BLE001 - recorded (an out-of-memory batch size, say); the run goes on
+            cells.append({**cell, "error": failure(err)})
     print_models({"cells": cells}, header=False)
     return cells
 
@@ -500,7 +512,8 @@ def print_matmul(matmul: dict[str, Any]) -> None:
 
 def print_conformance(cells: list[dict[str, Any]]) -> None:
     t = table(f"conformance on CUDA (near-tie: the reference's top-2 margin < {NEAR_TIE})",
-              ["vector", "dtype", "tokens", "differ", "near-tie", "agreement", "max |Δq_halt|", "max |Δq_cont|", "ok"])
+              ["vector", "dtype", "tokens", "differ", "near-tie", "agreement", "max |Δq_halt|", "max |Δq_cont|",
+               "ok"])
     for c in cells:
         if "error" in c:
             t.add_row(f"{c['vector']}/{c['checkpoint']}", c["dtype"], c["error"], *[""] * 6)

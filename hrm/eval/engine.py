@@ -232,7 +232,8 @@ class Engine:
         result.batch_forwards = steps
         return result
 
-    def _score(self, logits, q, labels, valid, steps, **more: torch.Tensor) -> tuple[EngineResult, dict[str, np.ndarray]]:
+    def _score(self, logits, q, labels, valid, steps,
+               **more: torch.Tensor) -> tuple[EngineResult, dict[str, np.ndarray]]:
         """The per-example result of these rows, and `more` tensors brought to the host with it
         (one wait for all of them)."""
         pred = logits.argmax(-1)

@@ -64,8 +64,8 @@ def test_the_dry_run_shares_the_budget_between_the_sections_and_puts_the_hrm_in_
     assert list(report["shares_s"]) == ["matmul", "conformance", "actors", "models"]
     assert sum(report["shares_s"].values()) == pytest.approx(200)
     assert not any(c["section"] == "conformance" for c in report["plan"])  # no vectors there: nothing planned,
-    assert report["missing"] == [f"no reference vectors (<vector>/expected/<checkpoint>.npz) under {tmp_path / 'none'}: "
-                                 "give --conformance DIR"]  # and said so
+    assert report["missing"] == [  # and said so
+        f"no reference vectors (<vector>/expected/<checkpoint>.npz) under {tmp_path / 'none'}: give --conformance DIR"]
     models = [c for c in report["plan"] if c["section"] == "models"]
     assert {(c["config"], c["dtype"]) for c in models[:12]} == {("paper", "bfloat16")}
 
@@ -135,7 +135,8 @@ def test_without_ray_the_two_actor_runs_are_listed_as_skipped_naming_what_is_mis
     from jobs import bench_gpu
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
     args = build_parser().parse_args(["gpu", "--sections", "actors"])
     cells = bench_gpu.plan_cells(args)
     report = {"skipped": []}

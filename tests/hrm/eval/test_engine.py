@@ -143,7 +143,8 @@ def test_a_compile_mode_on_cpu_goes_in_as_its_options_beside_the_runtime_thread_
 
 def test_a_cuda_engine_without_cuda_is_refused_naming_the_torch_build(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(EngineSettingError, match=r"cuda, but torch sees no CUDA device on this machine \(torch ") as refused:
+    no_cuda = r"cuda, but torch sees no CUDA device on this machine \(torch "
+    with pytest.raises(EngineSettingError, match=no_cuda) as refused:
         engine_for(tmp_path, engine_settings={"device": "cuda"})
     assert refused.value.setting == "device"
     assert torch.__version__ in str(refused.value)
