@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
+import pyarrow
 import pydantic
 
 from hrm.audits.canonical import (
@@ -214,7 +215,8 @@ def scan(sides: list[Side], family: str, dtype: np.dtype, seq_len: int, workers:
     workers = min(workers, -(-len(chunks) // CHUNKS_PER_WORKER))
     if workers > 1:
         # spawn, not fork: the caller may hold threads (Ray, pyarrow) that a forked child would inherit locked.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_started) as pool:
             for (at, block, _), found in zip(chunks, pool.map(chunk_keys, [chunk for _, _, chunk in chunks])):
                 keys[at].add(block, found)
                 peaks[found.process] = max(peaks.get(found.process, 0), found.process_peak_rss)
@@ -237,6 +239,13 @@ def chunk_keys(chunk: Chunk, dataset: Dataset | None = None) -> ChunkKeys:
                      form_pair=exact_pair if form_pair is None else form_pair,
                      tokens=np.stack([inputs, labels], axis=1) if chunk.family == "sudoku" else None,
                      process=os.getpid(), process_peak_rss=peak_rss_bytes())
+
+
+def _worker_started() -> None:
+    # The processes are the parallelism: Arrow decoding in one thread each, not a thread per
+    # core in every worker competing for the same cores (measured on 2 cores, two workers on a
+    # 40,000-example ARC slice: 1.58 s and 426 MiB of workers against 1.70 s and 463 MiB).
+    pyarrow.set_cpu_count(1)
 
 
 @lru_cache(maxsize=2)
