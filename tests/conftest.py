@@ -35,14 +35,17 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ray_runtime() -> Iterator[None]:
-    """An embedded Ray for the tests of one module (started once: it takes seconds)."""
+def ray_runtime(s3_endpoint: str) -> Iterator[None]:
+    """An embedded Ray for the tests of one module (started once: it takes seconds).
+
+    It starts after the session's loopback S3 server has set its environment, for two reasons:
+    Ray's workers keep the environment Ray started with, and a module may reach the server only
+    after an earlier test started Ray; and this fixture's teardown restores the environment it
+    found, which would otherwise unset the server's credentials for every later module."""
     import ray
 
     with pytest.MonkeyPatch.context() as env:
-        # The S3 test credentials too: workers keep the environment Ray started with, and a test
-        # module may reach the loopback S3 server only after an earlier test started Ray.
-        for key, value in {**RAY_ENV, **S3_ENV}.items():
+        for key, value in RAY_ENV.items():
             env.setenv(key, value)
         env.delenv("RAY_ADDRESS", raising=False)
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
