@@ -133,7 +133,8 @@ class Evaluator:
             ckpt = load_planned_checkpoint(checkpoint.uri, checkpoint.config_uri, checkpoint.version,
                                            self.config.cluster.checkpoint_cache_dir)
             engine = build_engine(ckpt, self.metadata, self.config.dataset.uri, dtype=self.eval.dtype,
-                                  device=self.device, batch_size=self.eval.batch_size, compile=self.eval.compile)
+                                  device=self.device, batch_size=self.eval.batch_size, compile=self.eval.compile,
+                                  compile_mode=self.eval.compile_mode)
         except CheckpointChanged as err:
             raise CheckpointUnusable(checkpoint.name, str(err), permanent=True, changed=True) from None
         except InputError as err:

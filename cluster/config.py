@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from hrm.checkpoint.discovery import STEP_GLOB
 from hrm.decode import load_yaml, read_text
 from hrm.errors import InputError, invalid_input
-from hrm.eval.engine import Protocol
+from hrm.eval.engine import CompileMode, EngineSettingError, Protocol, check_compile_mode
 from hrm.eval.votes import PASS_KS
 from hrm.model.models import Dtype
 
@@ -112,6 +113,9 @@ class EvalConfig(Strict):
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="auto: cuda when GPUs are given to actors")
     compile: bool = Field(False, description="torch.compile the reasoning modules (see hrm.eval.engine): faster after "
                           "a one-off compilation per actor, equal to eager up to float rounding")
+    compile_mode: CompileMode | None = Field(
+        None, description="with compile: torch.compile's mode (default: torch's); reduce-overhead runs CUDA graphs "
+        "(CUDA only), max-autotune tries several kernels per matmul (a longer compilation)")
 
     @model_validator(mode="after")
     def _min_steps_within_steps(self) -> EvalConfig:
@@ -271,6 +275,14 @@ class RunConfig(Strict):
             raise ValueError("eval.device is cuda but cluster.gpus_per_actor is 0: Ray would give actors no GPU")
         return self
 
+    @model_validator(mode="after")
+    def _compile_mode_runs_here(self) -> RunConfig:
+        try:  # the engine's own check, on the device the actors will use
+            check_compile_mode(self.eval.compile, self.eval.compile_mode, torch.device(self.device))
+        except EngineSettingError as err:
+            raise ValueError(f"eval.compile_mode: {err}") from None
+        return self
+
     @property
     def device(self) -> str:
         if self.eval.device == "auto":
@@ -279,8 +291,10 @@ class RunConfig(Strict):
 
     def eval_identity(self) -> dict[str, Any]:
         """What decides an example's result besides checkpoint and data: part of every unit id.
-        The device is in it because CPU and GPU kernels round differently."""
-        return {"split": self.dataset.split, **self.eval.model_dump(), "device": self.device}
+        The device is in it because CPU and GPU kernels round differently. A compile_mode is in it
+        only when set, so that units evaluated before it existed keep their ids."""
+        exclude = {"compile_mode"} if self.eval.compile_mode is None else set()
+        return {"split": self.dataset.split, **self.eval.model_dump(exclude=exclude), "device": self.device}
 
     def config_hash(self) -> str:
         """Hash of the whole config except the run id (which defaults to it)."""

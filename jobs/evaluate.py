@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pyarrow as pa
 import torch
@@ -26,7 +26,7 @@ from hrm.data.reader import open_dataset
 from hrm.data.schema import Shard
 from hrm.errors import InputError
 from hrm.eval.ablation import ablate_identifiers
-from hrm.eval.engine import EngineSettingError
+from hrm.eval.engine import CompileMode, EngineSettingError, check_compile_mode
 from hrm.eval.metrics import StatsTable
 from hrm.eval.shard import build_engine, evaluate_examples
 from hrm.puzzles.tokenizers import text_tokenizer
@@ -118,6 +118,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "to float rounding; combines with --streams",
     )
     parser.add_argument(
+        "--compile-mode", choices=get_args(CompileMode),
+        help="with --compile: torch.compile's mode (default: torch's): reduce-overhead runs CUDA graphs (CUDA only), "
+        "max-autotune tries several kernels per matmul (a longer compilation); which pays on a GPU is for "
+        "`python -m jobs.bench gpu` to measure",
+    )
+    parser.add_argument(
         "--output", metavar="URI",
         help="where predictions/ and metrics.json go, laid out as in a run's results (default: results/<run>-<step>)",
     )
@@ -147,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--sample-seed: a seeded sample cannot be evaluated by this version yet (metrics.json "
                          "would not record it); use --limit N alone, the first N examples of each set")
     check_device(args.device)
+    try:  # before anything loads: a mode of a compile that is off, or CUDA graphs on a CPU
+        check_compile_mode(args.compile, args.compile_mode, torch.device(args.device))
+    except EngineSettingError as err:
+        raise InputError(f"--compile-mode: {err}") from None
     args.streams = args.streams or default_streams(args.device, args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,7 +205,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     config = as_run_config(args)
     try:
         engine = build_engine(ckpt, meta, args.data, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
-                              streams=args.streams, compile=args.compile)
+                              streams=args.streams, compile=args.compile, compile_mode=args.compile_mode)
     except EngineSettingError as err:  # streams below one or on a GPU; compile without a C++ compiler
         raise InputError(f"--{err.setting}: {err}") from None
     output = args.output or str(Path("results") / ref.name)
@@ -276,7 +286,8 @@ def as_run_config(args: argparse.Namespace) -> RunConfig:
         dataset=DatasetConfig(uri=args.data, split=args.split, sets=args.sets or None, limit=args.limit,
                               sample_seed=args.sample_seed),
         eval=EvalConfig(protocol=args.protocol, steps=args.steps, min_steps=args.min_steps,
-                        batch_size=args.batch_size, dtype=args.dtype, device=args.device, compile=args.compile),
+                        batch_size=args.batch_size, dtype=args.dtype, device=args.device, compile=args.compile,
+                        compile_mode=args.compile_mode),
         # a run's actors get a GPU only when the cluster section gives them one
         cluster=ClusterConfig(gpus_per_actor=1.0 if args.device == "cuda" else 0.0),
         output=OutputConfig(log_samples=args.log_samples),

@@ -18,7 +18,7 @@ import torch
 
 from hrm.checkpoint.loading import Checkpoint, build_checked_model
 from hrm.data.schema import DatasetMetadata, ExampleBatch
-from hrm.eval.engine import Engine, EngineResult, Protocol
+from hrm.eval.engine import CompileMode, Engine, EngineResult, Protocol
 from hrm.eval.metrics import StatsTable
 from hrm.eval.predictions import prediction_table
 from hrm.puzzles.grids import GridTransform
@@ -36,12 +36,12 @@ class Evaluated:
 
 def build_engine(ckpt: Checkpoint, meta: DatasetMetadata, dataset: str, *, dtype: str | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 256, streams: int = 1,
-                 compile: bool = False) -> Engine:
+                 compile: bool = False, compile_mode: CompileMode | None = None) -> Engine:
     """The checkpoint's model, checked against and built for the dataset split `meta` (of the
     dataset named `dataset`, for messages), on an engine with these settings."""
     model = build_checked_model(ckpt, meta.sizes, dataset, forward_dtype=dtype)
     return Engine(model, ckpt.spec.loss_type, ignore_label_id=meta.ignore_label_id, device=device,
-                  batch_size=batch_size, streams=streams, compile=compile)
+                  batch_size=batch_size, streams=streams, compile=compile, compile_mode=compile_mode)
 
 
 def evaluate_examples(engine: Engine, batch: ExampleBatch, *, protocol: Protocol = "fixed", steps: int | None = None,

@@ -251,3 +251,25 @@ def test_log_samples_is_off_unless_the_output_section_asks_and_a_non_boolean_is_
     assert load_run_config(write(tmp_path, MINIMAL), ["output.log_samples=true"]).output.log_samples is True
     refused = refusal(write(tmp_path, {**MINIMAL, "output": {"log_samples": "sometimes"}}))
     assert "output.log_samples" in refused
+
+
+@pytest.mark.parametrize("eval_section, message", [
+    ({"compile_mode": "max-autotune"}, "eval.compile_mode: compile_mode 'max-autotune' is a mode of compile, which is off"),
+    ({"compile": True, "compile_mode": "reduce-overhead"},
+     "eval.compile_mode: compile_mode 'reduce-overhead' runs CUDA graphs: CUDA only, not cpu"),
+])
+def test_a_compile_mode_the_engine_cannot_run_is_refused_naming_the_key(tmp_path, eval_section, message):
+    assert message in refusal(write(tmp_path, {**MINIMAL, "eval": eval_section}))
+
+
+def test_cuda_graphs_are_a_compile_mode_of_actors_given_a_gpu():
+    config = RunConfig.model_validate({**MINIMAL, "eval": {"compile": True, "compile_mode": "reduce-overhead"},
+                                       "cluster": {"gpus_per_actor": 0.5}})
+    assert config.device == "cuda" and config.eval.compile_mode == "reduce-overhead"
+
+
+def test_a_compile_mode_is_part_of_the_unit_identity_only_when_set():
+    compiled = RunConfig.model_validate({**MINIMAL, "eval": {"compile": True}})
+    tuned = RunConfig.model_validate({**MINIMAL, "eval": {"compile": True, "compile_mode": "max-autotune"}})
+    assert "compile_mode" not in compiled.eval_identity()  # units evaluated before the setting keep their ids
+    assert tuned.eval_identity() == {**compiled.eval_identity(), "compile_mode": "max-autotune"}

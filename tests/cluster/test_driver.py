@@ -411,3 +411,20 @@ def test_a_run_whose_object_store_goes_away_for_10_seconds_completes_with_a_clea
     assert manifest.status == "completed" and manifest.counts["evaluated"] == len(prepared.units)
     stats = lambda run: {name: c["stats"] for name, c in read_metrics(run)["checkpoints"].items()}  # noqa: E731
     assert stats(prepared.run) == stats(clean.run)
+
+
+def test_an_actor_builds_its_engines_with_the_run_configs_compile_mode(sweep, monkeypatch):
+    import cluster.actor
+
+    seen, build_engine = [], cluster.actor.build_engine
+
+    def recording(*args, **settings):
+        seen.append((settings["compile"], settings["compile_mode"]))
+        return build_engine(*args, **{**settings, "compile": False, "compile_mode": None})  # no compiler needed
+
+    monkeypatch.setattr(cluster.actor, "build_engine", recording)
+    tuned = sweep.config.eval.model_copy(update={"compile": True, "compile_mode": "max-autotune"})
+    actor = Evaluator(sweep.config.model_copy(update={"eval": tuned}), sweep.run)
+    unit = sweep.units[0]
+    actor(unit, next(r for r in sweep.checkpoints if r.name == unit.checkpoint))
+    assert seen == [(True, "max-autotune")]

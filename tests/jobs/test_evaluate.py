@@ -230,3 +230,14 @@ def test_a_sample_seed_without_a_limit_is_one_error_line_and_exit_2(inputs, caps
         "hrm-eval evaluate: error: --sample-seed: 3 without --limit N: a seeded sample draws N examples of each set; "
         "give --limit too"]
     assert not (inputs[2] / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--compile-mode", "max-autotune"], "compile_mode 'max-autotune' is a mode of compile, which is off"),
+    (["--compile", "--compile-mode", "reduce-overhead", "--device", "cpu"],
+     "compile_mode 'reduce-overhead' runs CUDA graphs: CUDA only, not cpu"),
+])
+def test_a_compile_mode_the_engine_cannot_run_is_one_error_line_naming_the_flag(inputs, capsys, flags, message):
+    assert main(evaluate_args(inputs, *flags)) == 2
+    assert capsys.readouterr().err.splitlines() == [f"hrm-eval evaluate: error: --compile-mode: {message}"]
+    assert not inputs[2].exists()
