@@ -365,7 +365,9 @@ def test_two_worker_processes_give_the_same_report_as_one(tmp_path, monkeypatch,
     maker(tmp_path / "d", 1100, 30, seed=5)  # 5 chunks a split: 10 in all, room for two workers
     alone = audit_overlap(str(tmp_path / "d"), workers=1)
     shared = audit_overlap(str(tmp_path / "d"), workers=2)
-    assert (alone.workers, shared.workers) == (1, 2) and shared.worker_peak_rss_bytes > 0
+    assert (alone.workers, alone.worker_peak_rss_bytes) == (1, 0)
+    # keyed in worker processes (one may take every chunk before the other has started)
+    assert shared.workers in (1, 2) and shared.worker_peak_rss_bytes > 0
     assert alone.augmented_in_train.input_label.count == 30
     drop = {"seconds", "workers", "worker_peak_rss_bytes"}
     assert shared.model_dump(exclude=drop) == alone.model_dump(exclude=drop)
