@@ -21,6 +21,7 @@ Sub-commands live in SUBCOMMANDS, one `configure_<name>` and one `run_<name>` ea
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import math
@@ -43,16 +44,7 @@ from hrm.eval.engine import Engine
 from hrm.model.flops import Matmul, flops_per_example_step, step_matmuls
 from hrm.model.models import ModelConfig, RecursiveReasoningModel, build_model
 
-from jobs.bench_cluster import configure_cluster, run_cluster
-from jobs.bench_faults import configure_faults, run_faults
-from jobs.bench_gpu import configure_gpu, run_gpu
 from jobs.bench_models import CONFIGS, model_fields
-from jobs.bench_overlap import configure_overlap, run_overlap
-from jobs.bench_preflight import configure_preflight, run_preflight
-from jobs.bench_scale import configure_scale, run_scale
-from jobs.bench_threads import configure_threads, run_threads
-from jobs.bench_unit import configure_unit, run_unit
-from jobs.bench_votes import configure_votes, run_votes
 
 SQUARE_SIZES = (1024, 2048, 4096)
 # Operand layouts of a square product, each writing into a preallocated `out` so that only the
@@ -395,47 +387,52 @@ def format_report(report: dict[str, Any]) -> str:
 
 # -- command line ---------------------------------------------------------------------------
 RESULTS_DIR = Path("results") / "bench"  # under the working directory, like evaluate's results/
-# One entry per sub-command: (help, configure_<name>, run_<name>).
-SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
-                             Callable[[argparse.Namespace], dict[str, Any]]]] = {
-    "engine": ("ACT engine examples/s against the measured matmul roofline", configure_engine, run_engine),
+# One entry per sub-command: (help, the module holding its configure_<name> and run_<name>).
+# A module is imported only for its own sub-command: several import Ray, which a machine
+# measuring the engine alone (a bare GPU image) may not have.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "engine": ("ACT engine examples/s against the measured matmul roofline", __name__),
     "cluster": ("the Ray path against the in-process engine: throughput and a checkpoint sweep",
-                configure_cluster, run_cluster),
+                "jobs.bench_cluster"),
     "scale": ("the real job at chosen sizes with a tiny model: driver memory, preflight, per-unit overhead, "
-              "resume scan, summary-file sizes", configure_scale, run_scale),
+              "resume scan, summary-file sizes", "jobs.bench_scale"),
     "preflight": ("--dry-run of a sweep of real-size checkpoints (local and loopback S3) over a full-size dataset: "
-                  "seconds and peak RSS", configure_preflight, run_preflight),
+                  "seconds and peak RSS", "jobs.bench_preflight"),
     "unit": ("what a work unit costs besides the model at the default shard size, against the paper-size HRM's "
-             "time for it", configure_unit, run_unit),
+             "time for it", "jobs.bench_unit"),
     "faults": ("the fault matrix: actors and drivers killed part-way through a small sweep; units lost or "
-               "doubled, metrics against a clean run", configure_faults, run_faults),
+               "doubled, metrics against a clean run", "jobs.bench_faults"),
     "votes": ("ARC voting and a checkpoint ensemble at ARC aug-1000 size (synthetic): seconds and peak RSS",
-              configure_votes, run_votes),
+              "jobs.bench_votes"),
     "overlap": ("hrm-eval overlap at Sudoku-Extreme and ARC aug-1000 sizes (synthetic, planted exact and augmented "
-                "copies): seconds, peak RSS, planted found and nothing else", configure_overlap, run_overlap),
+                "copies): seconds, peak RSS, planted found and nothing else", "jobs.bench_overlap"),
     "threads": ("hrm-eval evaluate's CPU thread layouts, idle and beside busy neighbours: which stays fast on a "
-                "shared machine", configure_threads, run_threads),
+                "shared machine", "jobs.bench_threads"),
     "gpu": ("the CUDA path in one invocation of at most --budget-s: conformance in float32 and bfloat16, the "
             "paper-size HRM and TRM (examples/s, TFLOP/s, MFU, peak memory), two actors sharing one GPU",
-            configure_gpu, run_gpu),
+            "jobs.bench_gpu"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """Every sub-command by name and help; only `chosen`'s options (its module imported)."""
     parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-    for name, (help_text, configure, run) in SUBCOMMANDS.items():
+    for name, (help_text, module_name) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        configure(sub_parser)
+        if name != chosen:
+            continue
+        module = importlib.import_module(module_name)
+        getattr(module, f"configure_{name}")(sub_parser)
         sub_parser.add_argument("--json", type=Path, default=None,
                                 help=f"where the full results go (default: {RESULTS_DIR}/{name}-<time>.json)")
-        sub_parser.set_defaults(run=run)
+        sub_parser.set_defaults(run=getattr(module, f"run_{name}"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(next((arg for arg in argv if not arg.startswith("-")), None)).parse_args(argv)
     args.command = shlex.join(["python", "-m", "jobs.bench", *argv])
     out = args.json or RESULTS_DIR / f"{args.subcommand}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report = args.run(args)

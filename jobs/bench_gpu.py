@@ -59,10 +59,6 @@ from hrm.model.models import ModelConfig
 
 from jobs.cli import positive_int
 
-REPO = Path(__file__).resolve().parents[1]
-# The reference vectors (made by the reference code on CPU) live beside the checkout; the
-# conformance tests read them from here too.
-CONFORMANCE = REPO.parent / "shared" / "conformance"
 # Each section's share of the budget, in running order; what one leaves unused passes on.
 SHARES = {"matmul": 0.05, "conformance": 0.10, "actors": 0.25, "models": 0.60}
 # Square sizes added on a GPU to the engine bench's: products long enough not to be mostly
@@ -79,8 +75,9 @@ def configure_gpu(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-s", type=float, default=480.0,
                         help="the whole invocation's time; cells that would overrun their section's share are "
                              "skipped and listed (default: 480)")
-    parser.add_argument("--conformance", type=Path, default=CONFORMANCE,
-                        help=f"the reference vectors' directory (default: {CONFORMANCE})")
+    parser.add_argument("--conformance", type=Path, default=None, metavar="DIR",
+                        help="the reference vectors' directory (<vector>/checkpoints, data, expected: made by the "
+                             "reference code on CPU); without it the conformance section is listed as skipped")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="the sections to run (default: all; the matmul rates are always measured)")
     parser.add_argument("--models", nargs="+", choices=("paper", "trm"), default=["paper", "trm"])
@@ -167,14 +164,16 @@ def plan_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
     return cells
 
 
-def conformance_vectors(root: Path) -> list[tuple[str, str]]:
+def conformance_vectors(root: Path | None) -> list[tuple[str, str]]:
     """(vector, checkpoint) for every expected/<checkpoint>.npz under root/<vector>/."""
-    if not root.is_dir():
+    if root is None or not root.is_dir():
         return []
     return [(npz.parent.parent.name, npz.stem) for npz in sorted(root.glob("*/expected/*.npz"))]
 
 
 def no_vectors(args: argparse.Namespace) -> str:
+    if args.conformance is None:
+        return "no --conformance DIR given: the reference vectors' directory"
     return f"no reference vectors (<vector>/expected/<checkpoint>.npz) under {args.conformance}: give --conformance DIR"
 
 

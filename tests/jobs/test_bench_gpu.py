@@ -137,7 +137,7 @@ def test_without_ray_the_two_actor_runs_are_listed_as_skipped_naming_what_is_mis
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
-    args = build_parser().parse_args(["gpu", "--sections", "actors"])
+    args = build_parser("gpu").parse_args(["gpu", "--sections", "actors"])
     cells = bench_gpu.plan_cells(args)
     report = {"skipped": []}
     section = bench_gpu.actors_section(args, cells, Budget(100.0), report)
