@@ -30,7 +30,7 @@ from hrm.memory import peak_rss_bytes
 from hrm.puzzles.tokenizers import text_tokenizer
 
 from cluster.config import RunConfig
-from cluster.plan import CheckpointRef, Unit
+from cluster.plan import CheckpointRef, Unit, read_examples
 from cluster.results.layout import ActorInfo, UnitRecord, write_predictions
 
 
@@ -69,7 +69,7 @@ class Evaluator:
         engine, loaded = self._engine(checkpoint)
         loaded_at = time.perf_counter()
         shard = unit.shard
-        batch = self.dataset.examples(shard.split, shard.set, shard.start, shard.stop)
+        batch = read_examples(self.dataset, shard, unit.sample)
         read_at = time.perf_counter()
         identifiers = None
         if unit.ablation is not None:

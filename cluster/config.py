@@ -82,15 +82,6 @@ class DatasetConfig(Strict):
                              "each set; give dataset.limit too")
         return self
 
-    @model_validator(mode="after")
-    def _sample_not_evaluable_yet(self) -> DatasetConfig:
-        # metrics.json has no field for the seed yet and a run's actors read example ranges only:
-        # a sampled evaluation would be published as the first N. Refused rather than mislabelled.
-        if self.sample_seed is not None:
-            raise ValueError("sample_seed: a seeded sample cannot be evaluated by this version yet (its outputs "
-                             "would not record it); use limit alone, the first N examples of each set")
-        return self
-
 
 def limited_to(limit: int | None, sample_seed: int | None = None) -> str | None:
     """What a limited evaluation covers, as every output words it; None when it is not limited."""

@@ -149,9 +149,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--sample-seed: {args.sample_seed} " + (
             "is negative (a seed is an integer >= 0)" if args.sample_seed < 0 else
             "without --limit N: a seeded sample draws N examples of each set; give --limit too"))
-    if args.sample_seed is not None:  # until metrics.json can record it (cluster.config: DatasetConfig)
-        raise InputError("--sample-seed: a seeded sample cannot be evaluated by this version yet (metrics.json "
-                         "would not record it); use --limit N alone, the first N examples of each set")
     check_device(args.device)
     try:  # before anything loads: a mode of a compile that is off, or CUDA graphs on a CPU
         check_compile_mode(args.compile, args.compile_mode, torch.device(args.device))
@@ -256,6 +253,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         split=args.split,
         sets=sets,
         limit=args.limit,
+        sample_seed=args.sample_seed,
         eval=config.eval_identity(),
         checkpoints={ref.name: CheckpointMetrics.of(ref, stats)},
         job=EvaluateJob(

@@ -102,6 +102,7 @@ class MetricsDocument(BaseModel):
     split: str
     sets: list[str]
     limit: int | None = None  # only the first `limit` examples of each set: a partial look
+    sample_seed: int | None = None  # with limit: a seeded sample of `limit` examples of each set instead
     eval: dict[str, Any]  # RunConfig.eval_identity()
     checkpoints: dict[str, CheckpointMetrics]
     votes: dict[str, Any] | None = None  # run only (cluster.results.votes)
@@ -114,8 +115,8 @@ class MetricsDocument(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         """The document as stored: the sections that do not apply are left out, not null."""
-        return self.model_dump(exclude={key for key in ("limit", "votes", "paired", "ablations", "text", "model_card",
-                                                     "audits", "job")
+        return self.model_dump(exclude={key for key in ("limit", "sample_seed", "votes", "paired", "ablations", "text",
+                                                     "model_card", "audits", "job")
                                         if getattr(self, key) is None})
 
 
@@ -129,6 +130,7 @@ def run_metrics(prepared: PreparedRun, stats: Mapping[str, StatsTable]) -> dict[
         split=config.dataset.split,
         sets=prepared.sets,
         limit=config.dataset.limit,
+        sample_seed=config.dataset.sample_seed,
         eval=config.eval_identity(),
         checkpoints={ref.name: CheckpointMetrics.of(ref, stats.get(ref.name, StatsTable()))
                      for ref in prepared.checkpoints},

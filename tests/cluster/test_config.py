@@ -170,9 +170,6 @@ def test_the_quickstart_config_is_valid():
      "too"),
     ({"dataset": {"uri": "data/sudoku", "limit": 5, "sample_seed": -1}},
      "dataset.sample_seed: Input should be greater than or equal to 0"),
-    ({"dataset": {"uri": "data/sudoku", "limit": 5, "sample_seed": 3}},
-     "dataset: sample_seed: a seeded sample cannot be evaluated by this version yet (its outputs would not record "
-     "it); use limit alone, the first N examples of each set"),
     ({"dataset": {"uri": "data/arc", "limit": 100}, "voting": {"enabled": True}},
      "(top level): voting.enabled with dataset.limit: ARC voting needs every augmented version of each test "
      "puzzle, which the first N examples do not hold"),
@@ -181,7 +178,7 @@ def test_the_quickstart_config_is_valid():
     ({"ablations": ["no_inputs"]}, "ablations.0: Input should be 'blank_puzzle_ids' or 'shuffled_puzzle_ids'"),
 ], ids=["batch_size", "negative steps", "zero steps", "min_steps", "min_steps > steps", "device", "threads", "type",
         "pass@0", "no pass_k", "ensemble name with a path", "limit 0", "sample seed without a limit",
-        "negative sample seed", "sample seed not evaluable yet", "voting on a limited split", "ablation twice",
+        "negative sample seed", "voting on a limited split", "ablation twice",
         "unknown ablation"])
 def test_an_eval_or_cluster_field_out_of_range_is_refused_naming_the_file_and_the_key(tmp_path, section, message):
     path = write(tmp_path, {**MINIMAL, **section})

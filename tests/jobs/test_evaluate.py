@@ -12,7 +12,7 @@ import torch
 from hrm.data.arrow import column_matrix
 from hrm.data.reader import open_dataset
 
-from cluster.plan import prepare
+from cluster.plan import Sample, prepare
 from cluster.results.metrics import run_metrics
 
 from jobs.cli import main
@@ -216,12 +216,15 @@ def test_on_a_cpu_evaluate_runs_one_stream_per_core_unless_told_otherwise(inputs
     assert json.loads(capsys.readouterr().out)["job"]["streams"] == streams
 
 
-def test_a_sample_seed_is_refused_until_metrics_json_can_record_it(inputs, capsys):
-    assert main(evaluate_args(inputs, "--limit", "5", "--sample-seed", "3")) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        "hrm-eval evaluate: error: --sample-seed: a seeded sample cannot be evaluated by this version yet "
-        "(metrics.json would not record it); use --limit N alone, the first N examples of each set"]
-    assert not (inputs[2] / "metrics.json").exists()
+def test_limit_with_a_sample_seed_evaluates_a_seeded_sample_and_every_output_says_so(inputs, capsys):
+    assert main(evaluate_args(inputs, "--limit", "5", "--sample-seed", "3")) == 0
+    out = capsys.readouterr().out
+    assert "LIMITED to a seeded sample of 5 (seed 3) of each set's examples" in out
+    document = json.loads((inputs[2] / "metrics.json").read_text())
+    assert document["limit"] == 5 and document["sample_seed"] == 3 and document["job"]["examples"] == 5
+    predictions = pq.read_table(inputs[2] / "predictions")
+    expected = Sample(seed=3, limit=5).rows(open_dataset(inputs[1]).num_examples("test", "all")).tolist()
+    assert sorted(predictions.column("example_id").to_pylist()) == expected != [0, 1, 2, 3, 4]
 
 
 def test_a_sample_seed_without_a_limit_is_one_error_line_and_exit_2(inputs, capsys):

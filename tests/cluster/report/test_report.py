@@ -617,3 +617,26 @@ def test_a_run_limited_to_the_first_examples_says_so_above_everything_and_record
     text = (Path(prepared.run) / "report.md").read_text()
     assert ("> **LIMITED** — only the first 10 examples of each set were evaluated (dataset.limit): a quick look, "
             "not the split's figures.") in text
+
+
+def test_a_run_on_a_seeded_sample_evaluates_those_examples_and_says_so_above_everything(tmp_path):
+    import pyarrow.parquet as pq
+
+    from cluster.plan import Sample
+
+    data = make_dataset(tmp_path / "data")
+    make_checkpoint(tmp_path / "sweep", steps=(1,), vocab_size=VOCAB, seq_len=SEQ_LEN, num_puzzle_identifiers=NUM_IDS)
+    prepared = run_in_process(run_config([{"run": str(tmp_path / "sweep")}], str(data), str(tmp_path / "out"),
+                                         dataset={"limit": 10, "sample_seed": 4}))
+    metrics = read_metrics(prepared.run)
+    assert (metrics["limit"], metrics["sample_seed"]) == (10, 4)
+    evaluated = {}
+    for part in sorted((Path(prepared.run) / "predictions").rglob("part-*.parquet")):
+        set_name = part.name.split("-")[1]
+        evaluated.setdefault(set_name, []).extend(pq.read_table(part).column("example_id").to_pylist())
+    sizes = {"easy": 40, "hard": 24}
+    assert {name: sorted(ids) for name, ids in evaluated.items()} == {
+        name: Sample(seed=4, limit=10).rows(size).tolist() for name, size in sizes.items()}
+    text = (Path(prepared.run) / "report.md").read_text()
+    assert ("> **LIMITED** — only a seeded sample of 10 (seed 4) of each set's examples were evaluated "
+            "(dataset.limit, dataset.sample_seed): a quick look, not the split's figures.") in text
