@@ -423,14 +423,15 @@ class Driver:
 
 def run_audits(dataset_uri: str) -> dict[str, Any]:
     """The audits (`audits: [overlap]`, the one there is), by a Ray task when Ray is up: they
-    read whole splits, which is no work for the driver."""
+    read whole splits, which is no work for the driver. The task holds one CPU, so it keys the
+    data in its own process instead of starting one per core of its node."""
     if ray.is_initialized():
-        return {"overlap": ray.get(ray.remote(num_cpus=1)(overlap_document).remote(dataset_uri))}
+        return {"overlap": ray.get(ray.remote(num_cpus=1)(overlap_document).remote(dataset_uri, workers=1))}
     return {"overlap": overlap_document(dataset_uri)}
 
 
-def overlap_document(dataset_uri: str) -> dict[str, Any]:
-    return audit_overlap(dataset_uri).model_dump(mode="json")
+def overlap_document(dataset_uri: str, workers: int | None = None) -> dict[str, Any]:
+    return audit_overlap(dataset_uri, workers=workers).model_dump(mode="json")
 
 
 def with_paired_comparisons(run: str, evaluated: PreparedRun, metrics: dict[str, Any], best: str) -> dict[str, Any]:
