@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm.checkpoint.loading import ArchSpec, build_checked_model, load_checkpoint, save_checkpoint
+from hrm.checkpoint.loading import ARCH_FAMILIES, ArchSpec, build_checked_model, load_checkpoint, save_checkpoint
 from hrm.data.reader import open_dataset
 from hrm.data.schema import DatasetMetadata, DatasetSizes, PuzzleArrays
 from hrm.data.writer import write_dataset
@@ -99,7 +99,8 @@ def multiple_above(n: int, multiple: int) -> int:
 
 
 def make_checkpoints(run_dir: Path, count: int, arch: dict[str, Any] = ARCH) -> list[Path]:
-    spec = ArchSpec(family="hrm", loss_type="softmax_cross_entropy", arch=arch, source=str(run_dir))
+    spec = ArchSpec(family=ARCH_FAMILIES[arch["name"]], loss_type=arch["loss"]["loss_type"], arch=arch,
+                    source=str(run_dir))
     config = spec.model_config(SIZES)
     paths = []
     for step in range(1, count + 1):

@@ -243,3 +243,13 @@ def test_the_threads_bench_measures_every_layout_idle_and_busy_and_names_the_mos
     slowest = {name: row["slowest"] for name, row in report["candidates"].items()}
     assert slowest[report["most_robust"]] == max(slowest.values())
     assert f"most robust (fastest in its slower condition): {report['most_robust']}" in printed
+
+
+def test_the_benches_checkpoints_are_of_the_family_their_arch_names(tmp_path):
+    from hrm.checkpoint.loading import load_checkpoint
+    from jobs.bench_cluster import make_checkpoints
+    from jobs.bench_models import arch_section
+
+    for model, family in (("trm", "trm"), ("small", "hrm")):
+        (path,) = make_checkpoints(tmp_path / model, 1, arch_section(model))
+        assert load_checkpoint(str(path)).spec.family == family
