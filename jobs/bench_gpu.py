@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -220,6 +220,22 @@ class Budget:
         return None
 
 
+def within_budget(cells: list[dict[str, Any]], clock: Budget, report: dict[str, Any],
+                  what: str) -> Iterator[dict[str, Any]]:
+    """The cells the section's share still allows, in order, each refused one listed as skipped:
+    the next may start while the time the last took (the caller's work on it, between two
+    yields) still fits in what is left."""
+    last_s: float | None = None
+    for cell in cells:
+        reason = clock.refusal(last_s, what)
+        if reason:
+            skip(report, cell, reason)
+            continue
+        started = clock.now()
+        yield cell
+        last_s = clock.now() - started
+
+
 def skip(report: dict[str, Any], cell: dict[str, Any], reason: str) -> None:
     report["skipped"].append({"section": cell["section"], "cell": cell["cell"], "reason": reason})
     print(f"skipped {cell['cell']}: {reason}", flush=True)
@@ -235,19 +251,12 @@ def failure(err: BaseException) -> str:
 # -- conformance ----------------------------------------------------------------------------
 def conformance_section(cells: list[dict[str, Any]], clock: Budget, report: dict[str, Any]) -> dict[str, Any]:
     done: list[dict[str, Any]] = []
-    last_s: float | None = None
-    for cell in cells:
-        reason = clock.refusal(last_s, "the last conformance cell")
-        if reason:
-            skip(report, cell, reason)
-            continue
-        started = time.perf_counter()
+    for cell in within_budget(cells, clock, report, "the last conformance cell"):
         try:
             done.append({**cell, **conformance_cell(Path(cell["root"]), cell["vector"], cell["checkpoint"],
                                                     cell["dtype"])})
         except Exception as err:  # noqa: BLE001 - recorded, and the run goes on
             done.append({**cell, "error": failure(err)})
-        last_s = time.perf_counter() - started
     print_conformance(done)
     return {"near_tie_margin": NEAR_TIE, "bf16_agreement_needed": BF16_AGREEMENT, "cells": done}
 
@@ -313,16 +322,9 @@ def actors_section(args: argparse.Namespace, cells: list[dict[str, Any]], clock:
     checkpoint = make_checkpoints(work / "ckpt", 1)[0]
     data = make_data(work / "data", args.actor_examples)
     runs: list[dict[str, Any]] = []
-    last_s: float | None = None
-    for cell in cells:
-        reason = clock.refusal(last_s, "the run before it")
-        if reason:
-            skip(report, cell, reason)
-            continue
-        started = time.perf_counter()
+    for cell in within_budget(cells, clock, report, "the run before it"):
         runs.append({**cell, **actor_run(work, checkpoint, data, cell["actors"], cell["gpus_per_actor"],
                                          max(1.0, clock.left_s()))})
-        last_s = time.perf_counter() - started
     finished = [r for r in runs if "metrics" in r]
     section.update(workdir=str(work), runs=runs,
                    identical_metrics=(finished[0]["metrics"] == finished[1]["metrics"]) if len(finished) == 2 else None)

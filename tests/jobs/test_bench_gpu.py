@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from jobs.bench import build_parser, main
-from jobs.bench_gpu import SHARES, Budget
+from jobs.bench_gpu import SHARES, Budget, within_budget
 
 from tests.factories import CONFORMANCE
 
@@ -92,6 +92,22 @@ def test_a_cell_is_refused_once_the_time_it_took_before_exceeds_what_its_section
     assert refused.endswith("the last conformance cell took 50.0 s in this run")
     clock.t = 1000.0 + 100 * (SHARES["matmul"] + SHARES["conformance"])
     assert budget.refusal(None, "the last cell") == "the conformance section's share of --budget-s is spent"
+
+
+def test_a_sections_cells_run_until_the_last_ones_time_no_longer_fits_and_the_rest_are_listed_as_skipped():
+    clock = Clock()
+    budget = Budget(100.0, now=clock)
+    budget.start("matmul")  # its share: 5 s from the start
+    cells = [{"section": "matmul", "cell": f"c{i}"} for i in range(4)]
+    report: dict = {"skipped": []}
+    ran = []
+    for cell in within_budget(cells, budget, report, "the last cell"):
+        ran.append(cell["cell"])
+        clock.t += 2.0  # each cell takes 2 s: after two, 1 s is left
+    assert ran == ["c0", "c1"]
+    assert [s["cell"] for s in report["skipped"]] == ["c2", "c3"]
+    assert report["skipped"][0]["reason"] == ("1.0 s left of the matmul section's share of --budget-s; "
+                                              "the last cell took 2.0 s in this run")
 
 
 def test_time_a_section_leaves_unused_passes_to_the_next():
