@@ -247,6 +247,7 @@ def test_the_threads_bench_measures_every_layout_idle_and_busy_and_names_the_mos
 
 def test_the_benches_checkpoints_are_of_the_family_their_arch_names(tmp_path):
     from hrm.checkpoint.loading import load_checkpoint
+
     from jobs.bench_cluster import make_checkpoints
     from jobs.bench_models import arch_section
 
