@@ -20,6 +20,8 @@ import argparse
 import io
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -96,6 +98,15 @@ def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
 def multiple_above(n: int, multiple: int) -> int:
     """The smallest multiple of `multiple` that is at least n."""
     return math.ceil(n / multiple) * multiple
+
+
+def spawn_run(config: Path, **popen: Any) -> subprocess.Popen:
+    """`hrm-eval run CONFIG` in a process of its own, on a fresh local Ray as a run on one
+    machine starts it (RAY_ENV, and no RAY_ADDRESS to attach to another); `popen`: where its
+    output goes, whether it gets a session of its own."""
+    env = {**os.environ, **RAY_ENV}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(config)], env=env, **popen)
 
 
 def make_checkpoints(run_dir: Path, count: int, arch: dict[str, Any] = ARCH) -> list[Path]:

@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,7 +34,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from jobs.bench_cluster import RAY_ENV, make_checkpoints, make_data
+from jobs.bench_cluster import make_checkpoints, make_data, spawn_run
 from jobs.bench_scale import TINY_ARCH
 
 KINDS = ("actor", "actors", "driver", "finishing")
@@ -110,10 +109,7 @@ def write_config(work: Path, run_id: str, data: str, run_dir: Path, shard_size: 
 def start_run(config: Path) -> subprocess.Popen:
     """`hrm-eval run CONFIG` in a session of its own, so the driver and the Ray it starts can be
     found and killed together."""
-    env = {**os.environ, **RAY_ENV}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(config)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return spawn_run(config, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run_to_end(config: Path) -> subprocess.Popen:

@@ -335,7 +335,7 @@ def actors_section(args: argparse.Namespace, cells: list[dict[str, Any]], clock:
 def actor_run(work: Path, checkpoint: Path, data: str, actors: int, gpus_per_actor: float,
               timeout_s: float) -> dict[str, Any]:
     """One `hrm-eval run` in a process of its own, stopped at `timeout_s`."""
-    from jobs.bench_cluster import RAY_ENV
+    from jobs.bench_cluster import spawn_run  # it imports Ray
 
     run_id = f"actors-{actors}"
     config = work / f"{run_id}.yaml"
@@ -345,13 +345,10 @@ def actor_run(work: Path, checkpoint: Path, data: str, actors: int, gpus_per_act
         "cluster": {"actors": actors, "gpus_per_actor": gpus_per_actor, "cpus_per_actor": 1, "shard_size": 4096},
         "output": {"uri": str(work / "results"), "run_id": run_id},
     }))
-    env = {**os.environ, **RAY_ENV}
-    env.pop("RAY_ADDRESS", None)  # a fresh local Ray, as a run on one machine starts
     started = time.perf_counter()
     # a session of its own, so that a run stopped at the deadline takes its Ray processes (and
     # their hold on the GPU) with it
-    child = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(config)], env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    child = spawn_run(config, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         _, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:

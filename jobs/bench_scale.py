@@ -20,14 +20,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from jobs.bench_cluster import RAY_ENV, make_checkpoints, make_data
+from jobs.bench_cluster import make_checkpoints, make_data, spawn_run
 
 TINY_ARCH: dict[str, Any] = {  # a model whose evaluation costs little next to everything around it
     "name": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
@@ -72,10 +71,9 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_job(config: Path, run: Path) -> dict[str, Any]:
     """One `hrm-eval run` in a process of its own; its manifest."""
-    env = {**os.environ, **RAY_ENV}
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run([sys.executable, "-m", "jobs.cli", "run", str(config)], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = spawn_run(config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if process.wait():
+        raise subprocess.CalledProcessError(process.returncode, process.args)
     return json.loads((run / "manifest.json").read_text())
 
 
