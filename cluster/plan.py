@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -93,12 +94,21 @@ class Sample(BaseModel):
 
     def rows(self, total: int) -> np.ndarray:
         """The examples sampled from a set of `total`: min(limit, total) positions drawn without
-        replacement by numpy's default_rng(seed), in dataset order."""
-        return np.sort(np.random.default_rng(self.seed).choice(total, size=min(self.limit, total), replace=False))
+        replacement by numpy's default_rng(seed), in dataset order (read-only: shared)."""
+        return sampled_rows(self.seed, self.limit, total)
 
     @classmethod
     def of(cls, limit: int | None, seed: int | None) -> Sample | None:
         return None if seed is None or limit is None else cls(seed=seed, limit=limit)
+
+
+@lru_cache(maxsize=8)
+def sampled_rows(seed: int, limit: int, total: int) -> np.ndarray:
+    """Drawn once per set: every shard (evaluate's every chunk, an actor's every unit) of a
+    sampled set takes its slice of the same draw."""
+    rows = np.sort(np.random.default_rng(seed).choice(total, size=min(limit, total), replace=False))
+    rows.flags.writeable = False
+    return rows
 
 
 SAMPLE_READ_TOKENS = 1 << 22  # a sampled shard is read in windows of at most this many tokens of its set
